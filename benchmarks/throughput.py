@@ -1,0 +1,62 @@
+"""Throughput vs the physical limit min(C/L, RPM/60, TPM/tokens/60), through ``synth-engine bench``.
+
+Default: the core acceptance point, C=1024 in flight against a sim with L=1 s latency,
+20,000 requests (limit 1,024 req/s). ``--grid`` sweeps C and L, plain and streamed.
+
+    python benchmarks/throughput.py [--grid] [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from _common import run_json, sim_server, write_result
+
+
+def point(concurrency: int, latency_ms: float, requests: int, stream: bool) -> dict[str, object]:
+    with sim_server("--latency-ms", str(latency_ms)) as url:
+        cmd = [sys.executable, "-m", "engine", "bench", "--base-url", url, "--model", "sim-model",
+               "--requests", str(requests), "--concurrency", str(concurrency), "--max-tokens", "32", "--json"]
+        if stream:
+            cmd.append("--stream")
+        r = run_json(cmd)
+    limit = concurrency / (latency_ms / 1000.0)
+    return {
+        "concurrency": concurrency,
+        "latency_ms": latency_ms,
+        "stream": stream,
+        "limit_req_s": limit,
+        "req_s": r["requests_per_s"],
+        "pct_of_limit": round(100.0 * r["requests_per_s"] / limit, 1),
+        "failed": r["failed"],
+        "cpu_us_per_request": r["cpu_us_per_request"],
+        "p50_ms": r["latency_ms"]["p50"],
+        "p99_ms": r["latency_ms"]["p99"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--grid", action="store_true")
+    ap.add_argument("--requests", type=int, default=20000)
+    args = ap.parse_args()
+    if args.grid:
+        points = [(c, lat, s) for c in (64, 256, 1024) for lat in (50, 1000) for s in (False, True)]
+    else:
+        points = [(1024, 1000.0, False)]
+    rows = []
+    print(f"{'C':>5} {'L ms':>6} {'stream':>6} {'limit/s':>8} {'req/s':>8} {'% limit':>8} {'CPU us/req':>10} {'p99 ms':>8}")
+    for c, lat, s in points:
+        n = min(args.requests, max(2000, int(c / (lat / 1000.0) * 10)))
+        row = point(c, lat, n, s)
+        rows.append(row)
+        print(f"{c:>5} {lat:>6} {s!s:>6} {row['limit_req_s']:>8.0f} {row['req_s']:>8} {row['pct_of_limit']:>8} "
+              f"{row['cpu_us_per_request']:>10} {row['p99_ms']:>8}")
+    path = write_result("throughput", {"points": rows})
+    print(f"wrote {path}")
+    return 0 if all(float(r["pct_of_limit"]) >= 95.0 for r in rows if r["latency_ms"] >= 1000) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

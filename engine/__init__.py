@@ -1,0 +1,53 @@
+"""synth-engine: synthetic instruction data from OpenAI-compatible endpoints, at the endpoint's limit.
+
+The public API is exactly ``__all__``; everything else may change without notice.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import Engine as Engine
+from .api import RunResult as RunResult
+from .config import Config as Config
+from .config import load_config as load_config
+from .errors import AuthError as AuthError
+from .errors import BadRequest as BadRequest
+from .errors import BudgetExceeded as BudgetExceeded
+from .errors import ConfigError as ConfigError
+from .errors import ConnectionLost as ConnectionLost
+from .errors import EndpointError as EndpointError
+from .errors import EngineError as EngineError
+from .errors import FatalEndpointError as FatalEndpointError
+from .errors import InputError as InputError
+from .errors import MalformedResponse as MalformedResponse
+from .errors import ParseError as ParseError
+from .errors import RateLimited as RateLimited
+from .errors import RetryableError as RetryableError
+from .errors import ServerError as ServerError
+from .errors import ShardError as ShardError
+from .errors import Timeout as Timeout
+
+__all__ = (
+    "AuthError",
+    "BadRequest",
+    "BudgetExceeded",
+    "Config",
+    "ConfigError",
+    "ConnectionLost",
+    "EndpointError",
+    "Engine",
+    "EngineError",
+    "FatalEndpointError",
+    "InputError",
+    "MalformedResponse",
+    "ParseError",
+    "RateLimited",
+    "RetryableError",
+    "RunResult",
+    "ServerError",
+    "ShardError",
+    "Timeout",
+    "__version__",
+    "load_config",
+)

@@ -1,0 +1,305 @@
+"""The Engine façade: composes config, endpoints, cache, method, scheduler, sink and metrics.
+
+It holds no protocol logic of its own. It installs no signal handlers and keeps no
+global state, so several engines can run in one event loop inside another program;
+the CLI adds signals, progress on stderr and exit codes on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from . import __version__
+from .config import Config, EndpointConfig, config_hash
+from .errors import ConfigError, EngineError
+from .io.manifest import Manifest
+from .io.readers import check_readable, fingerprint
+from .io.shards import ShardSink
+from .llm.cache import ResponseCache
+from .llm.caller import Caller
+from .llm.client import Client
+from .llm.gate import Gate
+from .llm.retry import RetryPolicy
+from .methods import create_method, method_config
+from .methods.base import MethodContext
+from .metrics.core import Metrics
+from .metrics.progress import Progress
+from .metrics.report import Report, build_report, render_summary, write_report
+from .scheduler import run_items
+
+__all__ = ("Engine", "RunResult")
+
+log = logging.getLogger("engine")
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """What :meth:`Engine.run` did.
+
+    Attributes:
+        output: the output directory.
+        complete: every item is done (the manifest says ``complete: true``).
+        already_complete: the output was complete before this run; nothing was done.
+        stop_reason: why the run stopped early (None when complete).
+        manifest: the final manifest.
+        report: the run report (also in ``OUT/report.json``).
+        summary: the one-screen text summary.
+    """
+
+    output: Path
+    complete: bool
+    already_complete: bool = False
+    stop_reason: str | None = None
+    manifest: Manifest | None = None
+    report: Report | None = None
+    summary: str = ""
+
+
+class _Endpoint:
+    """One endpoint's live parts."""
+
+    def __init__(self, name: str, cfg: EndpointConfig, client: Client, gate: Gate) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.client = client
+        self.gate = gate
+
+
+class Engine:
+    """Runs one configured generation job.
+
+    Use as an async context manager, which starts in-process simulated endpoints and
+    HTTP sessions and closes them on exit::
+
+        async with Engine(config) as engine:
+            result = await engine.run()
+
+    Args:
+        config: a validated :class:`~engine.config.Config` (see :func:`engine.load_config`).
+        progress: stream for live progress (None: no progress display).
+        force_new: discard an existing output written by a different config.
+    """
+
+    def __init__(self, config: Config, *, progress: TextIO | None = None, force_new: bool = False) -> None:
+        self.config = config
+        self.method_cfg = method_config(config)  # validate before anything starts
+        self._progress_stream = progress
+        self._force_new = force_new
+        self._sims: list[Any] = []
+        self._endpoints: dict[str, _Endpoint] = {}
+        self.metrics = Metrics()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Engine:
+        try:
+            for name, ep in self.config.endpoints.items():
+                self._endpoints[name] = await self._open_endpoint(name, ep)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close HTTP sessions and stop simulated endpoints."""
+        await self._stack.aclose()
+
+    async def _open_endpoint(self, name: str, ep: EndpointConfig) -> _Endpoint:
+        base_url = ep.base_url
+        api_key: str | None = None
+        if ep.simulated:
+            from .sim import SimServer, SimSettings
+
+            try:
+                settings = msgspec.convert({"model": ep.model, **ep.sim}, SimSettings)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(
+                    str(exc), path=self.config.source or None, field=f"endpoints.{name}.sim",
+                    hint="see docs/config.md for the simulated endpoint's settings",
+                ) from exc
+            server = SimServer(settings)
+            await self._stack.enter_async_context(server)
+            base_url = server.url
+        elif ep.api_key_env:
+            api_key = os.environ.get(ep.api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"environment variable {ep.api_key_env} is not set",
+                    path=self.config.source or None,
+                    field=f"endpoints.{name}.api_key_env",
+                    hint=f"export {ep.api_key_env}=<your key>",
+                )
+        client = Client(
+            name,
+            base_url,
+            api_key=api_key,
+            timeout_s=ep.timeout_s,
+            connect_timeout_s=ep.connect_timeout_s,
+            max_connections=ep.max_concurrency,
+        )
+        self._stack.push_async_callback(client.aclose)
+        gate = Gate(
+            name,
+            max_concurrency=ep.max_concurrency,
+            rpm=ep.rpm,
+            tpm=ep.tpm,
+            adaptive=ep.adaptive_concurrency,
+        )
+        return _Endpoint(name, ep, client, gate)
+
+    def _callers(self, cache: ResponseCache | None) -> dict[str, Caller]:
+        callers: dict[str, Caller] = {}
+        by_endpoint: dict[str, Caller] = {}
+        for role in ("strong", "target", "judge"):
+            name = self.config.role_endpoint(role)
+            if name not in by_endpoint:
+                ep = self._endpoints[name]
+                by_endpoint[name] = Caller(
+                    name,
+                    ep.cfg.model,
+                    ep.client,
+                    ep.gate,
+                    cache=cache,
+                    retry=RetryPolicy(ep.cfg.max_retries, rng=random.Random(self.config.run.seed)),
+                    params=ep.cfg.params,
+                    stream=ep.cfg.stream,
+                    structured_output=ep.cfg.structured_output,
+                    observer=self.metrics.endpoint(name),
+                )
+            callers[role] = by_endpoint[name]
+        return callers
+
+    def _sync_gate_metrics(self) -> None:
+        for name, ep in self._endpoints.items():
+            st = ep.gate.state()
+            stats = self.metrics.endpoint(name)
+            stats.concurrency_limit = st.concurrency_limit
+            stats.rpm_limit = st.rpm
+            stats.tpm_limit = st.tpm
+
+    async def _monitor(self, interval: float = 0.5) -> None:
+        watchdog = self.config.run.watchdog_s
+        warned_at = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            self._sync_gate_metrics()
+            if watchdog > 0:
+                idle = self.metrics.clock() - self.metrics.last_progress_at
+                if idle > watchdog and self.metrics.clock() - warned_at > watchdog:
+                    warned_at = self.metrics.clock()
+                    busy = {n: e.gate.state() for n, e in self._endpoints.items()}
+                    detail = ", ".join(
+                        f"{n}: {s.in_flight} in flight, {s.waiting} waiting, paused {s.paused_for:.0f}s"
+                        for n, s in busy.items()
+                    )
+                    log.warning("no progress for %.0f s (%s)", idle, detail)
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> RunResult:
+        """Run the job to completion, or until ``stop`` is set (then drain and stop resumably).
+
+        Re-running on the same output resumes: items already committed are skipped and
+        paid-for responses replay from the cache.
+
+        Raises:
+            ConfigError: a problem found only now (e.g. a missing API key variable).
+            InputError: the input cannot be read.
+            ShardError: the output cannot be written, or belongs to another config.
+        """
+        config = self.config
+        stop = stop or asyncio.Event()
+        out_dir = config.resolve(config.run.output)
+        input_path = config.resolve(config.run.input or "")
+        check_readable(input_path)
+        sink, resume = ShardSink.open(
+            out_dir,
+            shard_records=config.run.shard_records,
+            config_hash=config_hash(config),
+            input_fingerprint=fingerprint(input_path),
+            method=config.run.method,
+            engine_version=__version__,
+            simulated=config.simulated,
+            force_new=self._force_new,
+        )
+        if resume.complete:
+            sink.abandon()
+            return RunResult(output=out_dir, complete=True, already_complete=True, manifest=sink.manifest)
+        if resume.discarded:
+            log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
+        cache = ResponseCache(out_dir / "cache.sqlite")
+        ctx = MethodContext(
+            config=config,
+            callers=dict(self._callers(cache)),
+            input_path=input_path,
+            stage=self.metrics.stage,
+        )
+        method = create_method(config, ctx)
+        stop_reason: str | None = "error"
+        background: list[asyncio.Task[None]] = []
+        progress: Progress | None = None
+        try:
+            if self._progress_stream is not None and config.run.progress != "off":
+                use_rich = {"auto": None, "rich": True, "plain": False}[config.run.progress]
+                progress = Progress(self.metrics, stream=self._progress_stream, use_rich=use_rich)
+                background.append(asyncio.create_task(progress.run(), name="progress"))
+            background.append(asyncio.create_task(self._monitor(), name="monitor"))
+            await method.prepare()
+            self.metrics.items_total = getattr(method, "total", None)
+            stop_reason = await run_items(
+                method,
+                window=config.run.max_items_in_flight,
+                done=resume.done,
+                write=sink.write_item,
+                stop=stop,
+                metrics=self.metrics,
+            )
+        except asyncio.CancelledError:
+            stop_reason = "cancelled"
+            raise
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if progress is not None:
+                with contextlib.suppress(Exception):
+                    progress.close()
+            self._sync_gate_metrics()
+            sink.manifest.usage = {
+                name: {
+                    "prompt_tokens": self.metrics.endpoint(name).prompt_tokens,
+                    "completion_tokens": self.metrics.endpoint(name).completion_tokens,
+                    "requests": self.metrics.endpoint(name).requests,
+                }
+                for name in self._endpoints
+            }
+            complete = stop_reason is None
+            manifest = sink.close(complete=complete, stop_reason=stop_reason)
+            cache.close()
+            report = build_report(
+                self.metrics,
+                method=config.run.method,
+                simulated=config.simulated,
+                stop_reason=stop_reason,
+                method_report=method.report(),
+            )
+            with contextlib.suppress(EngineError, OSError):
+                write_report(out_dir / "report.json", report)
+        return RunResult(
+            output=out_dir,
+            complete=complete,
+            stop_reason=stop_reason,
+            manifest=manifest,
+            report=report,
+            summary=render_summary(report),
+        )
+

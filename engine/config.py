@@ -1,0 +1,424 @@
+"""The run configuration: TOML decoded into frozen msgspec Structs.
+
+Unknown keys are rejected (a typo fails loudly instead of being ignored). Every error is
+a :class:`~engine.errors.ConfigError` naming the file, the line where the key sits (found
+by scanning the TOML text, since ``tomllib`` keeps no positions), the dotted key, the
+reason and what to do. ``--set dotted.key=value`` overrides are applied to the parsed
+document before validation, so they are typed by the same schema; errors in them name
+``--set`` instead of a file line.
+
+Method tables (``[method.NAME]``) are kept as raw tables here and validated by the method
+registry against each method's own Struct (``engine.methods``), because methods sit above
+this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = (
+    "Base",
+    "Config",
+    "EndpointConfig",
+    "RolesConfig",
+    "RunConfig",
+    "apply_overrides",
+    "config_hash",
+    "load_config",
+    "locate_key",
+    "validation_error",
+)
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shared options of every config Struct."""
+
+
+class RunConfig(Base):
+    """``[run]``: what to run and where output goes.
+
+    Attributes:
+        method: generation method (``codeclm``, ``respond``, ...).
+        input: input file, relative to the config file's directory.
+        output: output directory, relative to the config file's directory.
+        seed: seed of every random choice the engine makes.
+        max_items_in_flight: input items processed at once (bounds memory).
+        shard_records: rows per output shard before it is committed and rotated.
+        read_ahead: input items read ahead of the window.
+        progress: "auto" (a bar on a terminal, plain lines otherwise), "rich", "plain", "off".
+        watchdog_s: report stuck work after this many seconds without progress (0: off).
+    """
+
+    method: str = "codeclm"
+    input: str | None = None
+    output: str = "out"
+    seed: int = 0
+    max_items_in_flight: PositiveInt = 64
+    shard_records: PositiveInt = 1000
+    read_ahead: PositiveInt = 256
+    progress: Literal["auto", "rich", "plain", "off"] = "auto"
+    watchdog_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+
+
+class EndpointConfig(Base):
+    """``[endpoints.NAME]``: one OpenAI-compatible endpoint.
+
+    Attributes:
+        base_url: ``http(s)://host:port/v1``, or ``"sim"`` for the in-process simulated endpoint.
+        model: model id sent in requests.
+        api_key_env: name of the environment variable holding the API key (never the key).
+        max_concurrency: most requests in flight (the ceiling when concurrency adapts).
+        rpm: requests-per-minute limit to respect (None: learn from headers).
+        tpm: tokens-per-minute limit to respect (None: learn from headers).
+        adaptive_concurrency: "auto" adapts concurrency (AIMD) while no rpm/tpm is known.
+        timeout_s: per-request deadline.
+        connect_timeout_s: TCP connect deadline.
+        max_retries: retries of a retryable failure before the item fails.
+        stream: stream responses (SSE) to measure time to first token.
+        structured_output: ask for JSON via ``response_format`` json_schema.
+        params: extra request parameters sent with every call (top_p, seed, stop...).
+        sim: settings of the simulated endpoint when ``base_url = "sim"``.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    max_concurrency: PositiveInt = 64
+    rpm: PositiveFloat | None = None
+    tpm: PositiveFloat | None = None
+    adaptive_concurrency: bool | Literal["auto"] = "auto"
+    timeout_s: PositiveFloat = 120.0
+    connect_timeout_s: PositiveFloat = 10.0
+    max_retries: NonNegInt = 5
+    stream: bool = False
+    structured_output: bool = True
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    sim: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether this endpoint is the built-in simulated one."""
+        return self.base_url == "sim"
+
+
+class RolesConfig(Base):
+    """``[roles]``: which endpoint plays which role."""
+
+    strong: str
+    target: str | None = None
+    judge: str | None = None
+
+
+class Config(Base):
+    """The whole configuration.
+
+    Attributes:
+        run: ``[run]``.
+        endpoints: ``[endpoints.NAME]`` tables.
+        roles: ``[roles]``.
+        method: raw ``[method.NAME]`` tables (validated by the method registry).
+        source: the config file it was read from ("" when built in code).
+    """
+
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+    endpoints: dict[str, EndpointConfig] = msgspec.field(default_factory=dict)
+    roles: RolesConfig | None = None
+    method: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory relative paths in the config are resolved against."""
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        """A config path made absolute against :attr:`base_dir`."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def simulated(self) -> bool:
+        """Whether any endpoint is simulated."""
+        return any(ep.simulated for ep in self.endpoints.values())
+
+    def role_endpoint(self, role: str) -> str:
+        """Endpoint name for ``role`` (target and judge fall back to strong)."""
+        assert self.roles is not None
+        name = getattr(self.roles, role, None)
+        return name if name is not None else self.roles.strong
+
+
+# ----------------------------------------------------------------- locating keys
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+
+def _norm_key(raw: str) -> str:
+    parts = [p.strip().strip("\"'") for p in raw.split(".")]
+    return ".".join(parts)
+
+
+def locate_key(text: str, dotted: str) -> int | None:
+    """1-based line of ``dotted`` (a key or a table) in TOML ``text``, or None.
+
+    Falls back to the line of the nearest enclosing table that is present.
+    """
+    table = ""
+    best: tuple[int, int] | None = None  # (matched length, line)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _HEADER.match(line)
+        if m:
+            table = _norm_key(m.group(1))
+            full = table
+        else:
+            k = _KEYLINE.match(line)
+            if not k:
+                continue
+            key = _norm_key(k.group(1))
+            full = f"{table}.{key}" if table else key
+        if full == dotted:
+            return lineno
+        if dotted.startswith(full + ".") and (best is None or len(full) > best[0]):
+            best = (len(full), lineno)
+    return best[1] if best else None
+
+
+# ------------------------------------------------------------ validation errors
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _dotted(path: str) -> str:
+    # msgspec paths look like .endpoints.strong.rpm or .endpoints['a b'] or .x[0]
+    out = re.sub(r"\['([^']*)'\]", r".\1", path)
+    out = re.sub(r"\[(\d+)\]", r".\1", out)
+    return out.lstrip(".")
+
+
+def _valid_keys(root: type, dotted: str) -> list[str]:
+    """Keys valid at ``dotted`` in the schema rooted at ``root`` (for hints)."""
+    info: Any = msgspec.inspect.type_info(root)
+    for part in [p for p in dotted.split(".") if p]:
+        if isinstance(info, msgspec.inspect.StructType):
+            match = [f for f in info.fields if f.name == part]
+            if not match:
+                return []
+            info = match[0].type
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+        while isinstance(info, msgspec.inspect.UnionType):
+            structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+            if not structs:
+                break
+            info = structs[0]
+    if isinstance(info, msgspec.inspect.StructType):
+        return [f.name for f in info.fields if f.name != "source"]
+    return []
+
+
+def validation_error(
+    exc: msgspec.ValidationError,
+    *,
+    root: type,
+    path: str | None,
+    text: str | None,
+    prefix: str = "",
+    overridden: frozenset[str] = frozenset(),
+) -> ConfigError:
+    """Turn a msgspec ValidationError into a ConfigError with file, line, key and hint.
+
+    Args:
+        exc: the error.
+        root: the Struct type that was being decoded (for the list of valid keys).
+        path: the config file.
+        text: the config file's text (for line lookup).
+        prefix: dotted prefix of ``root`` within the file (e.g. ``method.codeclm``).
+        overridden: dotted keys that came from ``--set``.
+    """
+    m = _AT.match(str(exc))
+    assert m is not None
+    msg = m.group("msg")
+    where = _dotted(m.group("path") or "")
+    field = where
+    hint: str | None = None
+    fm = _FIELD.search(msg)
+    if msg.startswith("Object contains unknown field") and fm:
+        field = f"{where}.{fm.group(1)}" if where else fm.group(1)
+        valid = _valid_keys(root, where)
+        reason = "unknown key"
+        hint = "remove it or fix the spelling" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+    elif msg.startswith("Object missing required field") and fm:
+        field = f"{where}.{fm.group(1)}" if where else fm.group(1)
+        reason = "required key is missing"
+        hint = "add it"
+    else:
+        reason = msg[0].lower() + msg[1:] if msg else "invalid value"
+        hint = "fix the value's type or range"
+    full = f"{prefix}.{field}".strip(".") if prefix else field
+    if any(full == k or full.startswith(k + ".") for k in overridden):
+        return ConfigError(reason, path="--set", field=full, hint=hint)
+    line = locate_key(text, full) if text else None
+    return ConfigError(reason, path=path, line=line, field=full or None, hint=hint)
+
+
+# ------------------------------------------------------------------- overrides
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> frozenset[str]:
+    """Apply ``dotted.key=value`` overrides to a parsed TOML document in place.
+
+    The value is read as a TOML literal when it is one (``3``, ``true``, ``"x"``,
+    ``[1, 2]``) and as a plain string otherwise (``http://127.0.0.1:8000/v1``).
+
+    Returns:
+        The dotted keys that were set.
+
+    Raises:
+        ConfigError: an override is not ``key=value`` or crosses a non-table value.
+    """
+    keys: set[str] = set()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(
+                f"cannot read override {item!r}", path="--set", hint="write --set dotted.key=value"
+            )
+        parts = key.split(".")
+        node: Any = doc
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(
+                    "is not a table, so it has no sub-keys",
+                    path="--set",
+                    field=".".join(parts[: i + 1]),
+                    hint=f"check the key {key!r}",
+                )
+            node = nxt
+        node[parts[-1]] = _parse_value(raw.strip())
+        keys.add(key)
+    return frozenset(keys)
+
+
+# -------------------------------------------------------------------- loading
+def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> None:
+    def err(field: str, reason: str, hint: str) -> ConfigError:
+        if any(field == k or field.startswith(k + ".") for k in overridden):
+            return ConfigError(reason, path="--set", field=field, hint=hint)
+        return ConfigError(reason, path=path, line=locate_key(text, field), field=field, hint=hint)
+
+    if not config.endpoints:
+        raise err("endpoints", "no endpoint is defined", "add an [endpoints.NAME] table with base_url and model")
+    for name, ep in config.endpoints.items():
+        url = ep.base_url
+        if url != "sim" and not re.match(r"^https?://[^/\s]+", url):
+            raise err(
+                f"endpoints.{name}.base_url",
+                f"{url!r} is not an http(s) URL",
+                'write e.g. "http://127.0.0.1:8000/v1", or "sim" for the simulated endpoint',
+            )
+        if ep.sim and not ep.simulated:
+            raise err(f"endpoints.{name}.sim", "sim settings on a real endpoint", 'remove them or set base_url = "sim"')
+    if config.roles is None:
+        raise err("roles", "the [roles] table is missing", "add [roles] with strong = \"<endpoint name>\"")
+    names = ", ".join(sorted(config.endpoints))
+    for role in ("strong", "target", "judge"):
+        ref = getattr(config.roles, role)
+        if ref is not None and ref not in config.endpoints:
+            raise err(f"roles.{role}", f"names endpoint {ref!r}, which is not defined", f"use one of: {names}")
+    if config.run.input is None:
+        raise err("run.input", "no input file is given", "set run.input to a JSONL file of seed items")
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a TOML config.
+
+    Args:
+        path: the config file.
+        overrides: ``dotted.key=value`` strings (from ``--set``).
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or does not fit the schema.
+    """
+    p = str(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found", path=p, hint="check the path") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file ({exc})", path=p, hint="check the file") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {reason}",
+            path=p,
+            line=int(m.group(1)) if m else None,
+            hint="fix the syntax",
+        ) from exc
+    overridden = apply_overrides(doc, overrides or [])
+    if "source" in doc:
+        raise ConfigError("unknown key", path=p, line=locate_key(text, "source"), field="source", hint="remove it")
+    doc["source"] = str(Path(p).resolve())
+    try:
+        config = msgspec.convert(doc, Config)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc, root=Config, path=p, text=text, overridden=overridden) from exc
+    _check(config, p, text, overridden)
+    return config
+
+
+def config_hash(config: Config) -> str:
+    """Hash of everything in ``config`` that decides the output's content.
+
+    Left out on purpose: where output goes and how fast it is produced (output path,
+    window, progress, base_url, keys, limits, timeouts, retries, streaming), so a run
+    can resume against another host serving the same model, at another rate.
+    """
+    content = {
+        "run": {
+            "method": config.run.method,
+            "input": config.run.input,
+            "seed": config.run.seed,
+            "shard_records": config.run.shard_records,
+        },
+        "endpoints": {
+            name: {
+                "model": ep.model,
+                "structured_output": ep.structured_output,
+                "params": ep.params,
+                "sim": ep.sim,
+                "simulated": ep.simulated,
+            }
+            for name, ep in config.endpoints.items()
+        },
+        "roles": config.roles,
+        "method": config.method.get(config.run.method, {}),
+    }
+    blob = msgspec.json.encode(content, order="sorted")
+    return hashlib.sha256(blob).hexdigest()[:16]

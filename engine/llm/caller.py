@@ -1,0 +1,247 @@
+"""The caller: cache -> gate -> client -> retry, for one endpoint role.
+
+This is the one way pipeline stages reach a model. It replays a cached response when
+there is one, otherwise waits at the endpoint's gate, sends one attempt through the
+client, tells the gate how it went, stores the response in the cache the moment it
+arrives and retries retryable failures within the policy's bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Protocol
+
+import msgspec
+
+from ..errors import EndpointError, RateLimited, ServerError, Timeout
+from .cache import CachedResponse, ResponseCache, request_key
+from .client import ChatResult, Client
+from .gate import Gate, Outcome
+from .retry import RetryPolicy
+from .wire import Usage
+
+__all__ = ("CallObserver", "Caller", "Completion", "estimate_prompt_tokens")
+
+
+class CallObserver(Protocol):
+    """What the caller reports to metrics (``engine.metrics.EndpointStats`` fits)."""
+
+    def on_start(self) -> None: ...
+
+    def on_finish(
+        self,
+        latency_s: float,
+        ok: bool,
+        error_kind: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_s: float | None,
+    ) -> None: ...
+
+    def on_retry(self) -> None: ...
+
+    def on_cache_hit(self, prompt_tokens: int, completion_tokens: int) -> None: ...
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    """The reply to one chat call.
+
+    Attributes:
+        texts: one text per choice (``n``).
+        finish_reasons: finish reason per choice.
+        usage: tokens used (reported, or estimated on servers that send no usage).
+        cached: True when replayed from the cache (nothing was paid).
+        attempts: HTTP attempts made (0 when cached).
+    """
+
+    texts: list[str]
+    finish_reasons: list[str | None]
+    usage: Usage
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.texts[0] if self.texts else ""
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A cheap upper-ish estimate of prompt tokens (~4 characters a token, 4 per message)."""
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+    return math.ceil(chars / 4) + 4 * len(messages) + 3
+
+
+def _outcome_for(error: EndpointError) -> Outcome:
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, ServerError | Timeout):
+        return "overloaded"
+    return "error"
+
+
+class Caller:
+    """Calls one endpoint for the pipeline.
+
+    Args:
+        name: endpoint name.
+        model: model id sent in requests.
+        client: the endpoint's client.
+        gate: the endpoint's gate.
+        cache: the run's response cache (None: no caching, e.g. for benchmarks).
+        retry: the retry policy.
+        params: default request parameters merged under each call's (the endpoint's
+            extra params from the config).
+        stream: stream responses (SSE) to measure time to first token.
+        structured_output: the endpoint honours ``response_format`` json_schema.
+        observer: metrics sink.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        client: Client,
+        gate: Gate,
+        *,
+        cache: ResponseCache | None = None,
+        retry: RetryPolicy | None = None,
+        params: dict[str, Any] | None = None,
+        stream: bool = False,
+        structured_output: bool = True,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.client = client
+        self.gate = gate
+        self.cache = cache
+        self.retry = retry or RetryPolicy()
+        self.params = dict(params or {})
+        self.stream = stream
+        self.structured_output = structured_output
+        self.observer = observer
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        priority: int = 0,
+        sample_index: int = 0,
+        **params: Any,
+    ) -> Completion:
+        """Get a reply for ``messages``; replayed from the cache if already paid for.
+
+        Args:
+            messages: chat messages (``{"role": ..., "content": ...}``).
+            priority: pipeline depth of the calling stage (deeper goes first).
+            sample_index: distinguishes repeated samples of the same request.
+            **params: request parameters (temperature, max_tokens, n, response_format...).
+
+        Raises:
+            EndpointError: a fatal error, or a retryable one that exhausted its retries.
+        """
+        body_params = {**self.params, **{k: v for k, v in params.items() if v is not None}}
+        key: bytes | None = None
+        if self.cache is not None:
+            key = request_key(self.model, messages, body_params, sample_index)
+            hit = self.cache.get(key)
+            if hit is not None:
+                usage = hit.usage or Usage()
+                if self.observer is not None:
+                    self.observer.on_cache_hit(usage.prompt_tokens, usage.completion_tokens)
+                return Completion(
+                    texts=hit.texts, finish_reasons=hit.finish_reasons, usage=usage, cached=True
+                )
+        body: dict[str, Any] = {"model": self.model, "messages": messages, **body_params}
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        n = int(body_params.get("n") or 1)
+        prompt_est = estimate_prompt_tokens(messages)
+        reserve = prompt_est + int(body_params.get("max_tokens") or 256) * n
+        attempt = 0
+        while True:
+            result = await self._attempt(body, reserve, priority, prompt_est)
+            if isinstance(result, ChatResult):
+                break
+            error = result
+            if not self.retry.should_retry(error, attempt):
+                raise error
+            attempt += 1
+            if self.observer is not None:
+                self.observer.on_retry()
+            delay = self.retry.delay(error, attempt - 1)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        usage = result.usage or Usage(
+            prompt_tokens=prompt_est,
+            completion_tokens=sum(math.ceil(len(t) / 4) for t in result.texts),
+        )
+        if usage.total_tokens == 0:
+            usage = Usage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.prompt_tokens + usage.completion_tokens,
+            )
+        if self.cache is not None and key is not None:
+            self.cache.put(
+                key,
+                CachedResponse(texts=result.texts, finish_reasons=result.finish_reasons, usage=usage),
+            )
+        return Completion(
+            texts=result.texts,
+            finish_reasons=result.finish_reasons,
+            usage=usage,
+            attempts=attempt + 1,
+        )
+
+    async def _attempt(
+        self, body: dict[str, Any], reserve: int, priority: int, prompt_est: int
+    ) -> ChatResult | EndpointError:
+        """One gated attempt: the result, or the (mapped) error it ended with."""
+        permit = await self.gate.acquire(reserve, priority)
+        observer = self.observer
+        if observer is not None:
+            observer.on_start()
+        try:
+            result = await self.client.chat(body)
+        except EndpointError as error:
+            self.gate.release(
+                permit,
+                outcome=_outcome_for(error),
+                retry_after=error.retry_after if isinstance(error, RateLimited) else None,
+            )
+            if observer is not None:
+                observer.on_finish(0.0, False, error.kind, 0, 0, None)
+            return error
+        except BaseException:
+            self.gate.release(permit, outcome="cancelled")
+            if observer is not None:
+                observer.on_finish(0.0, False, "cancelled", 0, 0, None)
+            raise
+        usage = result.usage
+        self.gate.release(
+            permit,
+            outcome="ok",
+            used_tokens=usage.total_tokens if usage is not None and usage.total_tokens else None,
+            rate=result.rate,
+            latency=result.latency,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+        )
+        if observer is not None:
+            observer.on_finish(
+                result.latency,
+                True,
+                None,
+                usage.prompt_tokens if usage else prompt_est,
+                usage.completion_tokens if usage else 0,
+                result.ttft,
+            )
+        return result
+

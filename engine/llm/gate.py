@@ -1,0 +1,404 @@
+"""The per-endpoint gate: who calls the endpoint next, and when.
+
+A request passes the gate when all of these hold, checked in one place (``_pump``):
+
+* fewer than ``limit`` requests of this endpoint are in flight (the concurrency
+  limit: fixed, or adapted by AIMD when nothing else bounds the endpoint);
+* the endpoint is not paused (a 429 pauses the whole endpoint for its Retry-After);
+* the requests/min bucket has one request and the tokens/min bucket has the request's
+  reservation (prompt estimate + max_tokens), when those limits are known.
+
+Waiters sit in one heap keyed ``(-priority, seq)``: a deeper pipeline stage goes first,
+FIFO within a stage, strictly in order (a large request at the head is not overtaken, so
+it cannot starve). Waiting is event-driven: a release or a single timer armed for the
+head's earliest possible start wakes the pump; nothing polls. Cancelled waiters are
+dropped lazily, and a waiter cancelled after it was granted gives its place back.
+
+After each response :meth:`Gate.release` reconciles the token reservation with the
+reported usage, tightens the buckets from ``x-ratelimit-*`` headers (learning the limits
+when the config gave none), and feeds the AIMD controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from typing import Literal
+
+from ..clock import Cancellable, Clock, Scheduler
+from ..errors import BadRequest
+from .bucket import TokenBucket
+from .wire import RateInfo
+
+__all__ = ("Gate", "GateState", "Outcome", "Permit")
+
+Outcome = Literal["ok", "rate_limited", "overloaded", "error", "cancelled"]
+
+# AIMD: multiplicative decrease on congestion, at most once per "epoch" (requests that
+# started before the last decrease cannot trigger another one: cascade dampening).
+_DECREASE = 0.75
+# Latency-based congestion signal for servers that queue instead of returning 429:
+# the smoothed per-token latency above this multiple of the best seen means queueing.
+_LATENCY_TOLERANCE = 1.8
+_EWMA_ALPHA = 0.1
+
+
+class Permit:
+    """A granted place at the gate; give it back with :meth:`Gate.release`."""
+
+    __slots__ = ("epoch", "released", "started_at", "tokens")
+
+    def __init__(self, tokens: int, started_at: float, epoch: int) -> None:
+        self.tokens = tokens
+        self.started_at = started_at
+        self.epoch = epoch
+        self.released = False
+
+
+class GateState:
+    """A read-only snapshot of a gate for metrics and reports."""
+
+    __slots__ = ("concurrency_limit", "in_flight", "paused_for", "rpm", "tpm", "waiting")
+
+    def __init__(
+        self,
+        *,
+        concurrency_limit: float,
+        in_flight: int,
+        waiting: int,
+        rpm: float | None,
+        tpm: float | None,
+        paused_for: float,
+    ) -> None:
+        self.concurrency_limit = concurrency_limit
+        self.in_flight = in_flight
+        self.waiting = waiting
+        self.rpm = rpm
+        self.tpm = tpm
+        self.paused_for = paused_for
+
+
+class Gate:
+    """Concurrency + RPM/TPM admission for one endpoint, with priorities.
+
+    Args:
+        name: endpoint name (for errors).
+        max_concurrency: hard ceiling of requests in flight.
+        rpm: requests per minute, or None if unknown (then learned from headers).
+        tpm: tokens per minute, or None if unknown (then learned from headers).
+        adaptive: "auto" adapts concurrency (AIMD on errors and queueing latency) only
+            while no rpm/tpm limit is known; True always; False never.
+        min_concurrency: floor for the adaptive limit.
+        burst_s: bucket burst, in seconds' worth of the limit (see ``bucket``).
+        clock: monotonic time; default the running loop's.
+        call_later: timer scheduler; default the running loop's.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_concurrency: int = 64,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        adaptive: bool | Literal["auto"] = "auto",
+        min_concurrency: int = 1,
+        burst_s: float = 1.0,
+        clock: Clock | None = None,
+        call_later: Scheduler | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.name = name
+        self._clock = clock
+        self._call_later = call_later
+        self._max = float(max_concurrency)
+        self._min = float(max(1, min(min_concurrency, max_concurrency)))
+        self._limit = float(max_concurrency)
+        self._adaptive = adaptive
+        self._burst_s = burst_s
+        self._configured_rpm = rpm
+        self._configured_tpm = tpm
+        self._rpm: float | None = None
+        self._tpm: float | None = None
+        self._req_bucket: TokenBucket | None = None
+        self._tok_bucket: TokenBucket | None = None
+        self._in_flight = 0
+        self._heap: list[tuple[int, int, int, asyncio.Future[Permit]]] = []
+        self._seq = itertools.count()
+        self._timer: Cancellable | None = None
+        self._timer_at = math.inf
+        self._paused_until = -math.inf
+        self._consecutive_429 = 0
+        self._epoch = 0
+        self._successes_since_change = 0
+        self._lat_ewma: float | None = None
+        self._lat_best: float | None = None
+        if rpm is not None:
+            self._set_rpm(rpm)
+        if tpm is not None:
+            self._set_tpm(tpm)
+
+    # ------------------------------------------------------------------ time
+    def _now(self) -> float:
+        if self._clock is None:
+            self._clock = asyncio.get_running_loop().time
+        return self._clock()
+
+    def _schedule(self, delay: float, cb: Callable[[], None]) -> Cancellable:
+        if self._call_later is None:
+            self._call_later = asyncio.get_running_loop().call_later
+        return self._call_later(delay, cb)
+
+    # ---------------------------------------------------------------- limits
+    def _set_rpm(self, rpm: float) -> None:
+        if not rpm > 0:
+            raise ValueError(f"rpm must be > 0 (got {rpm})")
+        self._rpm = float(rpm)
+        if self._req_bucket is None:
+            self._req_bucket = TokenBucket.for_limit(rpm, burst_s=self._burst_s, clock=self._now)
+        else:
+            self._req_bucket.resize_for_limit(rpm, burst_s=self._burst_s)
+
+    def _set_tpm(self, tpm: float, min_burst: float = 1.0) -> None:
+        if not tpm > 0:
+            raise ValueError(f"tpm must be > 0 (got {tpm})")
+        self._tpm = float(tpm)
+        if self._tok_bucket is None:
+            self._tok_bucket = TokenBucket.for_limit(
+                tpm, burst_s=self._burst_s, min_burst=min_burst, clock=self._now
+            )
+        else:
+            self._tok_bucket.resize_for_limit(tpm, burst_s=self._burst_s, min_burst=min_burst)
+
+    @property
+    def adapting(self) -> bool:
+        """Whether the concurrency limit is currently adapted by AIMD."""
+        if self._adaptive == "auto":
+            return self._rpm is None and self._tpm is None
+        return bool(self._adaptive)
+
+    def state(self) -> GateState:
+        """A snapshot for metrics."""
+        now = self._now()
+        return GateState(
+            concurrency_limit=self._limit,
+            in_flight=self._in_flight,
+            waiting=len(self._heap),
+            rpm=self._rpm,
+            tpm=self._tpm,
+            paused_for=max(0.0, self._paused_until - now),
+        )
+
+    # ------------------------------------------------------------- admission
+    async def acquire(self, tokens: int = 0, priority: int = 0) -> Permit:
+        """Wait for a place at the gate for a request reserving ``tokens``.
+
+        Args:
+            tokens: the reservation (prompt estimate + max_tokens).
+            priority: higher goes first (use the pipeline depth of the stage).
+
+        Raises:
+            BadRequest: the request alone needs more tokens than a whole minute's quota.
+        """
+        if self._tpm is not None and tokens > self._tpm:
+            raise BadRequest(
+                f"request reserves {tokens} tokens but the endpoint allows {self._tpm:.0f} tokens/min; "
+                "lower max_tokens or shorten the prompt",
+                endpoint=self.name,
+            )
+        if not self._heap:
+            permit = self._try_grant(tokens)
+            if permit is not None:
+                return permit
+        fut: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (-priority, next(self._seq), tokens, fut))
+        if len(self._heap) == 1:
+            self._pump()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Granted and cancelled in the same tick: hand the place back.
+                self.release(fut.result(), outcome="cancelled")
+            else:
+                self._pump()
+            raise
+
+    def _wait_for(self, tokens: int, now: float) -> float:
+        """Seconds until a request of ``tokens`` could start, ignoring concurrency."""
+        wait = self._paused_until - now
+        if self._req_bucket is not None:
+            wait = max(wait, self._req_bucket.time_until(1))
+        if self._tok_bucket is not None and tokens > 0:
+            if tokens > self._tok_bucket.capacity and self._tpm is not None and tokens <= self._tpm / 2:
+                # Grow the burst to fit the largest request, keeping the window bound.
+                self._set_tpm(self._tpm, min_burst=tokens)
+            wait = max(wait, self._tok_bucket.time_until_capped(tokens))
+        return wait
+
+    def _try_grant(self, tokens: int) -> Permit | None:
+        if self._in_flight >= self._limit:
+            return None
+        now = self._now()
+        if self._wait_for(tokens, now) > 0:
+            return None
+        return self._grant(tokens, now)
+
+    def _grant(self, tokens: int, now: float) -> Permit:
+        if self._req_bucket is not None:
+            self._req_bucket.charge(1)
+        if self._tok_bucket is not None and tokens > 0:
+            self._tok_bucket.charge(tokens)
+        self._in_flight += 1
+        return Permit(tokens, now, self._epoch)
+
+    def _pump(self) -> None:
+        """Grant waiters from the head of the heap while they can start now."""
+        heap = self._heap
+        while heap:
+            _, _, tokens, fut = heap[0]
+            if fut.done():  # cancelled while waiting
+                heapq.heappop(heap)
+                continue
+            if self._in_flight >= self._limit:
+                return  # a release will pump again
+            now = self._now()
+            wait = self._wait_for(tokens, now)
+            if wait > 0:
+                self._arm(now + wait, now)
+                return
+            heapq.heappop(heap)
+            fut.set_result(self._grant(tokens, now))
+
+    def _arm(self, at: float, now: float) -> None:
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._schedule(at - now, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._pump()
+
+    # --------------------------------------------------------------- release
+    def release(
+        self,
+        permit: Permit,
+        *,
+        outcome: Outcome = "ok",
+        used_tokens: int | None = None,
+        rate: RateInfo | None = None,
+        retry_after: float | None = None,
+        latency: float | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Give a place back and learn from how the request went.
+
+        Args:
+            permit: what :meth:`acquire` returned (releasing twice is a no-op).
+            outcome: "ok"; "rate_limited" (429); "overloaded" (5xx, timeout, reset);
+                "error" (other failures, no signal); "cancelled" (never reached the server).
+            used_tokens: total tokens the response reported (reconciles the reservation).
+            rate: the response's rate-limit headers.
+            retry_after: the server's Retry-After, in seconds, on a 429.
+            latency: seconds the request took (for queueing detection).
+            completion_tokens: output tokens (normalises latency by length).
+        """
+        if permit.released:
+            return
+        permit.released = True
+        self._in_flight -= 1
+        now = self._now()
+        if self._tok_bucket is not None and permit.tokens:
+            if outcome == "cancelled":
+                self._tok_bucket.refund(permit.tokens)
+            elif used_tokens is not None:
+                diff = permit.tokens - used_tokens
+                if diff > 0:
+                    self._tok_bucket.refund(diff)
+                elif diff < 0:
+                    self._tok_bucket.charge(-diff)
+        if outcome == "cancelled" and self._req_bucket is not None:
+            self._req_bucket.refund(1)
+        if rate is not None:
+            self._learn(rate)
+        if outcome == "rate_limited":
+            self._on_rate_limited(permit, retry_after, now)
+        elif outcome == "overloaded":
+            self._decrease(permit)
+        elif outcome == "ok":
+            self._consecutive_429 = 0
+            self._on_success(latency, completion_tokens)
+        self._pump()
+
+    def _learn(self, rate: RateInfo) -> None:
+        """Tighten the buckets from the server's x-ratelimit-* headers."""
+        lr = rate.limit_requests
+        if lr is not None and lr > 0:
+            target = lr if self._configured_rpm is None else min(lr, self._configured_rpm)
+            if self._rpm is None or abs(target - self._rpm) > 1e-9:
+                self._set_rpm(target)
+        lt = rate.limit_tokens
+        if lt is not None and lt > 0:
+            target = lt if self._configured_tpm is None else min(lt, self._configured_tpm)
+            if self._tpm is None or abs(target - self._tpm) > 1e-9:
+                self._set_tpm(target)
+        # What the server has left, less what we have sent that it may not have counted.
+        if rate.remaining_requests is not None and self._req_bucket is not None:
+            self._req_bucket.clamp(rate.remaining_requests - self._in_flight)
+        if rate.remaining_tokens is not None and self._tok_bucket is not None:
+            self._tok_bucket.clamp(rate.remaining_tokens)
+
+    def _on_rate_limited(self, permit: Permit, retry_after: float | None, now: float) -> None:
+        self._consecutive_429 += 1
+        if retry_after is None:
+            retry_after = min(60.0, 1.0 * 2 ** (self._consecutive_429 - 1))
+        self._paused_until = max(self._paused_until, now + retry_after)
+        # Pace back up: resume from empty buckets, so the refill rate meters the
+        # restart instead of a burst of every waiter at once.
+        if self._req_bucket is not None:
+            self._req_bucket.clamp(0.0)
+        if self._tok_bucket is not None:
+            self._tok_bucket.clamp(0.0)
+        self._decrease(permit, force=self._req_bucket is None and self._tok_bucket is None)
+
+    def _decrease(self, permit: Permit, *, force: bool = False) -> None:
+        if not (self.adapting or force):
+            return
+        if permit.epoch < self._epoch:
+            return  # started before the last decrease: same congestion event
+        self._epoch += 1
+        self._successes_since_change = 0
+        self._limit = max(self._min, math.floor(self._limit * _DECREASE))
+
+    def _on_success(self, latency: float | None, completion_tokens: int | None) -> None:
+        if not self.adapting:
+            return
+        if latency is not None:
+            per = latency / max(1, completion_tokens or 1)
+            ewma = per if self._lat_ewma is None else self._lat_ewma + _EWMA_ALPHA * (per - self._lat_ewma)
+            self._lat_ewma = ewma
+            if self._lat_best is None or ewma < self._lat_best:
+                self._lat_best = ewma
+            elif self._lat_best is not None:
+                # Let the baseline drift up slowly so one lucky sample does not pin it.
+                self._lat_best += 0.001 * (ewma - self._lat_best)
+            if self._lat_best > 0 and ewma > _LATENCY_TOLERANCE * self._lat_best:
+                if self._successes_since_change >= self._limit:
+                    self._epoch += 1
+                    self._successes_since_change = 0
+                    self._limit = max(self._min, math.floor(self._limit * 0.9))
+                else:
+                    self._successes_since_change += 1
+                return
+        self._successes_since_change += 1
+        if self._successes_since_change >= self._limit and self._limit < self._max:
+            self._successes_since_change = 0
+            self._limit = min(self._max, self._limit + 1)

@@ -1,0 +1,196 @@
+"""OpenAI chat-completions wire format: small "view" Structs and shared codecs.
+
+Only the fields the engine uses are declared; msgspec skips the rest of the body
+without building Python objects for it. Decoders and the encoder are built once here
+and reused (msgspec perf tips: "Reuse Encoders/Decoders", "Avoid Decoding Unused Fields").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+__all__ = (
+    "ChatChunk",
+    "ChatCompletion",
+    "Choice",
+    "ChunkChoice",
+    "Delta",
+    "ErrorBody",
+    "ErrorDetail",
+    "Message",
+    "RateInfo",
+    "Usage",
+    "chunk_decoder",
+    "completion_decoder",
+    "encoder",
+    "error_decoder",
+    "parse_duration",
+    "parse_rate_headers",
+)
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Token usage as the endpoint reports it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """The assistant message of a (non-streamed) choice."""
+
+    role: str = "assistant"
+    content: str | None = None
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    """One completion choice."""
+
+    index: int = 0
+    message: Message = msgspec.field(default_factory=Message)
+    finish_reason: str | None = None
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """A non-streamed ``/v1/chat/completions`` response."""
+
+    id: str = ""
+    model: str = ""
+    choices: list[Choice] = msgspec.field(default_factory=list)
+    usage: Usage | None = None
+
+
+class Delta(msgspec.Struct, kw_only=True):
+    """The content delta of a streamed choice."""
+
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    """One choice of a streamed chunk."""
+
+    index: int = 0
+    delta: Delta = msgspec.field(default_factory=Delta)
+    finish_reason: str | None = None
+
+
+class ChatChunk(msgspec.Struct, kw_only=True):
+    """One ``data:`` event of a streamed response."""
+
+    id: str = ""
+    model: str = ""
+    choices: list[ChunkChoice] = msgspec.field(default_factory=list)
+    usage: Usage | None = None
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    """The ``error`` object of an OpenAI-style error body."""
+
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """An OpenAI-style error body: ``{"error": {...}}``."""
+
+    error: ErrorDetail | str | None = None
+
+
+class RateInfo(msgspec.Struct, kw_only=True):
+    """What the ``x-ratelimit-*`` headers of one response said (None: header absent).
+
+    ``reset_*`` are seconds from the moment the response was received until the
+    corresponding budget is fully replenished.
+    """
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens: float | None = None
+
+    def is_empty(self) -> bool:
+        """True when the response carried no rate-limit header at all."""
+        return (
+            self.limit_requests is None
+            and self.remaining_requests is None
+            and self.limit_tokens is None
+            and self.remaining_tokens is None
+        )
+
+
+encoder = msgspec.json.Encoder()
+completion_decoder = msgspec.json.Decoder(ChatCompletion)
+chunk_decoder = msgspec.json.Decoder(ChatChunk)
+error_decoder = msgspec.json.Decoder(ErrorBody)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Parse an OpenAI reset duration (``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"``) into seconds.
+
+    Returns None when ``text`` is None or not a duration.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    total = 0.0
+    pos = 0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        return None
+    return total
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_rate_headers(headers: Any) -> RateInfo | None:
+    """Read the ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers.
+
+    Args:
+        headers: any case-insensitive mapping with ``.get`` (aiohttp's CIMultiDictProxy).
+
+    Returns:
+        A :class:`RateInfo`, or None when no such header is present (the common case
+        for self-hosted servers, kept cheap).
+    """
+    get = headers.get
+    lr = get("x-ratelimit-limit-requests")
+    lt = get("x-ratelimit-limit-tokens")
+    rr = get("x-ratelimit-remaining-requests")
+    rt = get("x-ratelimit-remaining-tokens")
+    if lr is None and lt is None and rr is None and rt is None:
+        return None
+    return RateInfo(
+        limit_requests=_number(lr),
+        remaining_requests=_number(rr),
+        reset_requests=parse_duration(get("x-ratelimit-reset-requests")),
+        limit_tokens=_number(lt),
+        remaining_tokens=_number(rt),
+        reset_tokens=parse_duration(get("x-ratelimit-reset-tokens")),
+    )

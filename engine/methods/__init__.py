@@ -1,0 +1,82 @@
+"""Method registry: ``run.method`` name -> (config Struct, factory).
+
+Each method validates its own ``[method.NAME]`` table here, with the same file/line/key
+errors as the rest of the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..config import Base, Config, validation_error
+from ..errors import ConfigError
+from .base import Method, MethodContext, failed_row
+from .respond import RespondConfig, RespondMethod
+
+__all__ = ("METHODS", "Method", "MethodContext", "create_method", "failed_row", "method_config")
+
+Factory = Callable[[Any, MethodContext], Method]
+
+METHODS: dict[str, tuple[type[Base], Factory]] = {
+    "respond": (RespondConfig, RespondMethod),
+}
+
+
+def _register_optional() -> None:
+    from .codeclm import CodecLMConfig, CodecLMMethod
+
+    METHODS["codeclm"] = (CodecLMConfig, CodecLMMethod)
+
+
+try:
+    _register_optional()
+except ImportError:  # pragma: no cover - codeclm ships with the package
+    pass
+
+
+def method_config(config: Config) -> Base:
+    """The validated config Struct of ``config.run.method``.
+
+    Raises:
+        ConfigError: unknown method, or its table does not fit the method's schema.
+    """
+    name = config.run.method
+    text = None
+    if config.source:
+        try:
+            text = Path(config.source).read_text(encoding="utf-8")
+        except OSError:
+            text = None
+    for table in config.method:
+        if table not in METHODS:
+            raise ConfigError(
+                f"unknown method table {table!r}",
+                path=config.source or None,
+                field=f"method.{table}",
+                hint=f"methods: {', '.join(sorted(METHODS))}",
+            )
+    if name not in METHODS:
+        raise ConfigError(
+            f"unknown method {name!r}",
+            path=config.source or None,
+            field="run.method",
+            hint=f"choose one of: {', '.join(sorted(METHODS))}",
+        )
+    schema, _ = METHODS[name]
+    try:
+        return msgspec.convert(config.method.get(name, {}), schema)
+    except msgspec.ValidationError as exc:
+        raise validation_error(
+            exc, root=schema, path=config.source or None, text=text, prefix=f"method.{name}"
+        ) from exc
+
+
+def create_method(config: Config, ctx: MethodContext) -> Method:
+    """Build the configured method."""
+    cfg = method_config(config)
+    _, factory = METHODS[config.run.method]
+    return factory(cfg, ctx)

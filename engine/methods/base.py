@@ -1,0 +1,92 @@
+"""The method protocol and what a method is given to work with.
+
+A method turns its input into a stream of work items and processes one item at a time
+into rows. The scheduler owns concurrency, resume and output; the method owns only its
+pipeline, so the same method runs under the local scheduler or a distributed runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..config import Config
+from ..errors import EngineError
+from ..records import BadInput, Item, RowOut, row_id
+from ..stages import ChatCaller, StageObserver
+
+__all__ = ("Method", "MethodContext", "failed_row")
+
+
+class MethodContext:
+    """What a method may use.
+
+    Attributes:
+        config: the whole config.
+        callers: endpoint role -> caller (``strong``, ``target``, ``judge``).
+        input_path: the resolved input file.
+        seed: the run's seed.
+        stage: stage name -> metrics observer.
+        log: logger for warnings the user should see.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        callers: dict[str, ChatCaller],
+        input_path: Path,
+        stage: Callable[[str], StageObserver],
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.callers = callers
+        self.input_path = input_path
+        self.seed = config.run.seed
+        self.stage = stage
+        self.log = log or logging.getLogger("engine")
+
+    def models(self) -> dict[str, str]:
+        """Role -> model id, recorded on every row."""
+        return {role: c.model for role, c in self.callers.items()}
+
+
+class Method(Protocol):
+    """A generation method."""
+
+    name: str
+
+    async def prepare(self) -> None:
+        """Work that must happen before items stream (e.g. CodecLM's encode + metadata)."""
+        ...
+
+    def work(self) -> Iterator[Item | BadInput]:
+        """The work items, in a stable order (the same on every rerun)."""
+        ...
+
+    async def process(self, item: Item) -> list[RowOut]:
+        """All rows of one item. May raise EngineError: the item then fails as a whole."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """Method-specific figures for the end-of-run report."""
+        ...
+
+
+def failed_row(method: str, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any) -> RowOut:
+    """A failed row for item ``key`` (stable id; the error class and message kept)."""
+    kind = getattr(error, "kind", None) or (type(error).__name__ if isinstance(error, Exception) else "input")
+    return (
+        "failed",
+        {
+            "id": row_id(method, key, stage, "failed", *extra.values()),
+            "seed_id": key,
+            "source": source,
+            "stage": stage,
+            "error_kind": kind,
+            "error": str(error),
+            **extra,
+        },
+    )

@@ -1,0 +1,95 @@
+"""Dependencies point down: parse every engine module's imports and check the allowed edges."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
+
+# module (or package prefix) -> engine modules it may import (prefix match).
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "engine.errors": (),
+    "engine.clock": (),
+    "engine.records": (),
+    "engine.config": ("engine.errors",),
+    "engine.llm": ("engine.llm", "engine.errors", "engine.clock"),
+    "engine.io": ("engine.io", "engine.errors", "engine.clock", "engine.records"),
+    "engine.metrics": ("engine.metrics", "engine.clock"),
+    "engine.sim": ("engine.sim", "engine.llm.wire", "engine.clock"),
+    "engine.stages": ("engine.errors",),
+    "engine.methods": (
+        "engine.methods", "engine.stages", "engine.records", "engine.config", "engine.errors", "engine.io.readers",
+    ),
+    "engine.scheduler": ("engine.errors", "engine.records", "engine.methods.base"),
+    "engine.bench": ("engine.llm", "engine.errors"),
+    # The composition root may use everything below it, including the in-process sim.
+    "engine.api": (
+        "engine.config", "engine.errors", "engine.io", "engine.llm", "engine.methods", "engine.metrics",
+        "engine.scheduler", "engine.sim", "engine.records", "engine.clock", "engine",
+    ),
+    "engine.cli": ("engine",),
+    "engine.__main__": ("engine.cli",),
+    "engine": ("engine.api", "engine.config", "engine.errors"),
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ENGINE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    package = module if is_pkg else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("engine"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.startswith("engine"):
+                if node.module is None or target == "engine":
+                    found.update(f"{target}.{a.name}" for a in node.names)
+                else:
+                    found.add(target)
+    return found
+
+
+def _rule(module: str) -> tuple[str, ...]:
+    best = ""
+    for key in ALLOWED:
+        if (module == key or module.startswith(key + ".")) and len(key) > len(best):
+            best = key
+    assert best, f"no layering rule for {module}"
+    return ALLOWED[best]
+
+
+def test_no_upward_imports() -> None:
+    problems = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        module = _module_name(path)
+        allowed = _rule(module)
+        for target in _imports(path, module):
+            if target == module or target == "engine.__version__" or target == "engine" and module == "engine.cli":
+                continue
+            if not any(target == a or target.startswith(a + ".") for a in allowed):
+                problems.append(f"{module} imports {target}")
+    assert not problems, "\n".join(problems)
+
+
+def test_nothing_imports_cli() -> None:
+    for path in ENGINE.rglob("*.py"):
+        module = _module_name(path)
+        if module in ("engine.cli", "engine.__main__"):
+            continue
+        assert "engine.cli" not in _imports(path, module), module
