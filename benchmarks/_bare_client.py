@@ -16,7 +16,9 @@ import aiohttp
 import uvloop
 
 
-async def main(url: str, model: str, requests: int, concurrency: int, max_tokens: int) -> dict[str, object]:
+async def main(
+    url: str, model: str, requests: int, concurrency: int, max_tokens: int
+) -> dict[str, object]:
     body = json.dumps(
         {
             "model": model,
@@ -35,7 +37,9 @@ async def main(url: str, model: str, requests: int, concurrency: int, max_tokens
             nonlocal remaining, ok, failed
             while remaining > 0:
                 remaining -= 1
-                async with session.post(url + "/chat/completions", data=body, headers=headers) as resp:
+                async with session.post(
+                    url + "/chat/completions", data=body, headers=headers
+                ) as resp:
                     data = await resp.read()
                     if resp.status == 200 and json.loads(data)["choices"]:
                         ok += 1

@@ -69,7 +69,9 @@ def sim_stats(url: str) -> dict[str, Any]:
 
 def run_json(cmd: list[str], timeout: float = 900.0) -> dict[str, Any]:
     """Run a command that prints one JSON object on stdout; return it."""
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return dict(json.loads(proc.stdout))
@@ -78,7 +80,11 @@ def run_json(cmd: list[str], timeout: float = 900.0) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     """Where and when the figures were measured."""
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -25,24 +25,59 @@ def main() -> int:
     rows = {}
     with sim_server("--latency-ms", str(args.latency_ms)) as url:
         # Warm the server (first connections, code paths) with a short bare run.
-        run_json([sys.executable, "benchmarks/_bare_client.py", url, "sim-model", "2000", "64", str(args.max_tokens)])
+        run_json(
+            [
+                sys.executable,
+                "benchmarks/_bare_client.py",
+                url,
+                "sim-model",
+                "2000",
+                "64",
+                str(args.max_tokens),
+            ]
+        )
         rows["bare aiohttp + uvloop"] = run_json(
-            [sys.executable, "benchmarks/_bare_client.py", url, "sim-model",
-             str(args.requests), str(args.concurrency), str(args.max_tokens)]
+            [
+                sys.executable,
+                "benchmarks/_bare_client.py",
+                url,
+                "sim-model",
+                str(args.requests),
+                str(args.concurrency),
+                str(args.max_tokens),
+            ]
         )
         rows["synth-engine bench"] = run_json(
-            [sys.executable, "-m", "engine", "bench", "--base-url", url, "--model", "sim-model",
-             "--requests", str(args.requests), "--concurrency", str(args.concurrency),
-             "--max-tokens", str(args.max_tokens), "--json"]
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "bench",
+                "--base-url",
+                url,
+                "--model",
+                "sim-model",
+                "--requests",
+                str(args.requests),
+                "--concurrency",
+                str(args.concurrency),
+                "--max-tokens",
+                str(args.max_tokens),
+                "--json",
+            ]
         )
     bare = rows["bare aiohttp + uvloop"]["cpu_us_per_request"]
     ours = rows["synth-engine bench"]["cpu_us_per_request"]
     ratio = round(ours / bare, 3)
     print(f"{'client':<24} {'requests':>9} {'req/s':>8} {'CPU us/req':>11} {'peak RSS MB':>12}")
     for name, r in rows.items():
-        print(f"{name:<24} {r['ok']:>9} {r['requests_per_s']:>8} {r['cpu_us_per_request']:>11} {r['peak_rss_mb']:>12}")
+        print(
+            f"{name:<24} {r['ok']:>9} {r['requests_per_s']:>8} {r['cpu_us_per_request']:>11} {r['peak_rss_mb']:>12}"
+        )
     print(f"ratio engine/bare CPU per request: {ratio} (target <= 1.3)")
-    path = write_result("cpu_per_request", {"settings": vars(args), "clients": rows, "ratio": ratio})
+    path = write_result(
+        "cpu_per_request", {"settings": vars(args), "clients": rows, "ratio": ratio}
+    )
     print(f"wrote {path}")
     return 0 if ratio <= 1.3 else 1
 

@@ -35,11 +35,29 @@ def windows_over(per_second: list[list[float]], limit: float, key: int) -> int:
     return over
 
 
-def run(duration: float, rpm: float, tpm: float, configured: bool, concurrency: int) -> dict[str, Any]:
+def run(
+    duration: float, rpm: float, tpm: float, configured: bool, concurrency: int
+) -> dict[str, Any]:
     with sim_server("--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)) as url:
-        cmd = [sys.executable, "-m", "engine", "bench", "--base-url", url, "--model", "sim-model",
-               "--requests", "1000000", "--concurrency", str(concurrency), "--max-tokens", "32",
-               "--duration-s", str(duration), "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine",
+            "bench",
+            "--base-url",
+            url,
+            "--model",
+            "sim-model",
+            "--requests",
+            "1000000",
+            "--concurrency",
+            str(concurrency),
+            "--max-tokens",
+            "32",
+            "--duration-s",
+            str(duration),
+            "--json",
+        ]
         if configured:
             cmd += ["--rpm", str(rpm), "--tpm", str(tpm)]
         report = run_json(cmd, timeout=duration + 300)
@@ -69,13 +87,20 @@ def main() -> int:
     ap.add_argument("--tpm", type=float, default=60000.0)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
-    rows = [run(args.duration, args.rpm, args.tpm, configured, args.concurrency) for configured in (True, False)]
+    rows = [
+        run(args.duration, args.rpm, args.tpm, configured, args.concurrency)
+        for configured in (True, False)
+    ]
     for r in rows:
         print(r)
     path = write_result("limiter_accuracy", {"settings": vars(args), "runs": rows})
     print(f"wrote {path}")
     a, b = rows
-    ok = a["http_429_client"] == 0 and a["pct_request_quota_used"] >= 97.0 and b["late_429_pct"] < 1.0
+    ok = (
+        a["http_429_client"] == 0
+        and a["pct_request_quota_used"] >= 97.0
+        and b["late_429_pct"] < 1.0
+    )
     return 0 if ok else 1
 
 

@@ -16,8 +16,23 @@ from _common import run_json, sim_server, write_result
 
 def point(concurrency: int, latency_ms: float, requests: int, stream: bool) -> dict[str, object]:
     with sim_server("--latency-ms", str(latency_ms)) as url:
-        cmd = [sys.executable, "-m", "engine", "bench", "--base-url", url, "--model", "sim-model",
-               "--requests", str(requests), "--concurrency", str(concurrency), "--max-tokens", "32", "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine",
+            "bench",
+            "--base-url",
+            url,
+            "--model",
+            "sim-model",
+            "--requests",
+            str(requests),
+            "--concurrency",
+            str(concurrency),
+            "--max-tokens",
+            "32",
+            "--json",
+        ]
         if stream:
             cmd.append("--stream")
         r = run_json(cmd)
@@ -46,16 +61,22 @@ def main() -> int:
     else:
         points = [(1024, 1000.0, False)]
     rows = []
-    print(f"{'C':>5} {'L ms':>6} {'stream':>6} {'limit/s':>8} {'req/s':>8} {'% limit':>8} {'CPU us/req':>10} {'p99 ms':>8}")
+    print(
+        f"{'C':>5} {'L ms':>6} {'stream':>6} {'limit/s':>8} {'req/s':>8} {'% limit':>8} {'CPU us/req':>10} {'p99 ms':>8}"
+    )
     for c, lat, s in points:
         n = min(args.requests, max(2000, int(c / (lat / 1000.0) * 10)))
         row = point(c, lat, n, s)
         rows.append(row)
-        print(f"{c:>5} {lat:>6} {s!s:>6} {row['limit_req_s']:>8.0f} {row['req_s']:>8} {row['pct_of_limit']:>8} "
-              f"{row['cpu_us_per_request']:>10} {row['p99_ms']:>8}")
+        print(
+            f"{c:>5} {lat:>6} {s!s:>6} {row['limit_req_s']:>8.0f} {row['req_s']:>8} {row['pct_of_limit']:>8} "
+            f"{row['cpu_us_per_request']:>10} {row['p99_ms']:>8}"
+        )
     path = write_result("throughput", {"points": rows})
     print(f"wrote {path}")
-    return 0 if all(float(r["pct_of_limit"]) >= 95.0 for r in rows if r["latency_ms"] >= 1000) else 1
+    return (
+        0 if all(float(r["pct_of_limit"]) >= 95.0 for r in rows if r["latency_ms"] >= 1000) else 1
+    )
 
 
 if __name__ == "__main__":

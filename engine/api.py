@@ -87,7 +87,9 @@ class Engine:
         force_new: discard an existing output written by a different config.
     """
 
-    def __init__(self, config: Config, *, progress: TextIO | None = None, force_new: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, progress: TextIO | None = None, force_new: bool = False
+    ) -> None:
         self.config = config
         self.method_cfg = method_config(config)  # validate before anything starts
         self._progress_stream = progress
@@ -123,7 +125,9 @@ class Engine:
                 settings = msgspec.convert({"model": ep.model, **ep.sim}, SimSettings)
             except msgspec.ValidationError as exc:
                 raise ConfigError(
-                    str(exc), path=self.config.source or None, field=f"endpoints.{name}.sim",
+                    str(exc),
+                    path=self.config.source or None,
+                    field=f"endpoints.{name}.sim",
                     hint="see docs/config.md for the simulated endpoint's settings",
                 ) from exc
             server = SimServer(settings)
@@ -231,7 +235,9 @@ class Engine:
         )
         if resume.complete:
             sink.abandon()
-            return RunResult(output=out_dir, complete=True, already_complete=True, manifest=sink.manifest)
+            return RunResult(
+                output=out_dir, complete=True, already_complete=True, manifest=sink.manifest
+            )
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
         cache = ResponseCache(out_dir / "cache.sqlite")
@@ -302,4 +308,3 @@ class Engine:
             report=report,
             summary=render_summary(report),
         )
-

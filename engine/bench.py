@@ -115,13 +115,28 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
             )
     recorder = _Recorder()
     client = Client(
-        "bench", settings.base_url, api_key=api_key, timeout_s=settings.timeout_s,
+        "bench",
+        settings.base_url,
+        api_key=api_key,
+        timeout_s=settings.timeout_s,
         max_connections=settings.concurrency,
     )
-    gate = Gate("bench", max_concurrency=settings.concurrency, rpm=settings.rpm, tpm=settings.tpm, adaptive=False)
+    gate = Gate(
+        "bench",
+        max_concurrency=settings.concurrency,
+        rpm=settings.rpm,
+        tpm=settings.tpm,
+        adaptive=False,
+    )
     caller = Caller(
-        "bench", settings.model, client, gate, cache=None,
-        retry=RetryPolicy(settings.max_retries), stream=settings.stream, observer=recorder,
+        "bench",
+        settings.model,
+        client,
+        gate,
+        cache=None,
+        retry=RetryPolicy(settings.max_retries),
+        stream=settings.stream,
+        observer=recorder,
     )
     prompt = " ".join(["word"] * max(1, settings.prompt_tokens - 4))
     messages = [{"role": "user", "content": prompt}]
@@ -166,7 +181,9 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "requests_per_s": round(ok / wall, 2) if wall > 0 else 0.0,
         "output_tokens_per_s": round(recorder.completion_tokens / wall, 1) if wall > 0 else 0.0,
-        "latency_ms": {q: _pct(recorder.latencies, v) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))},
+        "latency_ms": {
+            q: _pct(recorder.latencies, v) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))
+        },
         "ttft_ms": {q: _pct(recorder.ttfts, v) for q, v in (("p50", 50), ("p99", 99))},
         "http_429": recorder.http_429,
         "retries": recorder.retries,
@@ -185,7 +202,8 @@ def render_bench(report: dict[str, Any]) -> str:
         f"requests      {report['ok']} ok / {report['failed']} failed of {report['requests']}  in {report['wall_s']} s",
         f"throughput    {report['requests_per_s']} req/s, {report['output_tokens_per_s']} output tokens/s",
         f"latency ms    p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}",
-        f"ttft ms       p50 {ttft['p50']}  p99 {ttft['p99']}" + ("" if report["stream"] else "  (use --stream)"),
+        f"ttft ms       p50 {ttft['p50']}  p99 {ttft['p99']}"
+        + ("" if report["stream"] else "  (use --stream)"),
         f"429s          {report['http_429']}  retries {report['retries']}",
         f"client CPU    {report['cpu_s']} s, {report['cpu_us_per_request']} us/request; peak RSS {report['peak_rss_mb']} MB",
     ]

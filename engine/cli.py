@@ -55,13 +55,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Generate synthetic instruction data from OpenAI-compatible endpoints.",
     )
     parser.add_argument("--version", action="version", version=f"synth-engine {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a generation job (resumes an unfinished output)")
     run.add_argument("config", help="TOML config file")
     _add_set(run)
-    run.add_argument("--force-new", action="store_true", help="overwrite an output written by a different config")
+    run.add_argument(
+        "--force-new", action="store_true", help="overwrite an output written by a different config"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display and no summary")
 
     val = sub.add_parser("validate", help="check a config without calling any endpoint")
@@ -75,17 +79,29 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--latency-ms", type=float, default=50.0)
     sim.add_argument("--jitter-ms", type=float, default=0.0)
-    sim.add_argument("--tokens-per-s", type=float, default=0.0, help="output token rate (0: instant)")
-    sim.add_argument("--rpm", type=float, default=None, help="enforce requests/min (429 + Retry-After)")
+    sim.add_argument(
+        "--tokens-per-s", type=float, default=0.0, help="output token rate (0: instant)"
+    )
+    sim.add_argument(
+        "--rpm", type=float, default=None, help="enforce requests/min (429 + Retry-After)"
+    )
     sim.add_argument("--tpm", type=float, default=None, help="enforce tokens/min")
-    sim.add_argument("--fault-rate", type=float, default=0.0, help="probability of a fault per request")
-    sim.add_argument("--faults", default="", help="comma list: 500,502,503,429,timeout,reset,malformed,truncated,slow")
+    sim.add_argument(
+        "--fault-rate", type=float, default=0.0, help="probability of a fault per request"
+    )
+    sim.add_argument(
+        "--faults",
+        default="",
+        help="comma list: 500,502,503,429,timeout,reset,malformed,truncated,slow",
+    )
     sim.add_argument("--api-key", default=None, help="require this bearer key")
 
     bench = sub.add_parser("bench", help="measure throughput of an OpenAI-compatible endpoint")
     bench.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     bench.add_argument("--model", required=True)
-    bench.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    bench.add_argument(
+        "--api-key-env", default=None, help="environment variable holding the API key"
+    )
     bench.add_argument("--requests", type=int, default=1000)
     bench.add_argument("--concurrency", type=int, default=64)
     bench.add_argument("--max-tokens", type=int, default=64)
@@ -94,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rpm", type=float, default=None)
     bench.add_argument("--tpm", type=float, default=None)
     bench.add_argument("--timeout-s", type=float, default=120.0)
-    bench.add_argument("--duration-s", type=float, default=None, help="stop sending after this many seconds")
+    bench.add_argument(
+        "--duration-s", type=float, default=None, help="stop sending after this many seconds"
+    )
     bench.add_argument("--json", action="store_true", help="print the JSON report only")
 
     ins = sub.add_parser("inspect", help="summarise an output directory")
@@ -108,7 +126,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     method_config(config)
     eps = ", ".join(
-        f"{n} ({'simulated' if e.simulated else e.base_url}, {e.model})" for n, e in config.endpoints.items()
+        f"{n} ({'simulated' if e.simulated else e.base_url}, {e.model})"
+        for n, e in config.endpoints.items()
     )
     print(f"{args.config}: OK — method {config.run.method}; endpoints: {eps}")
     return 0
@@ -150,13 +169,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         if result.already_complete:
-            print(f"{result.output}: already complete; nothing to do (use a new output to run again)")
+            print(
+                f"{result.output}: already complete; nothing to do (use a new output to run again)"
+            )
             return 0
         if not args.quiet:
             print(result.summary)
         if result.complete:
             return 0
-        print(f"stopped early ({result.stop_reason}); run the same command again to resume", file=sys.stderr)
+        print(
+            f"stopped early ({result.stop_reason}); run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130 if result.stop_reason in ("stopped", "cancelled") else 3
 
     return _run_async(main)
@@ -180,7 +204,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     )
 
     def ready(url: str) -> None:
-        print(f"synth-engine SIMULATED endpoint listening on {url} (model {args.model})", flush=True)
+        print(
+            f"synth-engine SIMULATED endpoint listening on {url} (model {args.model})", flush=True
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         _run_async(lambda: serve_forever(settings, args.host, args.port, ready=ready))
@@ -218,20 +244,29 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     out = Path(args.output)
     manifest = load_manifest(out)
     if manifest is None:
-        print(f"{out}: no manifest.json (not a synth-engine output, or nothing committed yet)", file=sys.stderr)
+        print(
+            f"{out}: no manifest.json (not a synth-engine output, or nothing committed yet)",
+            file=sys.stderr,
+        )
         return 2
-    state = "complete" if manifest.complete else f"incomplete ({manifest.stop_reason or 'interrupted'})"
+    state = (
+        "complete" if manifest.complete else f"incomplete ({manifest.stop_reason or 'interrupted'})"
+    )
     sim = " [SIMULATED ENDPOINT]" if manifest.simulated else ""
     print(f"{out}: {manifest.method}, {state}{sim}")
     print("rows: " + ", ".join(f"{k} {v}" for k, v in manifest.totals.items()))
-    print(f"shards: {len(manifest.shards)}; config {manifest.config_hash}; engine {manifest.engine_version}")
+    print(
+        f"shards: {len(manifest.shards)}; config {manifest.config_hash}; engine {manifest.engine_version}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``synth-engine`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="synth-engine: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level, format="synth-engine: %(levelname)s: %(message)s", stream=sys.stderr
+    )
     commands = {
         "run": _cmd_run,
         "validate": _cmd_validate,

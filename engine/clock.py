@@ -59,7 +59,9 @@ class FakeClock:
     def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeHandle:
         """Run ``callback`` when the clock reaches ``now + delay``."""
         handle = _FakeHandle()
-        heapq.heappush(self._timers, (self.now + max(0.0, delay), next(self._seq), handle, callback))
+        heapq.heappush(
+            self._timers, (self.now + max(0.0, delay), next(self._seq), handle, callback)
+        )
         return handle
 
     def pending_timers(self) -> int:

@@ -47,7 +47,7 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Shared options of every config Struct."""
 
 
-class RunConfig(Base):
+class RunConfig(Base, frozen=True):
     """``[run]``: what to run and where output goes.
 
     Attributes:
@@ -73,7 +73,7 @@ class RunConfig(Base):
     watchdog_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
-class EndpointConfig(Base):
+class EndpointConfig(Base, frozen=True):
     """``[endpoints.NAME]``: one OpenAI-compatible endpoint.
 
     Attributes:
@@ -114,7 +114,7 @@ class EndpointConfig(Base):
         return self.base_url == "sim"
 
 
-class RolesConfig(Base):
+class RolesConfig(Base, frozen=True):
     """``[roles]``: which endpoint plays which role."""
 
     strong: str
@@ -122,7 +122,7 @@ class RolesConfig(Base):
     judge: str | None = None
 
 
-class Config(Base):
+class Config(Base, frozen=True):
     """The whole configuration.
 
     Attributes:
@@ -178,7 +178,13 @@ def locate_key(text: str, dotted: str) -> int | None:
     """
     table = ""
     best: tuple[int, int] | None = None  # (matched length, line)
+    in_string: str | None = None  # delimiter of the multi-line string we are inside
     for lineno, line in enumerate(text.splitlines(), 1):
+        if in_string is not None:
+            # Lines of a multi-line string (e.g. a template with "[Question]") are no keys.
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
         m = _HEADER.match(line)
         if m:
             table = _norm_key(m.group(1))
@@ -189,6 +195,11 @@ def locate_key(text: str, dotted: str) -> int | None:
                 continue
             key = _norm_key(k.group(1))
             full = f"{table}.{key}" if table else key
+            rest = line[k.end() :]
+            for delim in ('"""', "'''"):
+                if rest.count(delim) % 2 == 1:
+                    in_string = delim
+                    break
         if full == dotted:
             return lineno
         if dotted.startswith(full + ".") and (best is None or len(full) > best[0]):
@@ -261,7 +272,9 @@ def validation_error(
         field = f"{where}.{fm.group(1)}" if where else fm.group(1)
         valid = _valid_keys(root, where)
         reason = "unknown key"
-        hint = "remove it or fix the spelling" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+        hint = "remove it or fix the spelling" + (
+            f"; valid keys here: {', '.join(valid)}" if valid else ""
+        )
     elif msg.startswith("Object missing required field") and fm:
         field = f"{where}.{fm.group(1)}" if where else fm.group(1)
         reason = "required key is missing"
@@ -331,7 +344,11 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
         return ConfigError(reason, path=path, line=locate_key(text, field), field=field, hint=hint)
 
     if not config.endpoints:
-        raise err("endpoints", "no endpoint is defined", "add an [endpoints.NAME] table with base_url and model")
+        raise err(
+            "endpoints",
+            "no endpoint is defined",
+            "add an [endpoints.NAME] table with base_url and model",
+        )
     for name, ep in config.endpoints.items():
         url = ep.base_url
         if url != "sim" and not re.match(r"^https?://[^/\s]+", url):
@@ -341,16 +358,28 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
                 'write e.g. "http://127.0.0.1:8000/v1", or "sim" for the simulated endpoint',
             )
         if ep.sim and not ep.simulated:
-            raise err(f"endpoints.{name}.sim", "sim settings on a real endpoint", 'remove them or set base_url = "sim"')
+            raise err(
+                f"endpoints.{name}.sim",
+                "sim settings on a real endpoint",
+                'remove them or set base_url = "sim"',
+            )
     if config.roles is None:
-        raise err("roles", "the [roles] table is missing", "add [roles] with strong = \"<endpoint name>\"")
+        raise err(
+            "roles", "the [roles] table is missing", 'add [roles] with strong = "<endpoint name>"'
+        )
     names = ", ".join(sorted(config.endpoints))
     for role in ("strong", "target", "judge"):
         ref = getattr(config.roles, role)
         if ref is not None and ref not in config.endpoints:
-            raise err(f"roles.{role}", f"names endpoint {ref!r}, which is not defined", f"use one of: {names}")
+            raise err(
+                f"roles.{role}",
+                f"names endpoint {ref!r}, which is not defined",
+                f"use one of: {names}",
+            )
     if config.run.input is None:
-        raise err("run.input", "no input file is given", "set run.input to a JSONL file of seed items")
+        raise err(
+            "run.input", "no input file is given", "set run.input to a JSONL file of seed items"
+        )
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
@@ -383,8 +412,26 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         ) from exc
     overridden = apply_overrides(doc, overrides or [])
     if "source" in doc:
-        raise ConfigError("unknown key", path=p, line=locate_key(text, "source"), field="source", hint="remove it")
+        raise ConfigError(
+            "unknown key", path=p, line=locate_key(text, "source"), field="source", hint="remove it"
+        )
     doc["source"] = str(Path(p).resolve())
+    endpoints = doc.get("endpoints")
+    if isinstance(endpoints, dict):
+        # Validated one by one first: msgspec reports a dict value's path as
+        # ``endpoints[...]``, which names neither the endpoint nor its line.
+        for name, table in endpoints.items():
+            try:
+                msgspec.convert(table, EndpointConfig)
+            except msgspec.ValidationError as exc:
+                raise validation_error(
+                    exc,
+                    root=EndpointConfig,
+                    path=p,
+                    text=text,
+                    prefix=f"endpoints.{name}",
+                    overridden=overridden,
+                ) from exc
     try:
         config = msgspec.convert(doc, Config)
     except msgspec.ValidationError as exc:

@@ -1,7 +1,11 @@
 """The run loop: a bounded window of items in flight, one task per item, graceful stop.
 
 Items are read from the method's work stream only when the window has room, so memory
-is O(window) whatever the input size. Each item runs as one task under a TaskGroup and
+is O(window) whatever the input size. Besides the count of items in flight, the *span*
+of indices in flight is bounded too (item k starts only while k is less than the oldest
+unfinished index + ``span``): the sink's done set stores the indices finished above the
+oldest unfinished one, so one slow item among many fast ones must not let that set grow
+without bound. Each item runs as one task under a TaskGroup and
 hands its rows, whole, to the sink (a synchronous call on the event loop thread: one
 writer, no locks). Items already done in an earlier run are skipped.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Container
 from typing import Any
 
@@ -37,6 +42,7 @@ async def run_items(
     write: WriteItem,
     stop: asyncio.Event,
     metrics: Any,
+    span: int | None = None,
 ) -> str | None:
     """Process every item of ``method.work()`` not in ``done``.
 
@@ -47,14 +53,24 @@ async def run_items(
         write: hands one item's rows to the sink.
         stop: when set, stop taking new items and drain.
         metrics: the run's ``engine.metrics.Metrics`` (item and row counters).
+        span: most indices between the oldest unfinished item and a new one
+            (default ``max(16 * window, 4096)``).
 
     Returns:
         None when every item was processed, else why the run stopped early.
     """
     room = asyncio.Semaphore(window)
+    span = span or max(16 * window, 4096)
     stop_reason: str | None = None
+    started: deque[int] = deque()  # indices in flight, in start order (= index order)
+    finished: set[int] = set()  # finished indices still behind an unfinished one
+    advanced = asyncio.Event()
 
     def finish(index: int, rows: list[RowOut]) -> None:
+        finished.add(index)
+        while started and started[0] in finished:
+            finished.discard(started.popleft())
+            advanced.set()
         write(index, rows)
         metrics.items_done += 1
         for kind, _ in rows:
@@ -67,7 +83,9 @@ async def run_items(
                 rows = await method.process(item)
             except EngineError as exc:
                 # The method did not turn the error into rows itself: the item fails whole.
-                rows = [failed_row(method.name, item.key, source=item.source, stage="item", error=exc)]
+                rows = [
+                    failed_row(method.name, item.key, source=item.source, stage="item", error=exc)
+                ]
             finish(item.index, rows)
         finally:
             room.release()
@@ -81,17 +99,31 @@ async def run_items(
                 metrics.items_skipped += 1
                 continue
             await room.acquire()
+            if stop.is_set():
+                room.release()
+                stop_reason = "stopped"
+                break
+            while started and item.index - started[0] >= span:
+                advanced.clear()
+                await advanced.wait()
             if isinstance(item, BadInput):
                 room.release()
                 metrics.items_started += 1
+                started.append(item.index)
                 finish(
                     item.index,
-                    [failed_row(method.name, item.key, source=item.source, stage="input", error=item.reason)],
+                    [
+                        failed_row(
+                            method.name,
+                            item.key,
+                            source=item.source,
+                            stage="input",
+                            error=item.reason,
+                        )
+                    ],
                 )
                 continue
             metrics.items_started += 1
+            started.append(item.index)
             tg.create_task(one(item), name=f"item-{item.index}")
-    if stop_reason is None and stop.is_set():
-        # Stopped after the last item was taken: everything still finished.
-        stop_reason = None
     return stop_reason

@@ -58,7 +58,12 @@ class ChatCaller(Protocol):
     def structured_output(self) -> bool: ...
 
     async def chat(
-        self, messages: list[dict[str, Any]], *, priority: int = 0, sample_index: int = 0, **params: Any
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        priority: int = 0,
+        sample_index: int = 0,
+        **params: Any,
     ) -> _CompletionLike: ...
 
 
@@ -122,7 +127,9 @@ def parse_numbered_list(text: str, *, stage: str = "parse") -> list[str]:
     return items
 
 
-def parse_labelled(text: str, labels: Mapping[str, tuple[str, ...]], *, stage: str = "parse") -> dict[str, str]:
+def parse_labelled(
+    text: str, labels: Mapping[str, tuple[str, ...]], *, stage: str = "parse"
+) -> dict[str, str]:
     """Values of ``Label: value`` lines.
 
     Args:
@@ -136,7 +143,9 @@ def parse_labelled(text: str, labels: Mapping[str, tuple[str, ...]], *, stage: s
     out: dict[str, str] = {}
     for name, accepted in labels.items():
         alts = "|".join(re.escape(a) for a in accepted)
-        m = re.search(rf"^[ \t*#_]*(?:{alts})[ \t*_]*:[ \t*_]*(.+?)[ \t*_]*$", text, re.I | re.M)
+        m = re.search(
+            rf"^[ \t*#_\-\u2022]*(?:{alts})[ \t*_]*:[ \t*_]*(.+?)[ \t*_]*$", text, re.I | re.M
+        )
         if not m or not m.group(1).strip():
             raise ParseError(f"expected a line '{accepted[0]}: ...'", stage=stage)
         out[name] = m.group(1).strip()
@@ -144,34 +153,54 @@ def parse_labelled(text: str, labels: Mapping[str, tuple[str, ...]], *, stage: s
 
 
 _NUM = r"(\d+(?:\.\d+)?)"
+# "8/10", "8 out of 10": the scale's top is not a score.
+_DENOM = re.compile(r"\s*(?:/|\bout\s+of\b)\s*\d+(?:\.\d+)?", re.I)
+# "Assistant 1", "Assistant #2": the assistant's number is not a score.
+_ASSISTANT = re.compile(r"\bassistants?\s*#?\s*([12])\b(?:\s*(?:and|&)\s*#?\s*2\b)?", re.I)
 
 
 def parse_score(text: str, *, low: float, high: float, stage: str = "parse") -> float:
-    """The score of a judge reply: the last ``Score: k`` line, else the last number in range.
+    """The score of a judge reply: the last ``Score: k`` line, else the last number in range
+    (the scale's top in ``k/10`` or ``k out of 10`` does not count).
 
     Raises:
         ParseError: no score in [low, high].
     """
     found = re.findall(rf"score\s*[:=]?\s*\**\s*{_NUM}", text, re.I)
-    candidates = [float(x) for x in found] or [float(x) for x in re.findall(_NUM, text)]
+    candidates = [float(x) for x in found] or [
+        float(x) for x in re.findall(_NUM, _DENOM.sub(" ", text))
+    ]
     for value in reversed(candidates):
         if low <= value <= high:
             return value
     raise ParseError(f"expected a score between {low:g} and {high:g}", stage=stage)
 
 
-def parse_score_pair(text: str, *, low: float, high: float, stage: str = "parse") -> tuple[float, float]:
+def parse_score_pair(
+    text: str, *, low: float, high: float, stage: str = "parse"
+) -> tuple[float, float]:
     """Two scores from the first line that holds two numbers (the Vicuna pairwise format).
+
+    The numbers in "Assistant 1"/"Assistant 2" and the scale's top in ``8/10`` are not
+    scores. When no line holds two scores, labelled scores on separate lines
+    (``Assistant 1: 8`` / ``Assistant 2: 3``) are read.
 
     Raises:
         ParseError: no line with two scores in [low, high].
     """
     for line in text.splitlines():
-        nums = re.findall(_NUM, line)
+        nums = re.findall(_NUM, _DENOM.sub(" ", _ASSISTANT.sub(" ", line)))
         if len(nums) >= 2:
             a, b = float(nums[0]), float(nums[1])
             if low <= a <= high and low <= b <= high:
                 return a, b
+    labelled: dict[str, float] = {}
+    for m in re.finditer(rf"{_ASSISTANT.pattern}[^\d\n]*?{_NUM}", text, re.I):
+        labelled.setdefault(m.group(1), float(m.group(2)))
+    if "1" in labelled and "2" in labelled:
+        a, b = labelled["1"], labelled["2"]
+        if low <= a <= high and low <= b <= high:
+            return a, b
     raise ParseError(f"expected two scores between {low:g} and {high:g} on one line", stage=stage)
 
 
@@ -215,6 +244,10 @@ class Generate(Generic[T]):
         parse_text: fallback parser from reply text to ``T`` (raises ParseError).
         params: sampling parameters (temperature, max_tokens, top_p...).
         parse_retries: extra samples asked for when a reply does not parse.
+        observer_for: stage name -> metrics observer.
+        wire_schema: the JSON schema sent to the endpoint, when it should be stricter than
+            what is accepted back (e.g. ``minItems`` = the number of items asked for, while
+            a shorter list still decodes).
     """
 
     def __init__(
@@ -229,6 +262,7 @@ class Generate(Generic[T]):
         params: Mapping[str, Any] | None = None,
         parse_retries: int = 2,
         observer_for: Callable[[str], StageObserver] | None = None,
+        wire_schema: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.depth = depth
@@ -243,7 +277,11 @@ class Generate(Generic[T]):
         self._response_format = (
             {
                 "type": "json_schema",
-                "json_schema": {"name": name, "strict": True, "schema": json_schema(schema)},
+                "json_schema": {
+                    "name": name,
+                    "strict": True,
+                    "schema": wire_schema if wire_schema is not None else json_schema(schema),
+                },
             }
             if schema is not None
             else None
@@ -263,7 +301,9 @@ class Generate(Generic[T]):
             try:
                 return self._decoder.decode(text)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise ParseError(f"reply is not the expected JSON ({exc})", stage=self.name) from exc
+                raise ParseError(
+                    f"reply is not the expected JSON ({exc})", stage=self.name
+                ) from exc
         return self.parse_text(text)
 
     async def __call__(

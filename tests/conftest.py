@@ -23,7 +23,9 @@ async def sim_url() -> AsyncIterator[str]:
         yield server.url
 
 
-def run_cli(*args: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m engine ARGS`` in a subprocess (bounded by ``timeout``)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -19,14 +19,28 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine.sim": ("engine.sim", "engine.llm.wire", "engine.clock"),
     "engine.stages": ("engine.errors",),
     "engine.methods": (
-        "engine.methods", "engine.stages", "engine.records", "engine.config", "engine.errors", "engine.io.readers",
+        "engine.methods",
+        "engine.stages",
+        "engine.records",
+        "engine.config",
+        "engine.errors",
+        "engine.io.readers",
     ),
     "engine.scheduler": ("engine.errors", "engine.records", "engine.methods.base"),
     "engine.bench": ("engine.llm", "engine.errors"),
     # The composition root may use everything below it, including the in-process sim.
     "engine.api": (
-        "engine.config", "engine.errors", "engine.io", "engine.llm", "engine.methods", "engine.metrics",
-        "engine.scheduler", "engine.sim", "engine.records", "engine.clock", "engine",
+        "engine.config",
+        "engine.errors",
+        "engine.io",
+        "engine.llm",
+        "engine.methods",
+        "engine.metrics",
+        "engine.scheduler",
+        "engine.sim",
+        "engine.records",
+        "engine.clock",
+        "engine",
     ),
     "engine.cli": ("engine",),
     "engine.__main__": ("engine.cli",),
@@ -80,7 +94,12 @@ def test_no_upward_imports() -> None:
         module = _module_name(path)
         allowed = _rule(module)
         for target in _imports(path, module):
-            if target == module or target == "engine.__version__" or target == "engine" and module == "engine.cli":
+            if (
+                target == module
+                or target == "engine.__version__"
+                or target == "engine"
+                and module == "engine.cli"
+            ):
                 continue
             if not any(target == a or target.startswith(a + ".") for a in allowed):
                 problems.append(f"{module} imports {target}")

@@ -95,7 +95,9 @@ def read_jsonl(
             if reason is None and not isinstance(data, dict):
                 reason = f"expected a JSON object, got {type(data).__name__}"
             if reason is None and isinstance(data, dict):
-                missing = [k for k in required if not isinstance(data.get(k), str) or not data.get(k)]
+                missing = [
+                    k for k in required if not isinstance(data.get(k), str) or not data.get(k)
+                ]
                 if missing:
                     reason = f"missing or empty field(s): {', '.join(missing)}"
                 else:
@@ -105,5 +107,7 @@ def read_jsonl(
                     yield Item(index=index, key=key, data=data, source=source)
                     index += 1
                     continue
-            yield BadInput(index=index, key=key, source=source, reason=reason or "unreadable record")
+            yield BadInput(
+                index=index, key=key, source=source, reason=reason or "unreadable record"
+            )
             index += 1

@@ -59,7 +59,12 @@ class TokenBucket:
 
     @classmethod
     def for_limit(
-        cls, per_minute: float, *, burst_s: float = 1.0, min_burst: float = 1.0, clock: Clock = monotonic
+        cls,
+        per_minute: float,
+        *,
+        burst_s: float = 1.0,
+        min_burst: float = 1.0,
+        clock: Clock = monotonic,
     ) -> TokenBucket:
         """A bucket that never lets more than ``per_minute`` through any 60 s window.
 
@@ -156,7 +161,9 @@ class TokenBucket:
         self._rate = float(rate)
         self._level = min(self._level, self._capacity)
 
-    def resize_for_limit(self, per_minute: float, *, burst_s: float = 1.0, min_burst: float = 1.0) -> None:
+    def resize_for_limit(
+        self, per_minute: float, *, burst_s: float = 1.0, min_burst: float = 1.0
+    ) -> None:
         """:meth:`resize` to the window-safe shape of :meth:`for_limit`."""
         burst = min(max(per_minute * burst_s / 60.0, min_burst), per_minute / 2.0)
         self.resize(burst, (per_minute - burst) / 60.0)

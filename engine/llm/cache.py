@@ -39,7 +39,9 @@ _value_encoder = msgspec.msgpack.Encoder()
 _value_decoder = msgspec.msgpack.Decoder(CachedResponse)
 
 
-def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any], sample_index: int) -> bytes:
+def request_key(
+    model: str, messages: list[dict[str, Any]], params: dict[str, Any], sample_index: int
+) -> bytes:
     """The cache key of one request (32 bytes).
 
     ``params`` are the sampling parameters sent (temperature, max_tokens, n,

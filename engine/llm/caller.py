@@ -192,7 +192,9 @@ class Caller:
         if self.cache is not None and key is not None:
             self.cache.put(
                 key,
-                CachedResponse(texts=result.texts, finish_reasons=result.finish_reasons, usage=usage),
+                CachedResponse(
+                    texts=result.texts, finish_reasons=result.finish_reasons, usage=usage
+                ),
             )
         return Completion(
             texts=result.texts,
@@ -244,4 +246,3 @@ class Caller:
                 result.ttft,
             )
         return result
-

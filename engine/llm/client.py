@@ -86,7 +86,9 @@ def _map_errors(endpoint: str) -> Iterator[None]:
     except aiohttp.ClientConnectorError as exc:
         raise ConnectionLost(f"cannot connect: {exc.os_error}", endpoint=endpoint) from exc
     except aiohttp.ClientConnectionError as exc:
-        raise ConnectionLost(f"connection lost: {type(exc).__name__} {exc}", endpoint=endpoint) from exc
+        raise ConnectionLost(
+            f"connection lost: {type(exc).__name__} {exc}", endpoint=endpoint
+        ) from exc
     except aiohttp.ClientResponseError as exc:
         raise MalformedResponse(f"bad response: {exc.message}", endpoint=endpoint) from exc
     except msgspec.DecodeError as exc:
@@ -273,4 +275,3 @@ class Client:
             return [str(m["id"]) for m in data.get("data", [])]
         except (msgspec.DecodeError, TypeError, KeyError, AttributeError) as exc:
             raise MalformedResponse("undecodable /models body", endpoint=self.name) from exc
-

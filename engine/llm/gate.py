@@ -234,7 +234,11 @@ class Gate:
         if self._req_bucket is not None:
             wait = max(wait, self._req_bucket.time_until(1))
         if self._tok_bucket is not None and tokens > 0:
-            if tokens > self._tok_bucket.capacity and self._tpm is not None and tokens <= self._tpm / 2:
+            if (
+                tokens > self._tok_bucket.capacity
+                and self._tpm is not None
+                and tokens <= self._tpm / 2
+            ):
                 # Grow the burst to fit the largest request, keeping the window bound.
                 self._set_tpm(self._tpm, min_burst=tokens)
             wait = max(wait, self._tok_bucket.time_until_capped(tokens))
@@ -383,7 +387,11 @@ class Gate:
             return
         if latency is not None:
             per = latency / max(1, completion_tokens or 1)
-            ewma = per if self._lat_ewma is None else self._lat_ewma + _EWMA_ALPHA * (per - self._lat_ewma)
+            ewma = (
+                per
+                if self._lat_ewma is None
+                else self._lat_ewma + _EWMA_ALPHA * (per - self._lat_ewma)
+            )
             self._lat_ewma = ewma
             if self._lat_best is None or ewma < self._lat_best:
                 self._lat_best = ewma

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..config import Base, Config, validation_error
+from ..config import Base, Config, locate_key, validation_error
 from ..errors import ConfigError
 from .base import Method, MethodContext, failed_row
 from .respond import RespondConfig, RespondMethod
@@ -56,6 +56,7 @@ def method_config(config: Config) -> Base:
             raise ConfigError(
                 f"unknown method table {table!r}",
                 path=config.source or None,
+                line=locate_key(text, f"method.{table}") if text else None,
                 field=f"method.{table}",
                 hint=f"methods: {', '.join(sorted(METHODS))}",
             )
@@ -63,6 +64,7 @@ def method_config(config: Config) -> Base:
         raise ConfigError(
             f"unknown method {name!r}",
             path=config.source or None,
+            line=locate_key(text, "run.method") if text else None,
             field="run.method",
             hint=f"choose one of: {', '.join(sorted(METHODS))}",
         )

@@ -75,9 +75,13 @@ class Method(Protocol):
         ...
 
 
-def failed_row(method: str, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any) -> RowOut:
+def failed_row(
+    method: str, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any
+) -> RowOut:
     """A failed row for item ``key`` (stable id; the error class and message kept)."""
-    kind = getattr(error, "kind", None) or (type(error).__name__ if isinstance(error, Exception) else "input")
+    kind = getattr(error, "kind", None) or (
+        type(error).__name__ if isinstance(error, Exception) else "input"
+    )
     return (
         "failed",
         {

@@ -38,6 +38,7 @@ from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
     Generate,
     check_template,
+    json_schema,
     parse_labelled,
     parse_numbered_list,
     parse_score_pair,
@@ -58,7 +59,7 @@ __all__ = (
 )
 
 
-class CodecLMTemplates(Base):
+class CodecLMTemplates(Base, frozen=True):
     """``[method.codeclm.templates]``: prompt overrides (``{{var}}`` placeholders)."""
 
     encode: str = P.ENCODE
@@ -69,7 +70,7 @@ class CodecLMTemplates(Base):
     judge: str = P.JUDGE
 
 
-class CodecLMConfig(Base):
+class CodecLMConfig(Base, frozen=True):
     """``[method.codeclm]`` — defaults are the paper's (App. A.3, section 5.3).
 
     Attributes:
@@ -109,16 +110,29 @@ class CodecLMConfig(Base):
 # ------------------------------------------------------------ structured shapes
 class _Encoding(msgspec.Struct):
     use_case: str
-    skills: Annotated[list[str], msgspec.Meta(max_length=3)]
+    skills: Annotated[list[str], msgspec.Meta(min_length=1, max_length=3)]
 
 
 class _Instructions(msgspec.Struct):
-    instructions: list[str]
+    instructions: Annotated[list[str], msgspec.Meta(min_length=1)]
 
 
 class _Rubrics(msgspec.Struct):
     rubrics: list[str]
-    actions: list[str]
+    actions: Annotated[list[str], msgspec.Meta(min_length=1)]
+
+
+def _exact_lists(tp: type[Any], sizes: dict[str, int]) -> dict[str, Any]:
+    """The wire schema of ``tp`` asking for exactly ``sizes[field]`` items per list field.
+
+    What is accepted back stays lenient (a shorter list still decodes and is used).
+    """
+    schema = json_schema(tp)
+    for field, n in sizes.items():
+        prop = schema["properties"][field]
+        prop["minItems"] = n
+        prop["maxItems"] = n
+    return schema
 
 
 class _Improved(msgspec.Struct):
@@ -140,7 +154,8 @@ class Metadata(msgspec.Struct, frozen=True):
 
 # ----------------------------------------------------------------- text parsers
 def _split_skills(text: str) -> list[str]:
-    parts = re.split(r"[,;\n]|\s\d+\.\s", text)
+    parts = re.split(r"[,;\n]|\s\d+[.)]\s", text)
+    parts = [re.sub(r"^\s*\d+[.)]\s+", "", p) for p in parts]  # "1. Creative writing"
     return [p.strip(" .-*\t") for p in parts if p.strip(" .-*\t")]
 
 
@@ -151,7 +166,9 @@ def parse_encoding(text: str, max_skills: int = 3) -> _Encoding:
         ParseError: a line is missing or no skill is named.
     """
     fields = parse_labelled(
-        text, {"use_case": ("Use case", "Usecase", "Task"), "skills": ("Skills", "Skill")}, stage="encode"
+        text,
+        {"use_case": ("Use case", "Usecase", "Task"), "skills": ("Skills", "Skill")},
+        stage="encode",
     )
     skills = _split_skills(fields["skills"])[:max_skills]
     if not skills:
@@ -171,12 +188,17 @@ def parse_rubrics(text: str, k: int) -> _Rubrics:
     m = re.search(r"^[ \t*#]*actions?[ \t*]*:?[ \t*]*$", text, re.I | re.M)
     if m:
         head, tail = text[: m.start()], text[m.end() :]
-        rubrics = parse_numbered_list(head, stage="rubrics") if re.search(r"^\s*\d", head, re.M) else []
+        try:
+            rubrics = parse_numbered_list(head, stage="rubrics")
+        except ParseError:
+            rubrics = []
         actions = parse_numbered_list(tail, stage="rubrics")
     else:
         items = parse_numbered_list(text, stage="rubrics")
         if len(items) < 2:
-            raise ParseError("expected numbered rubrics followed by numbered actions", stage="rubrics")
+            raise ParseError(
+                "expected numbered rubrics followed by numbered actions", stage="rubrics"
+            )
         half = min(k, len(items) // 2)
         rubrics, actions = items[:half], items[half : half + k]
     if not actions:
@@ -278,30 +300,62 @@ class CodecLMMethod:
         gen = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
         obs = ctx.stage
         self.encode = Generate(
-            "encode", depth=0, template=t.encode, schema=_Encoding,
-            parse_text=lambda s: parse_encoding(s, cfg.max_skills), params=gen, observer_for=obs,
+            "encode",
+            depth=0,
+            template=t.encode,
+            schema=_Encoding,
+            parse_text=lambda s: parse_encoding(s, cfg.max_skills),
+            params=gen,
+            observer_for=obs,
         )
+        k = cfg.rubric_count
         self.rubrics = Generate(
-            "rubrics", depth=1, template=t.rubrics, schema=_Rubrics,
-            parse_text=lambda s: parse_rubrics(s, cfg.rubric_count), params=gen, observer_for=obs,
+            "rubrics",
+            depth=1,
+            template=t.rubrics,
+            schema=_Rubrics,
+            parse_text=lambda s: parse_rubrics(s, k),
+            params=gen,
+            observer_for=obs,
+            wire_schema=_exact_lists(_Rubrics, {"rubrics": k, "actions": k}),
         )
         self.decode = Generate(
-            "decode", depth=1, template=t.decode, schema=_Instructions,
+            "decode",
+            depth=1,
+            template=t.decode,
+            schema=_Instructions,
             parse_text=lambda s: _Instructions(parse_numbered_list(s, stage="decode")),
-            params=gen, observer_for=obs,
+            params=gen,
+            observer_for=obs,
+            wire_schema=_exact_lists(
+                _Instructions, {"instructions": cfg.instructions_per_metadata}
+            ),
         )
         self.improve = Generate(
-            "improve", depth=2, template=t.improve, schema=_Improved,
-            parse_text=_parse_improved, params=gen, observer_for=obs,
+            "improve",
+            depth=2,
+            template=t.improve,
+            schema=_Improved,
+            parse_text=_parse_improved,
+            params=gen,
+            observer_for=obs,
         )
         self.respond = Generate(
-            "respond", depth=3, template=t.respond, schema=None,
+            "respond",
+            depth=3,
+            template=t.respond,
+            schema=None,
             parse_text=lambda s: s.strip(),
             params={"temperature": cfg.response_temperature, "max_tokens": cfg.response_max_tokens},
-            observer_for=obs, parse_retries=0,
+            observer_for=obs,
+            parse_retries=0,
         )
         self.judge = Generate(
-            "judge", depth=4, template=t.judge, schema=_Pair, parse_text=_parse_pair,
+            "judge",
+            depth=4,
+            template=t.judge,
+            schema=_Pair,
+            parse_text=_parse_pair,
             params={"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens},
             observer_for=obs,
         )
@@ -341,11 +395,16 @@ class CodecLMMethod:
             skills = tuple(s.strip() for s in enc.skills if s.strip())[: self.cfg.max_skills]
             if not enc.use_case.strip() or not skills:
                 results[item.index] = failed_row(
-                    self.name, item.key, source=item.source, stage="encode",
+                    self.name,
+                    item.key,
+                    source=item.source,
+                    stage="encode",
                     error=ParseError("empty use case or skills", stage="encode"),
                 )
                 return
-            results[item.index] = Metadata(use_case=enc.use_case.strip(), skills=skills, seed_id=item.key)
+            results[item.index] = Metadata(
+                use_case=enc.use_case.strip(), skills=skills, seed_id=item.key
+            )
 
         async with asyncio.TaskGroup() as tg:
             for rec in read_jsonl(self.ctx.input_path, required=("instruction",)):
@@ -383,7 +442,12 @@ class CodecLMMethod:
             )
         base = len(self.metadata)
         for j, (_, row) in enumerate(self.seed_failures):
-            yield Item(index=base + j, key=str(row["seed_id"]), data={"failed": row}, source=str(row["source"]))
+            yield Item(
+                index=base + j,
+                key=str(row["seed_id"]),
+                data={"failed": row},
+                source=str(row["source"]),
+            )
 
     # ---------------------------------------------------------------- process
     async def process(self, item: Item) -> list[RowOut]:
@@ -409,7 +473,11 @@ class CodecLMMethod:
             self.failed_by_stage[stage] += 1
             return [
                 failed_row(
-                    self.name, item.key, source=item.source, stage=stage, error=exc,
+                    self.name,
+                    item.key,
+                    source=item.source,
+                    stage=stage,
+                    error=exc,
                     metadata={"use_case": md.use_case, "skills": list(md.skills)},
                 )
             ]
@@ -417,16 +485,13 @@ class CodecLMMethod:
         if len(instructions) < n:
             self.short_decodes += 1
         actions = [a.strip() for a in rubrics.actions if a.strip()] or ["Add one more constraint."]
-        rows: list[RowOut] = []
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._instruction(item, md, j, text, actions))
                 for j, text in enumerate(instructions)
             ]
-        for task in tasks:
-            rows.append(task.result())
         self.instructions += len(instructions)
-        return rows
+        return [task.result() for task in tasks]
 
     async def _instruction(
         self, item: Item, md: Metadata, j: int, basic: str, actions: list[str]
@@ -450,7 +515,10 @@ class CodecLMMethod:
                     stage = "improve"
                     action = rng.choice(actions)
                     improved = await self._call(
-                        self.improve, "strong", {"action": action, "instruction": instruction}, depth
+                        self.improve,
+                        "strong",
+                        {"action": action, "instruction": instruction},
+                        depth,
                     )
                     instruction = improved.improved_instruction
                 stage = "respond"
@@ -461,17 +529,30 @@ class CodecLMMethod:
                 stage = "judge"
                 first, swapped = await asyncio.gather(
                     self._call(
-                        self.judge, "judge",
-                        {"instruction": instruction, "answer_1": strong_ans, "answer_2": target_ans}, depth,
+                        self.judge,
+                        "judge",
+                        {
+                            "instruction": instruction,
+                            "answer_1": strong_ans,
+                            "answer_2": target_ans,
+                        },
+                        depth,
                     ),
                     self._call(
-                        self.judge, "judge",
-                        {"instruction": instruction, "answer_1": target_ans, "answer_2": strong_ans}, depth,
+                        self.judge,
+                        "judge",
+                        {
+                            "instruction": instruction,
+                            "answer_1": target_ans,
+                            "answer_2": strong_ans,
+                        },
+                        depth,
                     ),
                 )
                 self.judge_pairs += 1
                 s_strong, s_target = swap_average(
-                    (first.assistant_1, first.assistant_2), (swapped.assistant_1, swapped.assistant_2)
+                    (first.assistant_1, first.assistant_2),
+                    (swapped.assistant_1, swapped.assistant_2),
                 )
                 gap = s_strong - s_target
                 scores = {"strong": s_strong, "target": s_target, "gap": gap}
@@ -490,7 +571,9 @@ class CodecLMMethod:
                             "scores": scores,
                         },
                     )
-                history.append({"iteration": iteration, "instruction": instruction, "scores": scores})
+                history.append(
+                    {"iteration": iteration, "instruction": instruction, "scores": scores}
+                )
                 if decision == "reject":
                     self.rejected += 1
                     return (
@@ -538,4 +621,3 @@ class CodecLMMethod:
             "judge_calls": 2 * self.judge_pairs,
             "note": "counts cover the items processed by this invocation (resumed items are skipped)",
         }
-

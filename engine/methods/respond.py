@@ -33,7 +33,7 @@ First give a one-sentence explanation, then write "Score: <1-10>" on the last li
 [The End of the Answer]"""
 
 
-class RespondConfig(Base):
+class RespondConfig(Base, frozen=True):
     """``[method.respond]``.
 
     Attributes:
@@ -68,8 +68,12 @@ class RespondMethod:
     name = "respond"
 
     def __init__(self, cfg: RespondConfig, ctx: MethodContext) -> None:
-        check_template(cfg.respond_template, {"instruction"}, field="method.respond.respond_template")
-        check_template(cfg.judge_template, {"instruction", "response"}, field="method.respond.judge_template")
+        check_template(
+            cfg.respond_template, {"instruction"}, field="method.respond.respond_template"
+        )
+        check_template(
+            cfg.judge_template, {"instruction", "response"}, field="method.respond.judge_template"
+        )
         self.cfg = cfg
         self.ctx = ctx
         self.respond = Generate(
@@ -86,7 +90,9 @@ class RespondMethod:
             depth=2,
             template=cfg.judge_template,
             schema=_Score,
-            parse_text=lambda t: _Score(explanation=t.strip(), score=round(parse_score(t, low=1, high=10, stage="judge"))),
+            parse_text=lambda t: _Score(
+                explanation=t.strip(), score=round(parse_score(t, low=1, high=10, stage="judge"))
+            ),
             params={"temperature": cfg.judge_temperature, "max_tokens": 256},
             observer_for=ctx.stage,
         )
@@ -105,7 +111,9 @@ class RespondMethod:
         judge = self.ctx.callers["judge"]
         try:
             answer = await self.respond(strong, {"instruction": instruction})
-            verdict = await self.judge(judge, {"instruction": instruction, "response": answer.response})
+            verdict = await self.judge(
+                judge, {"instruction": instruction, "response": answer.response}
+            )
         except (EndpointError, ParseError) as exc:
             stage = getattr(exc, "stage", None) or "respond"
             return [failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)]

@@ -29,8 +29,7 @@ def _rows(out: Path, kind: str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for shard in manifest["shards"]:
         if shard["kind"] == kind:
-            for line in (out / shard["name"]).read_text().splitlines():
-                rows.append(json.loads(line))
+            rows.extend(json.loads(line) for line in (out / shard["name"]).read_text().splitlines())
     return rows
 
 
@@ -120,7 +119,9 @@ def test_validate_ok_and_bad_config_exit_2(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_one_clear_line(tmp_path: Path, override: str, needle: str) -> None:
-    proc = run_cli("run", str(CONFIGS / "demo.toml"), "--set", f"run.output={tmp_path}", "--set", override)
+    proc = run_cli(
+        "run", str(CONFIGS / "demo.toml"), "--set", f"run.output={tmp_path}", "--set", override
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -1,0 +1,616 @@
+"""Atomic JSONL shards: rows of an item go in together, a commit makes them durable.
+
+Rows are appended to one open ``<kind>-NNNNN.jsonl.partial`` file per kind. A *commit*
+flushes and fsyncs every open partial, renames it to its final name, fsyncs the
+directory and then atomically rewrites ``manifest.json``, which lists the shard and
+marks the items whose rows it holds as done. A crash at any point leaves at worst
+``.partial`` files or renamed shards the manifest does not list; :meth:`ShardSink.open`
+deletes both and the items they held are simply processed again.
+
+A commit happens after an item whose rows fill a shard to ``shard_records`` (so an
+item's rows never straddle a commit), after ``shard_records`` items without any
+commit, on :meth:`ShardSink.commit`, and on :meth:`ShardSink.close`.
+
+All writes are synchronous and meant to be called from one task on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import msgspec
+import orjson
+
+from ..clock import Clock, monotonic
+from ..errors import ShardError
+from .manifest import (
+    MANIFEST_NAME,
+    DoneSet,
+    Manifest,
+    Opener,
+    ShardInfo,
+    fsync_dir,
+    load_manifest,
+    os_error,
+    utc_now,
+    verify_shards,
+    write_manifest,
+)
+
+__all__ = (
+    "KINDS",
+    "PARTIAL_SUFFIX",
+    "ResumeState",
+    "ShardSink",
+    "SinkItem",
+    "iter_rows",
+    "run_sink",
+    "shard_name",
+)
+
+KINDS: tuple[str, ...] = ("kept", "rejected", "failed")
+PARTIAL_SUFFIX = ".partial"
+
+_SHARD_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl$")
+_PARTIAL_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl\.partial$")
+_BUFFERING = 256 * 1024
+_PATH_HINT = "check the output path and its permissions"
+_CORRUPT_HINT = "delete OUT or choose a new output directory"
+
+
+def shard_name(kind: str, index: int) -> str:
+    """The final file name of shard ``index`` of ``kind``, e.g. ``kept-00007.jsonl``."""
+    return f"{kind}-{index:05d}.jsonl"
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """What :meth:`ShardSink.open` found in the output directory.
+
+    Attributes:
+        done: items committed by earlier runs (skip them); a copy, not the sink's own.
+        resumed: an earlier run's manifest was found and is being continued.
+        complete: that earlier run had completed; there is nothing left to do.
+        discarded: names of files deleted because no manifest listed them (partial
+            shards, orphans of a crash between rename and manifest write, or everything
+            an overwritten output held when ``force_new`` was set).
+    """
+
+    done: DoneSet
+    resumed: bool = False
+    complete: bool = False
+    discarded: list[str] = field(default_factory=list)
+
+
+class SinkItem(msgspec.Struct):
+    """One item's rows on their way to the writer task.
+
+    Attributes:
+        index: the item's index in the work stream.
+        rows: ``(kind, row)`` pairs.
+    """
+
+    index: int
+    rows: list[tuple[str, dict[str, Any]]]
+
+
+class _OpenShard:
+    __slots__ = ("bytes", "file", "index", "kind", "name", "partial", "rows", "sha")
+
+    def __init__(self, kind: str, index: int, out_dir: Path, file: IO[bytes]) -> None:
+        self.kind = kind
+        self.index = index
+        self.name = shard_name(kind, index)
+        self.partial = out_dir / (self.name + PARTIAL_SUFFIX)
+        self.file = file
+        self.sha = hashlib.sha256()
+        self.rows = 0
+        self.bytes = 0
+
+
+class ShardSink:
+    """Writes item rows to rotating JSONL shards and commits them with the manifest.
+
+    Build one with :meth:`open`, which also resumes an earlier run; the constructor
+    only wires an already-prepared directory and manifest.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        shard_records: int = 1000,
+        manifest: Manifest,
+        on_commit: Callable[[Manifest], None] | None = None,
+        clock: Clock = monotonic,
+        opener: Opener | None = None,
+    ) -> None:
+        """Wire a sink to ``out_dir`` whose committed state is ``manifest``.
+
+        Args:
+            out_dir: the output directory (must exist).
+            shard_records: rows per shard before a commit.
+            manifest: the committed state; new shards are numbered after its shards.
+            on_commit: called with the manifest after every successful commit.
+            clock: monotonic time, for commit timings.
+            opener: file-system seam passed to :func:`open` for shards and manifest.
+
+        Raises:
+            ValueError: ``shard_records`` is below 1.
+        """
+        if shard_records < 1:
+            raise ValueError(f"shard_records must be >= 1, got {shard_records}")
+        self._out_dir = Path(out_dir)
+        self._shard_records = shard_records
+        self._manifest = manifest
+        self._on_commit = on_commit
+        self._clock = clock
+        self._opener = opener
+        self._done = DoneSet.from_state(manifest.done)
+        self._totals: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._next_index: dict[str, int] = dict.fromkeys(KINDS, 0)
+        for shard in manifest.shards:
+            self._totals[shard.kind] = self._totals.get(shard.kind, 0) + shard.rows
+            m = _SHARD_RE.match(shard.name)
+            if m and m.group(1) == shard.kind:
+                self._next_index[shard.kind] = max(
+                    self._next_index[shard.kind], int(m.group(2)) + 1
+                )
+        self._open: dict[str, _OpenShard] = {}
+        self._pending: list[int] = []
+        self._pending_set: set[int] = set()
+        self._buffers: dict[str, bytearray] = {k: bytearray() for k in KINDS}
+        self._closed = False
+        self._failure: ShardError | None = None
+        self.commits = 0
+        self.commit_seconds = 0.0
+
+    @classmethod
+    def open(
+        cls,
+        out_dir: Path,
+        *,
+        shard_records: int,
+        config_hash: str,
+        input_fingerprint: str,
+        method: str,
+        engine_version: str,
+        simulated: bool,
+        force_new: bool = False,
+        on_commit: Callable[[Manifest], None] | None = None,
+        clock: Clock = monotonic,
+        opener: Opener | None = None,
+    ) -> tuple[ShardSink, ResumeState]:
+        """Open ``out_dir`` for writing: start fresh, or resume the run recorded there.
+
+        Args:
+            out_dir: the output directory (created if missing).
+            shard_records: rows per shard before a commit.
+            config_hash: hash of the config; resuming requires the same one.
+            input_fingerprint: identity of the input; resuming requires the same one.
+            method: the method's name (recorded).
+            engine_version: synth-engine's version (recorded).
+            simulated: the endpoint is the simulator (recorded).
+            force_new: delete an earlier output (shards and manifest) and start fresh.
+            on_commit: called with the manifest after every successful commit.
+            clock: monotonic time, for commit timings.
+            opener: file-system seam passed to :func:`open`.
+
+        Returns:
+            The sink and what was found (done items to skip, files discarded).
+
+        Raises:
+            ShardError: the directory cannot be created or written; it holds shards but
+                no manifest; its manifest is corrupt, belongs to another config or input,
+                or lists shards that are missing or damaged.
+        """
+        out_dir = Path(out_dir)
+        _prepare_dir(out_dir)
+        manifest = load_manifest(out_dir)
+        shards, partials = _scan(out_dir)
+        discarded: list[str] = []
+        if manifest is not None and not force_new:
+            if manifest.config_hash != config_hash:
+                raise ShardError(
+                    f"output was written by a different config "
+                    f"(hash {manifest.config_hash} != {config_hash})",
+                    path=str(out_dir),
+                    hint="use a new output directory, or pass --force-new to overwrite",
+                )
+            if manifest.input_fingerprint != input_fingerprint:
+                raise ShardError(
+                    f"output was written for a different input "
+                    f"({manifest.input_fingerprint} != {input_fingerprint})",
+                    path=str(out_dir),
+                    hint="use a new output directory, or pass --force-new to overwrite",
+                )
+            problems = verify_shards(out_dir, manifest)
+            if problems:
+                first = problems[0].split(":", 1)[0]
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ShardError(
+                    f"shard does not match the manifest: {problems[0]}{more}",
+                    path=str(out_dir / first),
+                    hint=_CORRUPT_HINT,
+                )
+            listed = {s.name for s in manifest.shards}
+            doomed = [*partials, *(n for n in shards if n not in listed)]
+            _delete(out_dir, doomed)
+            discarded.extend(doomed)
+            sink = cls(
+                out_dir,
+                shard_records=shard_records,
+                manifest=manifest,
+                on_commit=on_commit,
+                clock=clock,
+                opener=opener,
+            )
+            return sink, ResumeState(
+                done=sink._done.copy(),
+                resumed=True,
+                complete=manifest.complete,
+                discarded=discarded,
+            )
+        if manifest is None and shards and not force_new:
+            raise ShardError(
+                "output directory holds shards but no manifest",
+                path=str(out_dir),
+                hint="choose a new output directory or delete it",
+            )
+        doomed = [*partials, *shards]
+        if manifest is not None:
+            doomed.insert(0, MANIFEST_NAME)
+        _delete(out_dir, doomed)
+        discarded.extend(doomed)
+        now = utc_now()
+        manifest = Manifest(
+            engine_version=engine_version,
+            simulated=simulated,
+            config_hash=config_hash,
+            input_fingerprint=input_fingerprint,
+            method=method,
+            started_at=now,
+            updated_at=now,
+            totals={**dict.fromkeys(KINDS, 0), "items": 0},
+        )
+        # Writing the manifest at once claims the directory for this config and proves
+        # that the manifest can be written before any paid-for work is done.
+        write_manifest(out_dir, manifest, opener=opener)
+        sink = cls(
+            out_dir,
+            shard_records=shard_records,
+            manifest=manifest,
+            on_commit=on_commit,
+            clock=clock,
+            opener=opener,
+        )
+        return sink, ResumeState(done=sink._done.copy(), discarded=discarded)
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory."""
+        return self._out_dir
+
+    @property
+    def manifest(self) -> Manifest:
+        """The last committed manifest (the caller may set ``usage``/``extra`` before a commit)."""
+        return self._manifest
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        """Rows per kind handed to the sink, including rows not committed yet."""
+        out = dict(self._totals)
+        for kind, shard in self._open.items():
+            out[kind] = out.get(kind, 0) + shard.rows
+        return out
+
+    @property
+    def items_done(self) -> int:
+        """Number of committed items (including those of earlier runs)."""
+        return self._done.count
+
+    def write_item(self, index: int, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Append one item's rows to the open shards; commit if a shard is full.
+
+        Args:
+            index: the item's index in the work stream.
+            rows: ``(kind, row)`` pairs; kinds are ``kept``, ``rejected``, ``failed``.
+
+        Raises:
+            ValueError: an unknown kind, a negative index, or an item already written.
+            ShardError: a row is not JSON-serializable (nothing of the item is written),
+                or the shard cannot be written (the sink is then unusable; what was
+                committed before stays intact and resumable).
+        """
+        self._check_usable()
+        if index < 0:
+            raise ValueError(f"item index must be >= 0, got {index}")
+        if index in self._done or index in self._pending_set:
+            raise ValueError(f"item {index} was already written")
+        buffers = self._buffers
+        for stale in buffers.values():
+            stale.clear()
+        counts = dict.fromkeys(KINDS, 0)
+        for kind, row in rows:
+            buf = buffers.get(kind)
+            if buf is None:
+                raise ValueError(f"unknown row kind {kind!r} (expected one of {', '.join(KINDS)})")
+            try:
+                buf += orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+            except TypeError as exc:
+                raise ShardError(
+                    f"a {kind} row of item {index} is not JSON-serializable ({exc})",
+                    path=str(self._out_dir),
+                    hint="this is a bug in the method that produced the row",
+                ) from exc
+            counts[kind] += 1
+        full = False
+        for kind in KINDS:
+            n = counts[kind]
+            if not n:
+                continue
+            shard = self._open.get(kind) or self._start_shard(kind)
+            data = buffers[kind]
+            try:
+                shard.file.write(data)
+            except OSError as exc:
+                self._fail(os_error(exc, shard.partial, "write shard"), exc)
+            shard.sha.update(data)
+            shard.rows += n
+            shard.bytes += len(data)
+            full = full or shard.rows >= self._shard_records
+        self._pending.append(index)
+        self._pending_set.add(index)
+        if full or len(self._pending) >= self._shard_records:
+            self._commit()
+
+    def commit(self) -> None:
+        """Make everything written so far durable and mark its items done.
+
+        Raises:
+            ShardError: a shard or the manifest cannot be written (the sink is then
+                unusable; the previous commit stays intact).
+        """
+        self._check_usable()
+        self._commit()
+
+    def close(self, *, complete: bool, stop_reason: str | None = None) -> Manifest:
+        """Commit, record how the run ended, and release the sink.
+
+        Args:
+            complete: every item is done.
+            stop_reason: why the run stopped early (None when complete).
+
+        Returns:
+            The final manifest.
+
+        Raises:
+            ShardError: the final commit failed, or an earlier write had failed (then
+                nothing more is written; rerunning resumes from the last commit).
+        """
+        if self._closed:
+            raise RuntimeError("the shard sink is already closed")
+        if self._failure is not None:
+            self._release()
+            self._closed = True
+            raise ShardError(
+                f"output not finalized after an earlier error: {self._failure.reason}",
+                path=self._failure.path,
+                hint="rerun the same command to resume from the last commit",
+            ) from self._failure
+        try:
+            self._commit(final=(complete, stop_reason))
+        finally:
+            self._release()
+            self._closed = True
+        return self._manifest
+
+    def abandon(self) -> None:
+        """Release open files without committing (for a hard exit).
+
+        The ``.partial`` files stay on disk and the next :meth:`open` discards them;
+        their items were never marked done, so they are processed again.
+        """
+        self._release()
+        self._closed = True
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("the shard sink is closed")
+        if self._failure is not None:
+            raise ShardError(
+                f"output unusable after an earlier error: {self._failure.reason}",
+                path=self._failure.path,
+                hint="rerun the same command to resume from the last commit",
+            ) from self._failure
+
+    def _fail(self, error: ShardError, cause: OSError) -> NoReturn:
+        self._failure = error
+        self._release()
+        raise error from cause
+
+    def _release(self) -> None:
+        for shard in self._open.values():
+            # Flushing may fail on a full disk; the partial is discarded on resume anyway.
+            with contextlib.suppress(OSError, ValueError):
+                shard.file.close()
+        self._open.clear()
+
+    def _start_shard(self, kind: str) -> _OpenShard:
+        index = self._next_index[kind]
+        path = self._out_dir / (shard_name(kind, index) + PARTIAL_SUFFIX)
+        try:
+            file = open(str(path), "wb", buffering=_BUFFERING, opener=self._opener)
+        except OSError as exc:
+            self._fail(os_error(exc, path, "create shard"), exc)
+        self._next_index[kind] = index + 1
+        shard = _OpenShard(kind, index, self._out_dir, file)
+        self._open[kind] = shard
+        return shard
+
+    def _commit(self, final: tuple[bool, str | None] | None = None) -> None:
+        if not self._open and not self._pending and final is None:
+            return
+        started = self._clock()
+        new_shards: list[ShardInfo] = []
+        for kind in KINDS:
+            shard = self._open.get(kind)
+            if shard is None:
+                continue
+            final_path = self._out_dir / shard.name
+            try:
+                shard.file.flush()
+                os.fsync(shard.file.fileno())
+                shard.file.close()
+                os.replace(shard.partial, final_path)
+            except OSError as exc:
+                self._fail(os_error(exc, shard.partial, "write shard"), exc)
+            del self._open[kind]
+            new_shards.append(
+                ShardInfo(
+                    name=shard.name,
+                    kind=kind,
+                    rows=shard.rows,
+                    bytes=shard.bytes,
+                    sha256=shard.sha.hexdigest(),
+                )
+            )
+        if new_shards:
+            try:
+                fsync_dir(self._out_dir)
+            except OSError as exc:
+                self._fail(os_error(exc, self._out_dir, "sync the output directory"), exc)
+        done = self._done.copy()
+        for index in self._pending:
+            done.add(index)
+        totals = dict(self._totals)
+        for info in new_shards:
+            totals[info.kind] = totals.get(info.kind, 0) + info.rows
+        old = self._manifest
+        changes: dict[str, Any] = {
+            "shards": [*old.shards, *new_shards],
+            "totals": {**totals, "items": done.count},
+            "done": done.to_state(),
+            "updated_at": utc_now(),
+        }
+        if final is not None:
+            complete, stop_reason = final
+            changes.update(
+                complete=complete, stop_reason=stop_reason, ended_at=changes["updated_at"]
+            )
+        else:
+            changes.update(complete=False, stop_reason=None, ended_at=None)
+        manifest = msgspec.structs.replace(old, **changes)
+        try:
+            write_manifest(self._out_dir, manifest, opener=self._opener)
+        except ShardError as exc:
+            self._failure = exc
+            self._release()
+            raise
+        self._manifest = manifest
+        self._done = done
+        self._totals = totals
+        self._pending.clear()
+        self._pending_set.clear()
+        self.commits += 1
+        self.commit_seconds += self._clock() - started
+        if self._on_commit is not None:
+            self._on_commit(manifest)
+
+
+def _prepare_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not out_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(out_dir))
+        probe = out_dir / f".write-probe-{os.getpid()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        detail = exc.strerror or str(exc)
+        raise ShardError(
+            f"output directory is not writable ({detail})", path=str(out_dir), hint=_PATH_HINT
+        ) from exc
+
+
+def _scan(out_dir: Path) -> tuple[list[str], list[str]]:
+    """Names of final shard files and of leftover partial/temporary files in ``out_dir``."""
+    shards: list[str] = []
+    partials: list[str] = []
+    try:
+        names = sorted(os.listdir(out_dir))
+    except OSError as exc:
+        raise os_error(exc, out_dir, "list the output directory") from exc
+    for name in names:
+        if _SHARD_RE.match(name):
+            shards.append(name)
+        elif _PARTIAL_RE.match(name) or name == MANIFEST_NAME + ".tmp":
+            partials.append(name)
+    return shards, partials
+
+
+def _delete(out_dir: Path, names: Sequence[str]) -> None:
+    for name in names:
+        path = out_dir / name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise os_error(exc, path, "delete a stale file") from exc
+
+
+def iter_rows(out_dir: Path, kind: str) -> Iterator[dict[str, Any]]:
+    """Yield the committed rows of ``kind``, shard by shard in the manifest's order.
+
+    Uncommitted (partial) and unlisted shard files are ignored. Nothing is yielded
+    when the directory has no manifest.
+
+    Raises:
+        ShardError: the manifest or a listed shard cannot be read or decoded.
+    """
+    out_dir = Path(out_dir)
+    manifest = load_manifest(out_dir)
+    if manifest is None:
+        return
+    for shard in manifest.shards:
+        if shard.kind != kind:
+            continue
+        path = out_dir / shard.name
+        try:
+            with path.open("rb") as f:
+                for lineno, line in enumerate(f, 1):
+                    try:
+                        row = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise ShardError(
+                            f"line {lineno} is not valid JSON ({exc})",
+                            path=str(path),
+                            hint=_CORRUPT_HINT,
+                        ) from exc
+                    yield row
+        except OSError as exc:
+            raise os_error(exc, path, "read shard") from exc
+
+
+async def run_sink(sink: ShardSink, queue: asyncio.Queue[SinkItem | None]) -> None:
+    """The single writer task: write queued items until a ``None`` arrives.
+
+    Errors (e.g. :class:`ShardError`) propagate to whoever awaits the task; the sink is
+    neither committed nor closed here, which is the caller's decision.
+    """
+    while True:
+        item = await queue.get()
+        try:
+            if item is None:
+                return
+            sink.write_item(item.index, item.rows)
+        finally:
+            queue.task_done()

@@ -1,0 +1,662 @@
+"""The simulated OpenAI-compatible endpoint: an aiohttp.web app and helpers to run it.
+
+Routes: ``POST /v1/chat/completions`` (plain JSON or SSE), ``GET /v1/models``,
+``GET /sim/stats`` (counters for tests and benchmarks) and ``GET /health``. Every
+response carries ``x-synth-engine-simulated: true``.
+
+Request handling order: auth (401), body (400), context length (400), fault decision,
+rate-limit admission (429), then latency and the body. Injected ``429``/``down``
+faults and the 5xx faults are answered before admission, so they use no quota; the
+other faults (timeout, reset, malformed, truncated, slow) hit admitted requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.clock import monotonic
+
+from .faults import FaultPlan
+from .model import (
+    Content,
+    SimSettings,
+    format_duration,
+    generate,
+    jitter_s,
+    prompt_tokens,
+    request_digest,
+)
+
+__all__ = ("SimServer", "make_app", "serve_forever")
+
+SIMULATED_HEADER = "x-synth-engine-simulated"
+_JSON = "application/json"
+_MAX_CHUNK_WRITES = 20
+_SLOW_PIECES = 10
+_MAX_N = 128
+# Graceful-shutdown grace for in-flight handlers; the sim has nothing worth waiting for.
+_SHUTDOWN_TIMEOUT_S = 0.5
+_MALFORMED_BODY = b'{"choices": ['
+
+_ERRORS_5XX: dict[str, tuple[int, str, str | None]] = {
+    "500": (500, "The server had an error while processing your request (simulated).", None),
+    "502": (502, "Bad gateway (simulated).", None),
+    "503": (503, "The engine is currently overloaded, please try again later (simulated).", None),
+    "down": (503, "Service unavailable: the simulated endpoint is down.", "service_unavailable"),
+}
+
+
+def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def _limit_text(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+class _Bucket:
+    """A token bucket with OpenAI semantics: capacity = limit, refill limit/60 per second."""
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, limit: float, now: float) -> None:
+        self.capacity = float(limit)
+        self.rate = self.capacity / 60.0
+        self.level = self.capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` is available (a cost above capacity waits for a full bucket)."""
+        short = min(amount, self.capacity) - self.level
+        return short / self.rate if short > 0 else 0.0
+
+    def reset_s(self) -> float:
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+
+class _SimState:
+    """Per-app state: settings, limiter buckets, fault plan and counters."""
+
+    def __init__(self, settings: SimSettings) -> None:
+        self.settings = settings
+        self.started = monotonic()
+        now = self.started
+        self.req_bucket = _Bucket(settings.rpm, now) if settings.rpm is not None else None
+        self.tok_bucket = _Bucket(settings.tpm, now) if settings.tpm is not None else None
+        self.limited = self.req_bucket is not None or self.tok_bucket is not None
+        self.plan = FaultPlan(settings)
+        self.seq = 0
+        self.requests = 0
+        self.admitted = 0
+        self.completed = 0
+        self.rate_limited = 0
+        self.http_429 = 0
+        self.bad_requests = 0
+        self.unauthorized = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.per_second: dict[int, list[int]] = {}
+        self.per_second_429: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def stats(self) -> dict[str, Any]:
+        """Counters as a JSON-ready dict (the body of ``GET /sim/stats``)."""
+        return {
+            "simulated": True,
+            "model": self.settings.model,
+            "uptime_s": round(monotonic() - self.started, 3),
+            "requests": self.requests,
+            "admitted": self.admitted,
+            "completed": self.completed,
+            "rate_limited": self.rate_limited,
+            "http_429": self.http_429,
+            "bad_requests": self.bad_requests,
+            "unauthorized": self.unauthorized,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "faults": dict(sorted(self.plan.injected.items())),
+            "per_second": [[s, v[0], v[1]] for s, v in sorted(self.per_second.items())],
+            "per_second_429": [[s, c] for s, c in sorted(self.per_second_429.items())],
+        }
+
+    def headers(self, content_type: str = _JSON) -> dict[str, str]:
+        headers = {"Content-Type": content_type, SIMULATED_HEADER: "true"}
+        if self.limited:
+            now = monotonic()
+            for bucket, suffix in ((self.req_bucket, "requests"), (self.tok_bucket, "tokens")):
+                if bucket is not None:
+                    bucket.refill(now)
+                    headers[f"x-ratelimit-limit-{suffix}"] = _limit_text(bucket.capacity)
+                    headers[f"x-ratelimit-remaining-{suffix}"] = str(
+                        max(0, math.floor(bucket.level))
+                    )
+                    headers[f"x-ratelimit-reset-{suffix}"] = format_duration(bucket.reset_s())
+        return headers
+
+    def error(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> web.Response:
+        headers = self.headers()
+        if retry_after is not None:
+            headers["Retry-After"] = f"{math.ceil(retry_after * 100 - 1e-9) / 100:.2f}"
+        if status == 429:
+            self.http_429 += 1
+            second = int(monotonic() - self.started)
+            self.per_second_429[second] = self.per_second_429.get(second, 0) + 1
+        elif status in (400, 404, 413, 422):
+            self.bad_requests += 1
+        return web.Response(
+            status=status, body=_error_body(message, type_, code, param), headers=headers
+        )
+
+    def bad_request(
+        self, message: str, code: str | None = None, param: str | None = None
+    ) -> web.Response:
+        return self.error(400, message, "invalid_request_error", code, param=param)
+
+    def admit(self, tokens: int) -> float:
+        """Take one request and ``tokens`` from the buckets; 0.0, or seconds to wait if refused."""
+        now = monotonic()
+        rb, tb = self.req_bucket, self.tok_bucket
+        wait = 0.0
+        if rb is not None:
+            rb.refill(now)
+            wait = rb.wait_for(1.0)
+        if tb is not None:
+            tb.refill(now)
+            wait = max(wait, tb.wait_for(tokens))
+        if wait > 0.0:
+            return wait
+        if rb is not None:
+            rb.level -= 1.0
+        if tb is not None:
+            tb.level -= tokens
+        return 0.0
+
+    # ------------------------------------------------------------------ handlers
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization", "") == f"Bearer {self.settings.api_key}"
+
+    def _unauthorized(self) -> web.Response:
+        self.unauthorized += 1
+        return self.error(
+            401,
+            "Incorrect API key provided (simulated endpoint).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        s = self.settings
+        if s.api_key is not None and not self._authorized(request):
+            return self._unauthorized()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return self.bad_request(f"We could not parse the JSON body of your request: {exc}")
+        if not isinstance(body, dict):
+            return self.bad_request("The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self.bad_request(
+                "Missing required parameter: 'messages'.", "missing_required_parameter", "messages"
+            )
+        n = body.get("n", 1)
+        if n is None:
+            n = 1
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N:
+            return self.bad_request(
+                f"Invalid 'n': expected an integer in [1, {_MAX_N}].", None, "n"
+            )
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None and (
+            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+        ):
+            return self.bad_request(
+                "Invalid 'max_tokens': expected an integer >= 1.", None, "max_tokens"
+            )
+        prompt = prompt_tokens(messages)
+        budget = max_tokens if max_tokens is not None else s.max_tokens_default
+        if s.max_context_tokens is not None and prompt + budget > s.max_context_tokens:
+            return self.bad_request(
+                f"This model's maximum context length is {s.max_context_tokens} tokens. However, you "
+                f"requested {prompt + budget} tokens ({prompt} in the messages, {budget} in the "
+                "completion). Please reduce the length of the messages or completion.",
+                "context_length_exceeded",
+                "messages",
+            )
+        digest = request_digest(s.seed, body)
+        plan = self.plan
+        fault = plan.decide(digest, monotonic() - self.started) if plan.active else None
+        if fault == "429":
+            return self.error(
+                429,
+                "Rate limit reached (simulated fault). Please try again later.",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                retry_after=s.retry_after_s,
+            )
+        if fault == "down":
+            status, message, code = _ERRORS_5XX[fault]
+            return self.error(status, message, "server_error", code)
+        cost = prompt + budget * n
+        if self.limited:
+            wait = self.admit(cost)
+            if wait > 0.0:
+                self.rate_limited += 1
+                return self.error(
+                    429,
+                    f"Rate limit reached for {s.model} (simulated endpoint): "
+                    f"limit {_limit_text(s.rpm) if s.rpm else '-'} RPM, "
+                    f"{_limit_text(s.tpm) if s.tpm else '-'} TPM; this request costs {cost} tokens. "
+                    f"Please try again in {wait:.2f}s.",
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    retry_after=wait,
+                )
+        self.admitted += 1
+        second = int(monotonic() - self.started)
+        row = self.per_second.get(second)
+        if row is None:
+            self.per_second[second] = [1, cost]
+        else:
+            row[0] += 1
+            row[1] += cost
+        latency = jitter_s(s, digest)
+        if fault is not None and fault in _ERRORS_5XX:
+            await _sleep_until(loop, t0 + latency)
+            status, message, code = _ERRORS_5XX[fault]
+            return self.error(status, message, "server_error", code)
+        if fault == "reset":
+            return _reset(request)
+        if fault == "timeout":
+            await asyncio.sleep(s.hang_s)
+        stream = body.get("stream") is True
+        if fault == "malformed" or (fault == "truncated" and not stream):
+            await _sleep_until(loop, t0 + latency)
+            return web.Response(body=_MALFORMED_BODY, headers=self.headers())
+        content = generate(
+            s,
+            digest,
+            n=n,
+            max_tokens=max_tokens,
+            prompt=prompt,
+            response_format=body.get("response_format"),
+        )
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            model = s.model
+        self.seq += 1
+        cid = f"chatcmpl-sim-{digest[:8].hex()}{self.seq:x}"
+        longest = max(c.tokens for c in content.choices)
+        if stream:
+            opts = body.get("stream_options")
+            include_usage = s.usage and isinstance(opts, dict) and opts.get("include_usage") is True
+            steps = _sse_steps(cid, model, content, include_usage)
+            if fault == "slow":
+                return await self._dribble(
+                    request, b"".join(steps), t0 + latency, content, chunked=True
+                )
+            return await self._stream(
+                request,
+                steps,
+                t0 + latency,
+                longest,
+                truncated=fault == "truncated",
+                content=content,
+            )
+        payload = orjson.dumps(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": c.content},
+                        "finish_reason": c.finish_reason,
+                    }
+                    for i, c in enumerate(content.choices)
+                ],
+                **({"usage": _usage(content)} if s.usage else {}),
+            }
+        )
+        if fault == "slow":
+            return await self._dribble(request, payload, t0 + latency, content, chunked=False)
+        tps = s.tokens_per_s
+        await _sleep_until(loop, t0 + latency + (longest / tps if tps > 0 else 0.0))
+        self._done(content)
+        return web.Response(body=payload, headers=self.headers())
+
+    def _done(self, content: Content) -> None:
+        self.completed += 1
+        self.prompt_tokens += content.prompt_tokens
+        self.completion_tokens += content.completion_tokens
+
+    async def _stream(
+        self,
+        request: web.Request,
+        steps: list[bytes],
+        first_byte_at: float,
+        tokens: int,
+        *,
+        truncated: bool,
+        content: Content,
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        tps = self.settings.tokens_per_s
+        await _sleep_until(loop, first_byte_at)
+        resp = web.StreamResponse(headers=self.headers("text/event-stream"))
+        resp.headers["Cache-Control"] = "no-cache"
+        await resp.prepare(request)
+        # steps = [content step 0..B-1, final]; content step k is due after k/B of the tokens.
+        content_steps = len(steps) - 1
+        if truncated:
+            for step in steps[: max(1, content_steps // 2)]:
+                await resp.write(step)
+            return _reset(request, resp)
+        if tps <= 0:
+            await resp.write(b"".join(steps))
+        else:
+            for k, step in enumerate(steps):
+                await _sleep_until(loop, first_byte_at + tokens * k / content_steps / tps)
+                await resp.write(step)
+        await resp.write_eof()
+        self._done(content)
+        return resp
+
+    async def _dribble(
+        self,
+        request: web.Request,
+        payload: bytes,
+        first_byte_at: float,
+        content: Content,
+        *,
+        chunked: bool,
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        await _sleep_until(loop, first_byte_at)
+        headers = self.headers("text/event-stream" if chunked else _JSON)
+        resp = web.StreamResponse(headers=headers)
+        if not chunked:
+            resp.content_length = len(payload)
+        await resp.prepare(request)
+        pieces = _SLOW_PIECES
+        gap = self.settings.slow_body_s / pieces
+        for i in range(pieces):
+            if i:
+                await asyncio.sleep(gap)
+            await resp.write(payload[len(payload) * i // pieces : len(payload) * (i + 1) // pieces])
+        await resp.write_eof()
+        self._done(content)
+        return resp
+
+    async def models(self, request: web.Request) -> web.Response:
+        if self.settings.api_key is not None and not self._authorized(request):
+            return self._unauthorized()
+        body = {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.settings.model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "synth-engine-sim",
+                }
+            ],
+        }
+        return web.Response(body=orjson.dumps(body), headers=self.headers())
+
+    async def stats_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats()), headers=self.headers())
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok","simulated":true}', headers=self.headers())
+
+
+STATE_KEY = web.AppKey("synth_engine_sim_state", _SimState)
+
+
+def _usage(content: Content) -> dict[str, int]:
+    return {
+        "prompt_tokens": content.prompt_tokens,
+        "completion_tokens": content.completion_tokens,
+        "total_tokens": content.prompt_tokens + content.completion_tokens,
+    }
+
+
+def _sse_steps(cid: str, model: str, content: Content, include_usage: bool) -> list[bytes]:
+    """SSE payloads, one per write: B content steps (all choices each), then the final one."""
+    created = int(time.time())
+    longest = max(c.tokens for c in content.choices)
+    batches = max(1, min(_MAX_CHUNK_WRITES, longest))
+    dumps = orjson.dumps
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        chunk = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+    cuts = [_cuts(c.content, batches) for c in content.choices]
+    steps: list[bytes] = []
+    for k in range(batches):
+        events = []
+        for i, c in enumerate(content.choices):
+            piece = c.content[cuts[i][k] : cuts[i][k + 1]]
+            delta = {"role": "assistant", "content": piece} if k == 0 else {"content": piece}
+            events.append(event([{"index": i, "delta": delta, "finish_reason": None}]))
+        steps.append(b"".join(events))
+    final = [
+        event([{"index": i, "delta": {}, "finish_reason": c.finish_reason}])
+        for i, c in enumerate(content.choices)
+    ]
+    if include_usage:
+        final.append(event([], usage=_usage(content)))
+    final.append(b"data: [DONE]\n\n")
+    steps.append(b"".join(final))
+    return steps
+
+
+def _cuts(text: str, batches: int) -> list[int]:
+    """``batches + 1`` cut points into ``text``, near-even and snapped to word starts."""
+    size = len(text)
+    cuts = [0]
+    for k in range(1, batches):
+        pos = text.find(" ", max(cuts[-1], size * k // batches))
+        cuts.append(size if pos < 0 else pos)
+    cuts.append(size)
+    return cuts
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    delay = deadline - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _reset(request: web.Request, resp: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Drop the connection abruptly (RST where the platform allows) without a response."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    if resp is None:
+        resp = web.Response(status=500)
+    resp.force_close()
+    return resp
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[SIMULATED_HEADER] = "true"
+
+
+def make_app(settings: SimSettings) -> web.Application:
+    """Build the aiohttp application of the simulated endpoint.
+
+    Args:
+        settings: behaviour of the endpoint (latency, limits, faults...).
+
+    Returns:
+        An application with ``POST /v1/chat/completions``, ``GET /v1/models``,
+        ``GET /sim/stats`` and ``GET /health``.
+    """
+    state = _SimState(settings)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE_KEY] = state
+    app.router.add_post("/v1/chat/completions", state.chat)
+    app.router.add_get("/v1/models", state.models)
+    app.router.add_get("/sim/stats", state.stats_handler)
+    app.router.add_get("/health", state.health)
+    # Responses the handlers do not build (404, 405) get the label too.
+    app.on_response_prepare.append(_on_prepare)
+    return app
+
+
+class SimServer:
+    """Runs the simulated endpoint on a TCP port in the current event loop.
+
+    Use as ``async with SimServer(settings) as server: ... server.url ...``.
+
+    Args:
+        settings: behaviour of the endpoint.
+        host: interface to listen on.
+        port: TCP port (0: a free one, see :attr:`port`).
+    """
+
+    def __init__(self, settings: SimSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.settings = settings
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Start listening (idempotent)."""
+        if self._runner is not None:
+            return
+        app = make_app(self.settings)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self.host, self._requested_port, backlog=4096, reuse_address=True
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = int(runner.addresses[0][1]) if runner.addresses else self._requested_port
+        self._app = app
+        self._runner = runner
+
+    async def aclose(self) -> None:
+        """Stop listening and close open connections (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on (the real one when started with port 0)."""
+        if self._port is None:
+            raise RuntimeError("SimServer is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL for OpenAI clients, e.g. ``http://127.0.0.1:PORT/v1``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """The same counters ``GET /sim/stats`` returns."""
+        if self._app is None:
+            raise RuntimeError("SimServer is not started")
+        return self._app[STATE_KEY].stats()
+
+
+async def serve_forever(
+    settings: SimSettings,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the simulated endpoint until cancelled (the ``synth-engine sim`` command).
+
+    Args:
+        settings: behaviour of the endpoint.
+        host: interface to listen on.
+        port: TCP port (0: a free one).
+        ready: called once with the base URL when listening.
+    """
+    async with SimServer(settings, host=host, port=port) as server:
+        if ready is not None:
+            ready(server.url)
+        await asyncio.Event().wait()
