@@ -48,6 +48,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.done_at: list[float] = []
         self.ttfts: list[float] = []
         self.http_429 = 0
         self.completion_tokens = 0
@@ -67,6 +68,7 @@ class _Recorder:
         ttft_s: float | None,
     ) -> None:
         if ok:
+            self.done_at.append(time.perf_counter())
             self.latencies.append(latency_s)
             self.completion_tokens += completion_tokens
             if ttft_s is not None:
@@ -89,6 +91,24 @@ def _pct(values: list[float], q: float) -> float:
     return round(s[k] * 1000.0, 2)
 
 
+def _steady_rate(done_at: list[float], concurrency: int) -> float | None:
+    """Completions per second in the middle of the run, over whole waves of ``concurrency``.
+
+    With C workers each waiting ~L per request, completions come in waves of C; the
+    k-th and (k + m*C)-th completions sit at the same place in waves m cycles apart, so
+    m*C / (t[k + m*C] - t[k]) is unbiased by where the waves fall. Starting at k = C
+    leaves out the ramp-up (connections opening, the first wave) and ending a wave before
+    the last leaves out the drain (the last wave's tail). None for runs under 3 waves.
+    """
+    n = len(done_at)
+    c = concurrency
+    m = (n - 2 * c) // c
+    if m < 1:
+        return None
+    span = done_at[c + m * c - 1] - done_at[c - 1]
+    return m * c / span if span > 0 else None
+
+
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -98,7 +118,8 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
     """Send ``settings.requests`` requests at ``settings.concurrency`` and report.
 
     Returns:
-        The JSON report (requests, ok, failed, wall_s, requests_per_s, output_tokens_per_s,
+        The JSON report (requests, ok, failed, wall_s, requests_per_s, steady_requests_per_s,
+        output_tokens_per_s,
         latency_ms, ttft_ms, http_429, cpu_s, cpu_us_per_request, peak_rss_mb).
     """
     if settings.requests < 1 or settings.concurrency < 1:
@@ -180,6 +201,11 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "errors": errors,
         "wall_s": round(wall, 3),
         "requests_per_s": round(ok / wall, 2) if wall > 0 else 0.0,
+        "steady_requests_per_s": (
+            round(rate, 2)
+            if (rate := _steady_rate(recorder.done_at, settings.concurrency))
+            else None
+        ),
         "output_tokens_per_s": round(recorder.completion_tokens / wall, 1) if wall > 0 else 0.0,
         "latency_ms": {
             q: _pct(recorder.latencies, v) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))
@@ -200,7 +226,8 @@ def render_bench(report: dict[str, Any]) -> str:
     lines = [
         f"endpoint      {report['base_url']}  model {report['model']}  concurrency {report['concurrency']}",
         f"requests      {report['ok']} ok / {report['failed']} failed of {report['requests']}  in {report['wall_s']} s",
-        f"throughput    {report['requests_per_s']} req/s, {report['output_tokens_per_s']} output tokens/s",
+        f"throughput    {report['requests_per_s']} req/s overall, {report['steady_requests_per_s']} req/s "
+        f"steady state, {report['output_tokens_per_s']} output tokens/s",
         f"latency ms    p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}",
         f"ttft ms       p50 {ttft['p50']}  p99 {ttft['p99']}"
         + ("" if report["stream"] else "  (use --stream)"),

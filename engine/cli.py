@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -28,8 +29,35 @@ T = TypeVar("T")
 log = logging.getLogger("engine")
 
 
+def _raise_fd_limit(want: int = 65536) -> None:
+    """Raise the soft open-file limit (thousands of connections need thousands of fds)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _tune_gc() -> None:
+    """Make the cyclic GC cheaper for a long-running I/O-bound process.
+
+    Objects alive after start-up (modules, config, sessions) are frozen out of collection,
+    and generation 0 is collected every 50,000 allocations instead of 700: almost all
+    per-request garbage is freed by reference counting, and scanning thousands of live
+    connection objects on every young collection cost ~15% of the client's CPU per request
+    at 1,024 in flight (benchmarks/README.md).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine on uvloop when installed (faster), else asyncio's loop."""
+    _tune_gc()
     try:
         import uvloop
     except ImportError:
@@ -203,6 +231,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         api_key=args.api_key,
     )
 
+    _raise_fd_limit()
+
     def ready(url: str) -> None:
         print(
             f"synth-engine SIMULATED endpoint listening on {url} (model {args.model})", flush=True
@@ -230,6 +260,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
         duration_s=args.duration_s,
     )
+    _raise_fd_limit()
     report = _run_async(lambda: run_bench(settings))
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

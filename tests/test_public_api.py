@@ -1,8 +1,8 @@
 """The public API is exactly ``engine.__all__``, sorted, and every module declares ``__all__``."""
 
 from __future__ import annotations
-
 import __future__
+
 import importlib
 from pathlib import Path
 
@@ -14,7 +14,9 @@ ENGINE = Path(engine.__file__).resolve().parent
 def test_all_is_sorted_and_complete() -> None:
     assert list(engine.__all__) == sorted(engine.__all__)
     public = {
-        n for n, v in vars(engine).items() if not n.startswith("_") and not isinstance(v, __future__._Feature)
+        n
+        for n, v in vars(engine).items()
+        if not n.startswith("_") and not isinstance(v, __future__._Feature)
     }
     modules = {n for n, v in vars(engine).items() if type(v).__name__ == "module"}
     assert set(engine.__all__) - {"__version__"} == public - modules

@@ -25,6 +25,13 @@ from ..clock import Clock, monotonic
 
 __all__ = ("TokenBucket",)
 
+# Units that will have refilled within this many seconds count as present. Without this
+# slack ``time_until`` is not exact in floating point: after waiting exactly the time it
+# returned, the refilled level can fall a rounding error short of ``n`` (about one case
+# in ten), and a caller that re-arms a timer for the tiny remainder spins forever on a
+# clock where ``now + remainder == now`` (the gate on a FakeClock did).
+_SLACK_S = 1e-6
+
 
 class TokenBucket:
     """A bucket of ``capacity`` units refilled continuously at ``rate`` units per second.
@@ -102,7 +109,7 @@ class TokenBucket:
     def try_take(self, n: float) -> bool:
         """Take ``n`` units if they are there now; return whether it did."""
         self._refill()
-        if self._level >= n:
+        if self._level + _SLACK_S * self._rate >= n:
             self._level -= n
             return True
         return False
@@ -117,7 +124,7 @@ class TokenBucket:
             return math.inf
         self._refill()
         deficit = n - self._level
-        return 0.0 if deficit <= 0 else deficit / self._rate
+        return 0.0 if deficit <= _SLACK_S * self._rate else deficit / self._rate
 
     def take_capped(self, n: float) -> bool:
         """Take ``n`` units, where ``n`` may exceed capacity, once the bucket is full enough.
@@ -127,7 +134,7 @@ class TokenBucket:
         """
         self._refill()
         need = min(n, self._capacity)
-        if self._level >= need:
+        if self._level + _SLACK_S * self._rate >= need:
             self._level -= n
             return True
         return False
