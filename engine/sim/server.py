@@ -325,6 +325,7 @@ class _SimState:
             prompt=prompt,
             response_format=body.get("response_format"),
         )
+        self._settle(cost, content, second)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             model = s.model
@@ -370,6 +371,24 @@ class _SimState:
         await _sleep_until(loop, t0 + latency + (longest / tps if tps > 0 else 0.0))
         self._done(content)
         return web.Response(body=payload, headers=self.headers())
+
+    def _settle(self, cost: int, content: Content, second: int) -> None:
+        """Return the unused part of the admission charge once the completion length is known.
+
+        Admission charges prompt + max_tokens x n; the bucket then keeps only what the
+        request really used (usage-based accounting, which the engine's reconciliation of
+        reservations with ``usage`` mirrors). The refund happens here, before the response
+        is sent, so a client refunding on receipt is never ahead of this bucket.
+        """
+        unused = cost - (content.prompt_tokens + content.completion_tokens)
+        if unused <= 0:
+            return
+        if self.tok_bucket is not None:
+            self.tok_bucket.refill(monotonic())
+            self.tok_bucket.level = min(self.tok_bucket.capacity, self.tok_bucket.level + unused)
+        row = self.per_second.get(second)
+        if row is not None:
+            row[1] -= unused
 
     def _done(self, content: Content) -> None:
         self.completed += 1

@@ -374,18 +374,25 @@ async def test_rpm_limit_429_headers_and_refill(session: aiohttp.ClientSession) 
 
 
 async def test_tpm_limit(session: aiohttp.ClientSession) -> None:
+    """Admission needs prompt + max_tokens; the bucket keeps only what was used (usage-based)."""
     async with SimServer(fast(tpm=1000)) as server:
         body = {**BODY, "max_tokens": 900}
-        status, _, headers = await post(session, server, body)
+        status, raw, headers = await post(session, server, body)
         assert status == 200
+        usage = orjson.loads(raw)["usage"]
         prompt = 8 + 13  # 4 per message + ceil(49 chars / 4)
+        used = usage["total_tokens"]
+        assert usage["prompt_tokens"] == prompt
         assert headers["x-ratelimit-limit-tokens"] == "1000"
         remaining = int(headers["x-ratelimit-remaining-tokens"])
-        assert 1000 - 900 - prompt <= remaining <= 1000 - 900 - prompt + 1
+        # Only the tokens really used stay charged (plus at most a token of refill).
+        assert 1000 - used <= remaining <= 1000 - used + 1
         assert "x-ratelimit-limit-requests" not in headers
-        status, _, headers = await post(session, server, body)
+        # A request whose reservation exceeds what is left is refused with a matching Retry-After.
+        max_tokens = remaining - prompt + 50
+        status, _, headers = await post(session, server, {**BODY, "max_tokens": max_tokens})
         assert status == 429
-        wait = (900 + prompt - remaining) / (1000 / 60)
+        wait = (max_tokens + prompt - remaining) / (1000 / 60)
         assert float(headers["Retry-After"]) == pytest.approx(wait, abs=0.1)
         reset = parse_duration(headers["x-ratelimit-reset-tokens"])
         assert reset is not None and reset == pytest.approx((1000 - remaining) * 0.06, abs=0.1)
