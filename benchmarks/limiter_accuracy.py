@@ -66,10 +66,13 @@ def run(
     late = [r for r in stats.get("per_second_429", []) if r[0] >= 10]
     late_429 = sum(int(r[1]) for r in late)
     late_requests = sum(int(r[1]) for r in per_second if r[0] >= 10) + late_429
-    quota = rpm * duration / 60.0
+    # Quota over the time requests were actually sent (workers already waiting at the
+    # gate when the deadline passes still go, at the paced rate).
+    quota = rpm * float(report["wall_s"]) / 60.0
     return {
         "configured_limits": configured,
         "duration_s": duration,
+        "wall_s": report["wall_s"],
         "ok": report["ok"],
         "http_429_client": report["http_429"],
         "http_429_sim": stats.get("rate_limited", None),

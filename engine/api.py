@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__
 from .config import Config, EndpointConfig, config_hash
-from .errors import ConfigError, EngineError
+from .errors import AuthError, ConfigError, ConnectionLost, EndpointError, EngineError, Timeout
 from .io.manifest import Manifest
 from .io.readers import check_readable, fingerprint
 from .io.shards import ShardSink
@@ -103,10 +103,35 @@ class Engine:
         try:
             for name, ep in self.config.endpoints.items():
                 self._endpoints[name] = await self._open_endpoint(name, ep)
+            await self._preflight()
         except BaseException:
             await self.aclose()
             raise
         return self
+
+    async def _preflight(self) -> None:
+        """Fail fast on an endpoint that cannot be reached or refuses the key.
+
+        One ``GET /models`` per real endpoint before any paid call: an unreachable
+        base_url or a rejected key is one clear error now, not thousands of failed rows
+        later. A server without ``/models`` (404) or one that is briefly unwell (5xx) is
+        let through: the run's retries handle that.
+        """
+        for name, ep in self._endpoints.items():
+            if ep.cfg.simulated:
+                continue
+            try:
+                await ep.client.models()
+            except (ConnectionLost, Timeout) as exc:
+                raise EndpointError(
+                    f"cannot reach {ep.client.base_url} ({exc.reason}); check endpoints.{name}.base_url "
+                    "and that the server is running",
+                    endpoint=name,
+                ) from exc
+            except AuthError:
+                raise
+            except EndpointError as exc:
+                log.debug("preflight of %s: %s (continuing)", name, exc)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -182,6 +207,10 @@ class Engine:
             callers[role] = by_endpoint[name]
         return callers
 
+    def _simulated(self) -> bool:
+        """True if any endpoint is configured as, or answered as, the simulated endpoint."""
+        return self.config.simulated or any(ep.client.simulated for ep in self._endpoints.values())
+
     def _sync_gate_metrics(self) -> None:
         for name, ep in self._endpoints.items():
             st = ep.gate.state()
@@ -230,7 +259,7 @@ class Engine:
             input_fingerprint=fingerprint(input_path),
             method=config.run.method,
             engine_version=__version__,
-            simulated=config.simulated,
+            simulated=self._simulated(),
             force_new=self._force_new,
         )
         if resume.complete:
@@ -246,6 +275,7 @@ class Engine:
             callers=dict(self._callers(cache)),
             input_path=input_path,
             stage=self.metrics.stage,
+            simulated=self._simulated,
         )
         method = create_method(config, ctx)
         stop_reason: str | None = "error"
@@ -280,6 +310,18 @@ class Engine:
                 with contextlib.suppress(Exception):
                     progress.close()
             self._sync_gate_metrics()
+            sink.manifest.extra["endpoints"] = {
+                name: {
+                    "requests": st.requests,
+                    "ok": st.ok,
+                    "errors": dict(st.errors),
+                    "http_429": st.http_429,
+                    "retries": st.retries,
+                    "simulated": ep.cfg.simulated or ep.client.simulated,
+                }
+                for name, ep in self._endpoints.items()
+                for st in (self.metrics.endpoint(name),)
+            }
             sink.manifest.usage = {
                 name: {
                     "prompt_tokens": self.metrics.endpoint(name).prompt_tokens,
@@ -289,12 +331,14 @@ class Engine:
                 for name in self._endpoints
             }
             complete = stop_reason is None
+            if self._simulated():
+                sink.manifest.simulated = True
             manifest = sink.close(complete=complete, stop_reason=stop_reason)
             cache.close()
             report = build_report(
                 self.metrics,
                 method=config.run.method,
-                simulated=config.simulated,
+                simulated=self._simulated(),
                 stop_reason=stop_reason,
                 method_report=method.report(),
             )

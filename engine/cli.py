@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"synth-engine {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -203,6 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 0
         if not args.quiet:
             print(result.summary)
+            print(f"output      {result.output}")
         if result.complete:
             return 0
         print(

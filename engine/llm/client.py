@@ -37,7 +37,10 @@ from .wire import (
     parse_rate_headers,
 )
 
-__all__ = ("ChatResult", "Client")
+__all__ = ("SIMULATED_HEADER", "ChatResult", "Client")
+
+SIMULATED_HEADER = "x-synth-engine-simulated"
+"""Response header by which synth-engine's simulated endpoint labels itself."""
 
 
 class ChatResult(msgspec.Struct, kw_only=True):
@@ -134,6 +137,7 @@ class Client:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self.simulated = False  # set once a response carries the simulated endpoint's header
 
     async def __aenter__(self) -> Client:
         self._open()
@@ -200,6 +204,8 @@ class Client:
         start = self._clock()
         with _map_errors(self.name):
             async with session.post(self._url, data=payload) as resp:
+                if not self.simulated and SIMULATED_HEADER in resp.headers:
+                    self.simulated = True
                 if resp.status != 200:
                     raw = await resp.read()
                     raise self._error_for(resp.status, raw, resp.headers)
@@ -267,6 +273,8 @@ class Client:
         session = self._open()
         with _map_errors(self.name):
             async with session.get(self.base_url + "/models") as resp:
+                if SIMULATED_HEADER in resp.headers:
+                    self.simulated = True
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self._error_for(resp.status, raw, resp.headers)

@@ -137,6 +137,10 @@ class Gate:
         self._successes_since_change = 0
         self._lat_ewma: float | None = None
         self._lat_best: float | None = None
+        # Grants made before a limit was known, charged to the bucket once one is learned.
+        self._first_grant_at: float | None = None
+        self._granted_requests = 0
+        self._granted_tokens = 0
         if rpm is not None:
             self._set_rpm(rpm)
         if tpm is not None:
@@ -187,7 +191,7 @@ class Gate:
         return GateState(
             concurrency_limit=self._limit,
             in_flight=self._in_flight,
-            waiting=len(self._heap),
+            waiting=sum(1 for entry in self._heap if not entry[3].done()),
             rpm=self._rpm,
             tpm=self._tpm,
             paused_for=max(0.0, self._paused_until - now),
@@ -232,7 +236,8 @@ class Gate:
         """Seconds until a request of ``tokens`` could start, ignoring concurrency."""
         wait = self._paused_until - now
         if self._req_bucket is not None:
-            wait = max(wait, self._req_bucket.time_until(1))
+            # Capped: below 2 rpm the window-safe burst is under one request.
+            wait = max(wait, self._req_bucket.time_until_capped(1))
         if self._tok_bucket is not None and tokens > 0:
             if (
                 tokens > self._tok_bucket.capacity
@@ -253,6 +258,11 @@ class Gate:
         return self._grant(tokens, now)
 
     def _grant(self, tokens: int, now: float) -> Permit:
+        if self._req_bucket is None or self._tok_bucket is None:
+            if self._first_grant_at is None:
+                self._first_grant_at = now
+            self._granted_requests += 1
+            self._granted_tokens += tokens
         if self._req_bucket is not None:
             self._req_bucket.charge(1)
         if self._tok_bucket is not None and tokens > 0:
@@ -344,16 +354,24 @@ class Gate:
 
     def _learn(self, rate: RateInfo) -> None:
         """Tighten the buckets from the server's x-ratelimit-* headers."""
+        # Requests sent before the limit was known count against the first minute.
+        recent = self._first_grant_at is not None and self._now() - self._first_grant_at < 60.0
         lr = rate.limit_requests
         if lr is not None and lr > 0:
             target = lr if self._configured_rpm is None else min(lr, self._configured_rpm)
             if self._rpm is None or abs(target - self._rpm) > 1e-9:
+                learned = self._req_bucket is None
                 self._set_rpm(target)
+                if learned and recent and self._req_bucket is not None:
+                    self._req_bucket.charge(self._granted_requests)
         lt = rate.limit_tokens
         if lt is not None and lt > 0:
             target = lt if self._configured_tpm is None else min(lt, self._configured_tpm)
             if self._tpm is None or abs(target - self._tpm) > 1e-9:
+                learned = self._tok_bucket is None
                 self._set_tpm(target)
+                if learned and recent and self._tok_bucket is not None:
+                    self._tok_bucket.charge(self._granted_tokens)
         # What the server has left, less what we have sent that it may not have counted.
         if rate.remaining_requests is not None and self._req_bucket is not None:
             self._req_bucket.clamp(rate.remaining_requests - self._in_flight)
@@ -366,15 +384,17 @@ class Gate:
             retry_after = min(60.0, 1.0 * 2 ** (self._consecutive_429 - 1))
         self._paused_until = max(self._paused_until, now + retry_after)
         # Pace back up: resume from empty buckets, so the refill rate meters the
-        # restart instead of a burst of every waiter at once.
+        # restart instead of a burst of every waiter at once. The buckets refill during
+        # the pause, so they are emptied as of its end (a debt of the pause's refill).
+        pause = self._paused_until - now
         if self._req_bucket is not None:
-            self._req_bucket.clamp(0.0)
+            self._req_bucket.clamp(-pause * self._req_bucket.rate)
         if self._tok_bucket is not None:
-            self._tok_bucket.clamp(0.0)
-        self._decrease(permit, force=self._req_bucket is None and self._tok_bucket is None)
+            self._tok_bucket.clamp(-pause * self._tok_bucket.rate)
+        self._decrease(permit)
 
-    def _decrease(self, permit: Permit, *, force: bool = False) -> None:
-        if not (self.adapting or force):
+    def _decrease(self, permit: Permit) -> None:
+        if not self.adapting:
             return
         if permit.epoch < self._epoch:
             return  # started before the last decrease: same congestion event

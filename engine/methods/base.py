@@ -30,6 +30,7 @@ class MethodContext:
         seed: the run's seed.
         stage: stage name -> metrics observer.
         log: logger for warnings the user should see.
+        simulated: whether output comes from a simulated endpoint (labelled on rows).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class MethodContext:
         input_path: Path,
         stage: Callable[[str], StageObserver],
         log: logging.Logger | None = None,
+        simulated: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.callers = callers
@@ -47,6 +49,12 @@ class MethodContext:
         self.seed = config.run.seed
         self.stage = stage
         self.log = log or logging.getLogger("engine")
+        self._simulated = simulated or (lambda: config.simulated)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether any endpoint is (or answered as) synth-engine's simulated endpoint."""
+        return self._simulated()
 
     def models(self) -> dict[str, str]:
         """Role -> model id, recorded on every row."""

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..config import Base
-from ..errors import EndpointError, EngineError, ParseError
+from ..errors import EndpointError, EngineError, InputError, ParseError
 from ..io.readers import read_jsonl
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
@@ -415,6 +415,11 @@ class CodecLMMethod:
                     )
                     continue
                 tg.create_task(encode(rec))
+        if self.seeds_read == 0:
+            raise InputError(
+                "input holds no seed records (each line must be a JSON object with an instruction)",
+                path=str(self.ctx.input_path),
+            )
         encodings: list[Metadata] = []
         for index in sorted(results):
             value = results[index]
@@ -504,7 +509,7 @@ class CodecLMMethod:
             "metadata": {"use_case": md.use_case, "skills": list(md.skills)},
             "seed_id": md.seed_id,
             "models": self.ctx.models(),
-            "simulated": self.ctx.config.simulated,
+            "simulated": self.ctx.simulated,
         }
         history: list[dict[str, Any]] = []
         stage = "respond"

@@ -223,12 +223,12 @@ def test_time_until_is_exact(
 
 def _max_in_window(times: list[float], window: float = 60.0) -> int:
     """Largest number of events in any closed window [t, t + window] (times sorted)."""
-    return max(
-        (bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0
-    )
+    return max((bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0)
 
 
-def _greedy(b: TokenBucket, fake: FakeClock, rng: random.Random, horizon: float, gap: float, idle: float) -> list[float]:
+def _greedy(
+    b: TokenBucket, fake: FakeClock, rng: random.Random, horizon: float, gap: float, idle: float
+) -> list[float]:
     """Arrive at random times; at each arrival take one unit while the bucket allows."""
     taken: list[float] = []
     end = fake.now + horizon

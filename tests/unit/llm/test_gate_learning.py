@@ -1,0 +1,40 @@
+"""Learning limits from headers keeps the first minute within the quota."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.clock import FakeClock
+from engine.llm.gate import Gate
+from engine.llm.wire import RateInfo
+
+
+async def test_requests_sent_before_learning_count_against_the_first_minute() -> None:
+    clock = FakeClock()
+    gate = Gate("e", max_concurrency=64, clock=clock, call_later=clock.call_later, adaptive=False)
+    permits = [await gate.acquire(0) for _ in range(64)]  # no limit known yet: all go at once
+    granted_at: list[float] = []
+
+    async def one() -> None:
+        permit = await gate.acquire(0)
+        granted_at.append(clock.now)
+        gate.release(permit, outcome="ok")
+
+    gate.release(
+        permits.pop(), outcome="ok", rate=RateInfo(limit_requests=600, remaining_requests=536)
+    )
+    for permit in permits:
+        gate.release(permit, outcome="ok")
+    tasks = [asyncio.create_task(one()) for _ in range(1300)]
+    for _ in range(1200):  # 120 simulated seconds in 0.1 s steps
+        clock.advance(0.1)
+        for _ in range(3):
+            await asyncio.sleep(0)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Every 60 s window, counting the 64 sent before the limit was known, holds <= 600.
+    times = [0.0] * 64 + granted_at
+    for start in [0.0, *granted_at]:
+        assert sum(1 for t in times if start <= t < start + 60.0) <= 600
+    assert len(granted_at) >= 0.97 * 600 * 2 - 64 - 20
