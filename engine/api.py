@@ -98,6 +98,8 @@ class Engine:
         self._endpoints: dict[str, _Endpoint] = {}
         self.metrics = Metrics()
         self._stack = contextlib.AsyncExitStack()
+        self._overlap_samples = 0
+        self._overlap_all_busy = 0
 
     async def __aenter__(self) -> Engine:
         try:
@@ -219,22 +221,37 @@ class Engine:
             stats.rpm_limit = st.rpm
             stats.tpm_limit = st.tpm
 
-    async def _monitor(self, interval: float = 0.5) -> None:
+    async def _monitor(self, interval: float = 0.1) -> None:
+        """Sync gate state into metrics, sample endpoint overlap, and run the watchdog."""
         watchdog = self.config.run.watchdog_s
         warned_at = 0.0
         while True:
             await asyncio.sleep(interval)
             self._sync_gate_metrics()
+            busy = [ep.gate.state().in_flight > 0 for ep in self._endpoints.values()]
+            if any(busy):
+                self._overlap_samples += 1
+                self._overlap_all_busy += all(busy)
             if watchdog > 0:
-                idle = self.metrics.clock() - self.metrics.last_progress_at
-                if idle > watchdog and self.metrics.clock() - warned_at > watchdog:
-                    warned_at = self.metrics.clock()
-                    busy = {n: e.gate.state() for n, e in self._endpoints.items()}
+                now = self.metrics.clock()
+                idle = now - self.metrics.last_progress_at
+                if idle > watchdog and now - warned_at > watchdog:
+                    warned_at = now
                     detail = ", ".join(
-                        f"{n}: {s.in_flight} in flight, {s.waiting} waiting, paused {s.paused_for:.0f}s"
-                        for n, s in busy.items()
+                        f"{n}: {st.in_flight} in flight, {st.waiting} waiting, paused {st.paused_for:.0f}s"
+                        for n, e in self._endpoints.items()
+                        for st in (e.gate.state(),)
                     )
                     log.warning("no progress for %.0f s (%s)", idle, detail)
+
+    def _overlap(self) -> dict[str, Any]:
+        """How often every endpoint had calls in flight at once (sampled every 0.1 s)."""
+        n = self._overlap_samples
+        return {
+            "samples_with_traffic": n,
+            "all_endpoints_busy": self._overlap_all_busy,
+            "share_all_busy": round(self._overlap_all_busy / n, 3) if n else None,
+        }
 
     async def run(self, *, stop: asyncio.Event | None = None) -> RunResult:
         """Run the job to completion, or until ``stop`` is set (then drain and stop resumably).
@@ -340,7 +357,7 @@ class Engine:
                 method=config.run.method,
                 simulated=self._simulated(),
                 stop_reason=stop_reason,
-                method_report=method.report(),
+                method_report={**method.report(), "endpoint_overlap": self._overlap()},
             )
             with contextlib.suppress(EngineError, OSError):
                 write_report(out_dir / "report.json", report)

@@ -241,3 +241,37 @@ async def test_429_pauses_the_whole_endpoint_then_retries_succeed() -> None:
         # Only the requests already in flight when the first 429 came back hit the storm;
         # the pause kept the 16 waiting ones (and the retries) from hammering the endpoint.
         assert 1 <= stats.http_429 <= 4
+
+
+async def test_connect_timeout_is_a_timeout() -> None:
+    """A listener whose accept queue is full drops new SYNs: the connect times out."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue (never accepted)
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(c)
+        await asyncio.sleep(0.1)
+        client = Client("stuck", f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.3, timeout_s=2.0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            with pytest.raises(Timeout):
+                await client.chat({"model": "m", "messages": MESSAGES})
+        finally:
+            await client.aclose()
+        assert loop.time() - t0 < 1.5
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()

@@ -1,0 +1,142 @@
+"""Hang-proofing: Ctrl+C drains and exits resumable; a second Ctrl+C exits at once with no
+torn shard; an endpoint restarting mid-run is survived; the watchdog reports stuck work."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.io.manifest import load_manifest, verify_shards
+from tests.conftest import CONFIGS, ROOT, run_cli
+from tests.resume.killer import _free_port, rows
+
+SETS = ["method.codeclm.metadata_count=40", "method.codeclm.instructions_per_metadata=4", "run.shard_records=10"]
+
+
+def _args(out: Path, extra: list[str] | None = None, config: Path = CONFIGS / "demo.toml") -> list[str]:
+    args = ["run", str(config), "--quiet", "--set", f"run.output={out}"]
+    for item in [*SETS, *(extra or [])]:
+        args += ["--set", item]
+    return args
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_commit(out: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        manifest = load_manifest(out) if (out / "manifest.json").exists() else None
+        if manifest is not None and manifest.shards:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no shard committed in time")
+
+
+def _reference(tmp: Path) -> dict[str, dict[str, object]]:
+    proc = run_cli(*_args(tmp / "reference"))
+    assert proc.returncode == 0, proc.stderr
+    return rows(tmp / "reference")
+
+
+def test_ctrl_c_drains_and_resumes_exactly_once(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(_args(out))
+    _wait_for_commit(out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "finishing items in flight" in err and "resume" in err
+    manifest = load_manifest(out)
+    assert manifest is not None and not manifest.complete and manifest.stop_reason == "stopped"
+    assert verify_shards(out, manifest) == []
+    again = run_cli(*_args(out))
+    assert again.returncode == 0, again.stderr
+    assert rows(out) == _reference(tmp_path)
+
+
+def test_second_ctrl_c_exits_at_once_without_torn_shards(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(_args(out))
+    _wait_for_commit(out)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5.0
+    assert proc.returncode == 130, err
+    manifest = load_manifest(out)
+    assert manifest is not None and not manifest.complete
+    assert verify_shards(out, manifest) == []  # every listed shard whole, checksums match
+    again = run_cli(*_args(out))
+    assert again.returncode == 0, again.stderr
+    assert rows(out) == _reference(tmp_path)
+
+
+def _sim(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "sim", "--port", str(port), "--latency-ms", "20"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "... listening on ..."
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_endpoint_restarting_mid_run_is_survived(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    extra = [f"endpoints.target.base_url={url}", "endpoints.target.sim={}", "endpoints.target.max_retries=10"]
+    sim = _sim(port)
+    try:
+        out = tmp_path / "out"
+        run = _start(_args(out, extra))
+        _wait_for_commit(out)
+        _stop(sim)
+        time.sleep(1.0)  # the target is down: calls fail with connection errors and back off
+        sim = _sim(port)
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    finally:
+        _stop(sim)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    target = manifest["extra"]["endpoints"]["target"]
+    assert target["errors"].get("connection_lost", 0) > 0 and target["retries"] > 0
+    assert sum(manifest["totals"].get(k, 0) for k in ("kept", "rejected", "failed")) == 160
+
+
+def test_watchdog_reports_stuck_work(tmp_path: Path) -> None:
+    proc = run_cli(
+        "run",
+        str(CONFIGS / "respond.toml"),
+        "--quiet",
+        "--set",
+        f"run.output={tmp_path / 'out'}",
+        "--set",
+        "run.watchdog_s=0.5",
+        "--set",
+        "endpoints.strong.sim={latency_ms = 2500}",
+        "--set",
+        "endpoints.strong.max_concurrency=64",
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no progress for" in proc.stderr and "in flight" in proc.stderr
