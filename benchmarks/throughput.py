@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from _common import run_json, sim_server, write_result
 
@@ -63,10 +64,12 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     args = ap.parse_args()
     if args.grid:
-        points = [(c, lat, s) for c in (64, 256, 1024) for lat in (50, 1000) for s in (False, True)]
+        points = [
+            (c, float(lat), s) for c in (64, 256, 1024) for lat in (50, 1000) for s in (False, True)
+        ]
     else:
         points = [(1024, 1000.0, False)]
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(
         f"{'C':>5} {'L ms':>6} {'stream':>6} {'limit/s':>8} {'req/s':>8} {'% limit':>8} "
         f"{'steady/s':>9} {'steady %':>9} {'CPU us/req':>10} {'p99 ms':>8}"

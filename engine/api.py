@@ -33,7 +33,7 @@ from .methods.base import MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
-from .scheduler import run_items
+from .scheduler import first_engine_error, run_items
 
 __all__ = ("Engine", "RunResult")
 
@@ -317,6 +317,12 @@ class Engine:
         except asyncio.CancelledError:
             stop_reason = "cancelled"
             raise
+        except BaseExceptionGroup as group:
+            # Task groups wrap errors; surface the engine's own (one clear message).
+            found = first_engine_error(group)
+            if found is None:
+                raise
+            raise found from group
         finally:
             for task in background:
                 task.cancel()

@@ -23,11 +23,27 @@ from collections import deque
 from collections.abc import Callable, Container
 from typing import Any
 
-from .errors import EngineError
+from .errors import EndpointError, EngineError, InputError, ParseError
 from .methods.base import Method, failed_row
 from .records import BadInput, Item, RowOut
 
-__all__ = ("run_items",)
+__all__ = ("ITEM_ERRORS", "first_engine_error", "run_items")
+
+ITEM_ERRORS = (EndpointError, ParseError, InputError)
+"""Errors that fail one item (written as a failed row); any other error stops the run."""
+
+
+def first_engine_error(exc: BaseException) -> EngineError | None:
+    """The first EngineError in ``exc`` or, depth first, in its exception groups."""
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_engine_error(inner)
+            if found is not None:
+                return found
+    return None
+
 
 log = logging.getLogger("engine")
 
@@ -81,8 +97,10 @@ async def run_items(
         try:
             try:
                 rows = await method.process(item)
-            except EngineError as exc:
+            except ITEM_ERRORS as exc:
                 # The method did not turn the error into rows itself: the item fails whole.
+                # Anything else (disk full, a broken cache, a budget) is not the item's
+                # fault and stops the run instead, resumably.
                 rows = [
                     failed_row(method.name, item.key, source=item.source, stage="item", error=exc)
                 ]

@@ -43,6 +43,11 @@ def _seeds(tmp: Path, lines: list[str] | bytes) -> str:
     return f"run.input={path}"
 
 
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def _finished_output(tmp: Path) -> None:
     """A complete output of the default case, to damage afterwards."""
     proc = run_cli(
@@ -131,7 +136,7 @@ CASES = [
             "endpoints.strong.sim={}",
         ],
     ),
-    Case("output path is a file", 1, "output", setup=lambda tmp: (tmp / "out").write_text("x")),
+    Case("output path is a file", 1, "output", setup=lambda tmp: _write(tmp / "out", "x")),
     Case("cache file corrupted", 1, "cache", setup=_corrupt_cache),
     Case(
         "manifest from a different config",
@@ -144,9 +149,7 @@ CASES = [
         "shards without a manifest",
         1,
         "no manifest",
-        setup=lambda tmp: (
-            (tmp / "out").mkdir() or (tmp / "out" / "kept-00000.jsonl").write_text("{}\n")
-        ),
+        setup=lambda tmp: _write(tmp / "out" / "kept-00000.jsonl", "{}\n"),
     ),
 ]
 
@@ -287,3 +290,50 @@ def test_empty_input_ends_cleanly_for_respond(tmp_path: Path) -> None:
 
 def test_secrets_env_is_not_needed_for_sim(tmp_path: Path) -> None:
     assert "SYNTH_TEST_UNSET_KEY" not in os.environ
+
+
+def test_disk_full_stops_with_one_line_and_keeps_committed_rows(tmp_path: Path) -> None:
+    """The output on a 512 KiB tmpfs: the run fills it, stops with one clear error (exit 1),
+    every committed shard stays whole, and the run resumes once there is room."""
+    import shutil
+    import subprocess
+
+    from engine.io.manifest import load_manifest, verify_shards
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); /dev/full is tested in unit/io"
+        )
+    try:
+        out = mnt / "out"
+        sets = [
+            f"run.output={out}",
+            "method.codeclm.metadata_count=60",
+            "method.codeclm.instructions_per_metadata=6",
+        ]
+        sets += ["run.shard_records=5", "method.codeclm.response_max_tokens=512"]
+        proc = run_cli("run", str(CONFIGS / "demo.toml"), "--quiet", *_flags(sets))
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1, proc.stderr
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "space" in lines[0] or "No space" in lines[0] or "disk" in lines[0], lines[0]
+        manifest = load_manifest(out)
+        assert manifest is not None and not manifest.complete
+        assert verify_shards(out, manifest) == []
+        committed = sum(s.rows for s in manifest.shards)
+        # Free space: move the output to a roomy disk and resume there.
+        roomy = tmp_path / "roomy"
+        shutil.copytree(out, roomy)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    sets[0] = f"run.output={roomy}"
+    again = run_cli("run", str(CONFIGS / "demo.toml"), "--quiet", *_flags(sets))
+    assert again.returncode == 0, again.stderr
+    final = load_manifest(roomy)
+    assert final is not None and final.complete
+    assert sum(s.rows for s in final.shards) == 360 >= committed

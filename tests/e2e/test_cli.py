@@ -94,7 +94,7 @@ def test_demo_runs_and_resume_is_a_no_op(tmp_path: Path) -> None:
     assert report["method_report"]["endpoint_overlap"]["all_endpoints_busy"] >= 1
     # Two judge calls (answers swapped) per iteration of every instruction.
     assert not failed
-    iterations = sum(int(r["iteration"]) for r in [*kept, *rejected])
+    iterations = sum(int(str(r["iteration"])) for r in [*kept, *rejected])
     assert report["method_report"]["judge_calls"] == 2 * iterations
     # Running again on a complete output does nothing.
     again = run_cli("run", str(CONFIGS / "demo.toml"), "--quiet", *_sets(out))

@@ -14,10 +14,16 @@ from engine.io.manifest import load_manifest, verify_shards
 from tests.conftest import CONFIGS, ROOT, run_cli
 from tests.resume.killer import _free_port, rows
 
-SETS = ["method.codeclm.metadata_count=40", "method.codeclm.instructions_per_metadata=4", "run.shard_records=10"]
+SETS = [
+    "method.codeclm.metadata_count=40",
+    "method.codeclm.instructions_per_metadata=4",
+    "run.shard_records=10",
+]
 
 
-def _args(out: Path, extra: list[str] | None = None, config: Path = CONFIGS / "demo.toml") -> list[str]:
+def _args(
+    out: Path, extra: list[str] | None = None, config: Path = CONFIGS / "demo.toml"
+) -> list[str]:
     args = ["run", str(config), "--quiet", "--set", f"run.output={out}"]
     for item in [*SETS, *(extra or [])]:
         args += ["--set", item]
@@ -26,7 +32,11 @@ def _args(out: Path, extra: list[str] | None = None, config: Path = CONFIGS / "d
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -103,7 +113,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_endpoint_restarting_mid_run_is_survived(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    extra = [f"endpoints.target.base_url={url}", "endpoints.target.sim={}", "endpoints.target.max_retries=10"]
+    extra = [
+        f"endpoints.target.base_url={url}",
+        "endpoints.target.sim={}",
+        "endpoints.target.max_retries=10",
+    ]
     sim = _sim(port)
     try:
         out = tmp_path / "out"

@@ -262,7 +262,9 @@ async def test_connect_timeout_is_a_timeout() -> None:
                 pass
             fillers.append(c)
         await asyncio.sleep(0.1)
-        client = Client("stuck", f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.3, timeout_s=2.0)
+        client = Client(
+            "stuck", f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.3, timeout_s=2.0
+        )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
