@@ -314,6 +314,12 @@ class Engine:
                 stop=stop,
                 metrics=self.metrics,
             )
+            finalize = getattr(method, "finalize", None)
+            if stop_reason is None and finalize is not None:
+                # Derived datasets are built from committed rows only.
+                sink.commit()
+                derived = await finalize(out_dir)
+                sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
         except asyncio.CancelledError:
             stop_reason = "cancelled"
             raise

@@ -14,10 +14,11 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import EngineError
+from ..io.derived import DerivedFile
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import ChatCaller, StageObserver
 
-__all__ = ("Method", "MethodContext", "failed_row")
+__all__ = ("Finalizing", "Method", "MethodContext", "failed_row")
 
 
 class MethodContext:
@@ -80,6 +81,20 @@ class Method(Protocol):
 
     def report(self) -> dict[str, Any]:
         """Method-specific figures for the end-of-run report."""
+        ...
+
+
+class Finalizing(Protocol):
+    """A method that also builds derived datasets once every item is committed.
+
+    ``finalize(out_dir)`` reads the committed rows (``engine.io.shards.iter_rows``), writes
+    derived files with ``engine.io.derived.write_jsonl_atomic`` and returns what it wrote
+    (recorded in the manifest). It runs only when the run is complete and must be
+    idempotent (a crash during it reruns it).
+    """
+
+    async def finalize(self, out_dir: Path) -> list[DerivedFile]:
+        """Write derived datasets; return their records."""
         ...
 
 

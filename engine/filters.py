@@ -1,0 +1,211 @@
+"""Rule-based filters shared by the methods (SELF-GUIDE, LAB, backtranslation...).
+
+Each filter is a small object with one job and no hidden global state (the SELF-GUIDE
+reference code's noise filter grew its phrase list on every call; these never mutate what
+they were given). A filter that rejects says why, so the reason can go on the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+__all__ = (
+    "DEFAULT_NOISE_PHRASES",
+    "ExactDedup",
+    "LengthBounds",
+    "PhraseFilter",
+    "Vote",
+    "balance_classes",
+    "map_label",
+    "majority_vote",
+    "normalize",
+)
+
+T = TypeVar("T")
+
+DEFAULT_NOISE_PHRASES: tuple[str, ...] = (
+    "Sure, I'd be happy to help!",
+    "I'd be happy to help",
+    "Of course!",
+    "Certainly!",
+    "Absolutely!",
+    "Great question!",
+    "Here is",
+    "Here's",
+    "As an AI",
+    "I'm sorry",
+    "I apologize",
+    "Sure!",
+    "Sure,",
+    "Hello!",
+)
+"""Greetings and assistant boilerplate that leak into generated inputs (SELF-GUIDE's list
+is 14 such phrases; ours is the same kind, in our words where they differ)."""
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """Lower-cased, whitespace-collapsed, stripped text (the key exact dedup compares)."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+class ExactDedup:
+    """Exact-match dedup on normalised text, remembering 8-byte digests (not the strings).
+
+    ``add(text)`` returns True the first time a text is seen and False for a repeat.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self, initial: Iterable[str] = ()) -> None:
+        self._seen: set[bytes] = set()
+        for text in initial:
+            self.add(text)
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=8).digest()
+
+    def __contains__(self, text: str) -> bool:
+        return self._key(text) in self._seen
+
+    def add(self, text: str) -> bool:
+        """Remember ``text``; True if it was new."""
+        key = self._key(text)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class LengthBounds:
+    """Keep strings whose length (characters) lies in ``[low, high)``.
+
+    ``from_examples`` sets the bounds to mean ± k standard deviations of the examples'
+    lengths (SELF-GUIDE: k = 2, ``mean - 2σ <= len < mean + 2σ``).
+    """
+
+    __slots__ = ("high", "low")
+
+    def __init__(self, low: float, high: float) -> None:
+        if high <= low:
+            raise ValueError(f"empty length range [{low}, {high})")
+        self.low = low
+        self.high = high
+
+    @classmethod
+    def from_examples(cls, examples: Sequence[str], k: float = 2.0) -> LengthBounds:
+        """Bounds from the examples' length distribution (one example: ± its length)."""
+        if not examples:
+            raise ValueError("no examples to take a length distribution from")
+        lengths = [len(e) for e in examples]
+        mean = statistics.fmean(lengths)
+        sd = statistics.pstdev(lengths) if len(lengths) > 1 else mean
+        sd = max(sd, 1.0)
+        return cls(mean - k * sd, mean + k * sd)
+
+    def check(self, text: str) -> str | None:
+        """None if kept, else the drop reason."""
+        n = len(text)
+        if n < self.low:
+            return f"too short ({n} < {self.low:.0f} chars)"
+        if n >= self.high:
+            return f"too long ({n} >= {self.high:.0f} chars)"
+        return None
+
+
+class PhraseFilter:
+    """Reject text that contains any of the phrases (case-insensitive substring match)."""
+
+    __slots__ = ("_phrases",)
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        self._phrases: tuple[str, ...] = tuple(p.lower() for p in phrases if p)
+
+    def check(self, text: str) -> str | None:
+        """None if kept, else the drop reason naming the phrase."""
+        low = text.lower()
+        for phrase in self._phrases:
+            if phrase in low:
+                return f"contains noise phrase {phrase!r}"
+        return None
+
+
+class Vote:
+    """The result of a majority vote."""
+
+    __slots__ = ("total", "top", "winner")
+
+    def __init__(self, winner: str | None, top: int, total: int) -> None:
+        self.winner = winner
+        self.top = top
+        self.total = total
+
+    @property
+    def frequency(self) -> float:
+        """Share of the samples that agree with the winner."""
+        return self.top / self.total if self.total else 0.0
+
+
+def majority_vote(samples: Sequence[str], *, min_frequency: float = 0.3) -> Vote:
+    """Self-consistency vote: the most frequent sample; ties go to the shortest.
+
+    Samples are compared after stripping. The winner is None when there are no samples
+    or its frequency (top count / samples) is below ``min_frequency``.
+    """
+    cleaned = [s.strip() for s in samples if s.strip()]
+    if not cleaned:
+        return Vote(None, 0, 0)
+    counts = Counter(cleaned)
+    top = max(counts.values())
+    winner = min((s for s, c in counts.items() if c == top), key=lambda s: (len(s), s))
+    vote = Vote(winner, top, len(cleaned))
+    if vote.frequency < min_frequency:
+        vote.winner = None
+    return vote
+
+
+def map_label(output: str, labels: Sequence[str]) -> str | None:
+    """The label the output contains first (case-insensitive, by position), or None."""
+    low = output.lower()
+    best: tuple[int, str] | None = None
+    for label in labels:
+        pos = low.find(label.lower())
+        if pos >= 0 and (best is None or pos < best[0]):
+            best = (pos, label)
+    return best[1] if best else None
+
+
+def balance_classes(
+    items: Sequence[T], label_of: Sequence[str], *, seed: int
+) -> tuple[list[T], list[T]]:
+    """Downsample every class to the size of the smallest one, seeded.
+
+    Returns:
+        (kept, dropped), each in the input order.
+    """
+    if len(items) != len(label_of):
+        raise ValueError("items and labels differ in length")
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(label_of):
+        by_label.setdefault(label, []).append(i)
+    if not by_label:
+        return [], []
+    smallest = min(len(v) for v in by_label.values())
+    rng = random.Random(f"balance:{seed}")
+    keep: set[int] = set()
+    for label in sorted(by_label):
+        keep.update(rng.sample(by_label[label], smallest))
+    kept = [items[i] for i in range(len(items)) if i in keep]
+    dropped = [items[i] for i in range(len(items)) if i not in keep]
+    return kept, dropped
