@@ -18,7 +18,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine.metrics": ("engine.metrics", "engine.clock"),
     "engine.sim": ("engine.sim", "engine.llm.wire", "engine.clock"),
     "engine.stages": ("engine.errors",),
-    "engine.filters": (),
     "engine.methods": (
         "engine.methods",
         "engine.stages",
