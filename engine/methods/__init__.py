@@ -26,16 +26,29 @@ METHODS: dict[str, tuple[type[Base], Factory]] = {
 }
 
 
+# Methods in their own modules, registered when present: (module, config class, method class).
+_OPTIONAL = (
+    ("codeclm", "CodecLMConfig", "CodecLMMethod"),
+    ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
+    ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
+    ("lab", "LabConfig", "LabMethod"),
+)
+
+
 def _register_optional() -> None:
-    from .codeclm import CodecLMConfig, CodecLMMethod
+    import importlib
 
-    METHODS["codeclm"] = (CodecLMConfig, CodecLMMethod)
+    for module, cfg_name, method_name in _OPTIONAL:
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module}":
+                raise
+            continue
+        METHODS[module] = (getattr(mod, cfg_name), getattr(mod, method_name))
 
 
-try:
-    _register_optional()
-except ImportError:  # pragma: no cover - codeclm ships with the package
-    pass
+_register_optional()
 
 
 def method_config(config: Config) -> Base:

@@ -457,6 +457,7 @@ def generate(
     max_tokens: int | None,
     prompt: int,
     response_format: Any,
+    temperature: float | None = None,
 ) -> Content:
     """Generate the choices of one request (pure function of its arguments).
 
@@ -467,6 +468,10 @@ def generate(
         max_tokens: the request's ``max_tokens`` (None: not given).
         prompt: prompt tokens already counted with :func:`prompt_tokens`.
         response_format: the request's ``response_format`` value (or None).
+        temperature: the request's temperature. At 0.3 or below, choices agree the way a
+            model's low-temperature samples do: each of the ``n`` choices repeats choice 0
+            with probability 0.7 (decided by its digest), so self-consistency votes have a
+            majority to find. Above it, every choice differs.
 
     Plain text and ``json_object`` count one token per generated word; ``json_schema``
     output counts ``ceil(chars / 4)`` and always finishes with ``"stop"`` (it is never cut
@@ -484,8 +489,12 @@ def generate(
             json_object = True
     choices: list[Choice] = []
     total = 0
+    consensus = temperature is not None and temperature <= 0.3
+    first = _choice_digest(digest, 0)
     for index in range(n):
         cd = _choice_digest(digest, index)
+        if consensus and index > 0 and cd[0] < 179:  # 179/256 ~ 0.7
+            cd = first
         if schema is not None:
             rng = random.Random(int.from_bytes(cd, "big"))
             content = orjson.dumps(schema_instance(schema, rng)).decode()

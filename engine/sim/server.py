@@ -62,6 +62,11 @@ def _error_body(message: str, type_: str, code: str | None, param: str | None = 
     )
 
 
+def _temperature(body: dict[str, Any]) -> float | None:
+    value = body.get("temperature")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _limit_text(value: float) -> str:
     value = float(value)
     return str(int(value)) if value.is_integer() else f"{value:g}"
@@ -324,6 +329,7 @@ class _SimState:
             max_tokens=max_tokens,
             prompt=prompt,
             response_format=body.get("response_format"),
+            temperature=_temperature(body),
         )
         self._settle(cost, content, second)
         model = body.get("model")

@@ -561,3 +561,17 @@ def test_settings_validation() -> None:
         SimSettings,
     )
     assert settings.schedule[0].kind == "down"
+
+
+async def test_low_temperature_samples_mostly_agree(session: aiohttp.ClientSession) -> None:
+    async with SimServer(fast()) as server:
+        low = {**BODY, "n": 10, "temperature": 0.2}
+        high = {**BODY, "n": 10, "temperature": 0.9}
+        status, raw, _ = await post(session, server, low)
+        assert status == 200
+        texts = [c["message"]["content"] for c in orjson.loads(raw)["choices"]]
+        top = max(texts.count(t) for t in texts)
+        assert top >= 4  # a majority to vote on (p=0.7 each; seeded, so stable)
+        status, raw, _ = await post(session, server, high)
+        texts = [c["message"]["content"] for c in orjson.loads(raw)["choices"]]
+        assert len(set(texts)) == 10
