@@ -57,7 +57,6 @@ class RunConfig(Base, frozen=True):
         seed: seed of every random choice the engine makes.
         max_items_in_flight: input items processed at once (bounds memory).
         shard_records: rows per output shard before it is committed and rotated.
-        read_ahead: input items read ahead of the window.
         progress: "auto" (a bar on a terminal, plain lines otherwise), "rich", "plain", "off".
         watchdog_s: report stuck work after this many seconds without progress (0: off).
     """
@@ -68,7 +67,6 @@ class RunConfig(Base, frozen=True):
     seed: int = 0
     max_items_in_flight: PositiveInt = 64
     shard_records: PositiveInt = 1000
-    read_ahead: PositiveInt = 256
     progress: Literal["auto", "rich", "plain", "off"] = "auto"
     watchdog_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 

@@ -122,7 +122,10 @@ class EndpointError(EngineError):
         endpoint: the endpoint's config name (never its key).
         status: HTTP status, if a response arrived.
         retry_after: seconds the server asked us to wait, if it said.
+        stage: the pipeline stage whose call failed (set by the stage that made it).
     """
+
+    stage: str | None = None
 
     def __init__(
         self,

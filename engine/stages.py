@@ -10,19 +10,21 @@ bounded number of times, then raises :class:`~engine.errors.ParseError`.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from .errors import ConfigError, ParseError
+from .errors import ConfigError, EndpointError, EngineError, ParseError
 
 __all__ = (
     "ChatCaller",
     "Generate",
     "StageObserver",
     "check_template",
+    "concurrently",
     "json_schema",
     "parse_labelled",
     "parse_numbered_list",
@@ -33,6 +35,8 @@ __all__ = (
 )
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -340,6 +344,12 @@ class Generate(Generic[T]):
                     sample_index=sample_index * 1000 + attempt,
                     **call_params,
                 )
+            except EndpointError as exc:
+                if exc.stage is None:
+                    exc.stage = self.name
+                if obs is not None:
+                    obs.failed += 1
+                raise
             except Exception:
                 if obs is not None:
                     obs.failed += 1
@@ -358,3 +368,25 @@ class Generate(Generic[T]):
             obs.failed += 1
         assert last is not None
         raise last
+
+
+async def concurrently(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await two calls at once; if one fails, cancel the other and raise the failure.
+
+    Unlike ``asyncio.gather``, the sibling of a failed call is cancelled (no orphaned
+    request, no "exception was never retrieved"), and unlike a bare TaskGroup the error
+    comes out as itself, not wrapped in an ExceptionGroup, so stages can catch
+    ``EndpointError``/``ParseError`` as usual.
+    """
+    try:
+        async with asyncio.TaskGroup() as tg:
+            ta = tg.create_task(_awaited(first))
+            tb = tg.create_task(_awaited(second))
+    except BaseExceptionGroup as group:
+        errors = [e for e in group.exceptions if isinstance(e, EngineError)]
+        raise (errors[0] if errors else group.exceptions[0]) from None
+    return ta.result(), tb.result()
+
+
+async def _awaited(aw: Awaitable[T]) -> T:
+    return await aw

@@ -16,9 +16,7 @@ from .manifest import write_manifest as write_manifest
 from .shards import KINDS as KINDS
 from .shards import ResumeState as ResumeState
 from .shards import ShardSink as ShardSink
-from .shards import SinkItem as SinkItem
 from .shards import iter_rows as iter_rows
-from .shards import run_sink as run_sink
 
 __all__ = (
     "KINDS",
@@ -28,10 +26,8 @@ __all__ = (
     "ResumeState",
     "ShardInfo",
     "ShardSink",
-    "SinkItem",
     "iter_rows",
     "load_manifest",
-    "run_sink",
     "verify_shards",
     "write_manifest",
 )

@@ -16,7 +16,6 @@ All writes are synchronous and meant to be called from one task on the event loo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -50,9 +49,7 @@ __all__ = (
     "PARTIAL_SUFFIX",
     "ResumeState",
     "ShardSink",
-    "SinkItem",
     "iter_rows",
-    "run_sink",
     "shard_name",
 )
 
@@ -88,18 +85,6 @@ class ResumeState:
     resumed: bool = False
     complete: bool = False
     discarded: list[str] = field(default_factory=list)
-
-
-class SinkItem(msgspec.Struct):
-    """One item's rows on their way to the writer task.
-
-    Attributes:
-        index: the item's index in the work stream.
-        rows: ``(kind, row)`` pairs.
-    """
-
-    index: int
-    rows: list[tuple[str, dict[str, Any]]]
 
 
 class _OpenShard:
@@ -598,19 +583,3 @@ def iter_rows(out_dir: Path, kind: str) -> Iterator[dict[str, Any]]:
                     yield row
         except OSError as exc:
             raise os_error(exc, path, "read shard") from exc
-
-
-async def run_sink(sink: ShardSink, queue: asyncio.Queue[SinkItem | None]) -> None:
-    """The single writer task: write queued items until a ``None`` arrives.
-
-    Errors (e.g. :class:`ShardError`) propagate to whoever awaits the task; the sink is
-    neither committed nor closed here, which is the caller's decision.
-    """
-    while True:
-        item = await queue.get()
-        try:
-            if item is None:
-                return
-            sink.write_item(item.index, item.rows)
-        finally:
-            queue.task_done()

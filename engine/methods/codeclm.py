@@ -38,6 +38,7 @@ from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
     Generate,
     check_template,
+    concurrently,
     json_schema,
     parse_labelled,
     parse_numbered_list,
@@ -469,12 +470,12 @@ class CodecLMMethod:
         values = {"use_case": md.use_case, "skills": ", ".join(md.skills)}
         n = self.cfg.instructions_per_metadata
         try:
-            rubrics, decoded = await asyncio.gather(
+            rubrics, decoded = await concurrently(
                 self.rubrics(strong, {**values, "k": self.cfg.rubric_count}),
                 self.decode(strong, {**values, "n": n}),
             )
         except (EndpointError, ParseError) as exc:
-            stage = getattr(exc, "stage", None) or "decode"
+            stage = exc.stage or "decode"
             self.failed_by_stage[stage] += 1
             return [
                 failed_row(
@@ -527,12 +528,12 @@ class CodecLMMethod:
                     )
                     instruction = improved.improved_instruction
                 stage = "respond"
-                strong_ans, target_ans = await asyncio.gather(
+                strong_ans, target_ans = await concurrently(
                     self._call(self.respond, "strong", {"instruction": instruction}, depth),
                     self._call(self.respond, "target", {"instruction": instruction}, depth),
                 )
                 stage = "judge"
-                first, swapped = await asyncio.gather(
+                first, swapped = await concurrently(
                     self._call(
                         self.judge,
                         "judge",
@@ -598,6 +599,7 @@ class CodecLMMethod:
                         },
                     )
         except (EndpointError, ParseError) as exc:
+            stage = exc.stage or stage
             self.failed_by_stage[stage] += 1
             _, row = failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)
             return ("failed", {**row, **base_row, "instruction": instruction, "history": history})

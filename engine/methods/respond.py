@@ -115,7 +115,7 @@ class RespondMethod:
                 judge, {"instruction": instruction, "response": answer.response}
             )
         except (EndpointError, ParseError) as exc:
-            stage = getattr(exc, "stage", None) or "respond"
+            stage = exc.stage or "respond"
             return [failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)]
         row: dict[str, Any] = {
             "id": row_id(self.name, item.key),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from engine.errors import ConfigError, ParseError, ServerError
 from engine.stages import (
     Generate,
     check_template,
+    concurrently,
     json_schema,
     parse_labelled,
     parse_numbered_list,
@@ -408,3 +410,46 @@ async def test_generate_endpoint_error_propagates_without_retry() -> None:
         await make_gen(observers)(caller, {"q": "q", "style": "s"})
     assert len(caller.requests) == 1
     assert observers.by_stage["answer"] == Counts(calls=1, ok=0, failed=1, parse_errors=0)
+
+
+async def test_concurrently_returns_both_results() -> None:
+    async def value(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    assert await concurrently(value(1), value(2)) == (1, 2)
+
+
+async def test_concurrently_cancels_the_sibling_and_raises_unwrapped() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    async def fail() -> int:
+        await asyncio.sleep(0)
+        raise ServerError("boom", endpoint="e", status=503)
+
+    with pytest.raises(ServerError):
+        await concurrently(slow(), fail())
+    assert cancelled.is_set()
+
+
+async def test_generate_stamps_its_stage_on_endpoint_errors() -> None:
+    class Down:
+        name = "down"
+        model = "m"
+        structured_output = False
+
+        async def chat(self, messages: list[dict[str, Any]], **kw: Any) -> Any:
+            raise ServerError("unavailable", endpoint="down", status=503)
+
+    gen: Generate[str] = Generate("rubrics", depth=1, template="{{x}}", schema=None, parse_text=str)
+    with pytest.raises(ServerError) as info:
+        await gen(Down(), {"x": "hi"})
+    assert info.value.stage == "rubrics"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import json
@@ -15,7 +14,7 @@ import pytest
 from engine.clock import FakeClock
 from engine.errors import ShardError
 from engine.io.manifest import Manifest, load_manifest, verify_shards
-from engine.io.shards import ResumeState, ShardSink, SinkItem, iter_rows, run_sink
+from engine.io.shards import ResumeState, ShardSink, iter_rows
 
 CONFIG = "cfg-1"
 INPUT = "seeds.jsonl:100:abc"
@@ -464,25 +463,3 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 # --- writer task ----------------------------------------------------------------------------
-
-
-async def test_run_sink_writes_queued_items_until_none(tmp_path: Path) -> None:
-    sink, _ = _open(tmp_path, shard_records=3)
-    queue: asyncio.Queue[SinkItem | None] = asyncio.Queue(maxsize=2)
-    writer = asyncio.create_task(run_sink(sink, queue))
-    for i in (1, 0, 2, 3):
-        await queue.put(SinkItem(i, _kept(i)))
-    await queue.put(None)
-    await writer
-    manifest = sink.close(complete=True)
-    assert [r["id"] for r in iter_rows(tmp_path, "kept")] == ["1-0", "0-0", "2-0", "3-0"]
-    assert manifest.done.watermark == 4
-
-
-async def test_run_sink_propagates_errors(tmp_path: Path) -> None:
-    sink, _ = _open(tmp_path)
-    queue: asyncio.Queue[SinkItem | None] = asyncio.Queue()
-    await queue.put(SinkItem(0, [("bogus", {})]))
-    with pytest.raises(ValueError, match="unknown row kind"):
-        await run_sink(sink, queue)
-    sink.abandon()

@@ -1,0 +1,759 @@
+"""SELF-GUIDE (Zhao et al., COLM 2024): a student model writes new inputs for one task,
+then labels them itself with a self-consistency vote; rule filters clean both stages.
+
+Pipeline (spec: shared methods.md section 3; reference code ``vllm_prompt_based.py``):
+
+1. ``prepare``: ``generation_rounds`` rounds, one after the other (each depends on the
+   inputs accepted so far). A round sends ``per_round`` prompts concurrently; each holds
+   the instruction, all gold inputs shuffled ("high quality") and a sample of 1..min(10,
+   #accepted) previously accepted inputs ("low quality"; "N/A" in round 1). A prompt over
+   the context budget is rebuilt with another sample. In classification mode each prompt
+   asks for an input of a label sampled uniformly. Candidates then pass the input filters:
+   empty -> length (optional) -> noise phrases -> exact dedup against all accepted inputs.
+2. One work item per accepted input: ``annotate_n`` samples at low temperature (one
+   request with ``n``, or parallel requests with distinct ``seed``), the output filters
+   (length, optional; noise), the label mapping (classification), then a majority vote
+   (ties -> the shortest; rejected below ``min_frequency``) -> one kept or rejected row.
+3. Then one item per dropped candidate input, each becoming a rejected row with its filter
+   and reason, so every candidate is accounted for.
+4. ``finalize`` (classification): ``balanced.jsonl`` downsamples every label to the
+   smallest class, and ``balanced_dropped.jsonl`` lists what that dropped.
+
+Determinism: every random choice comes from ``random.Random`` seeded by the run seed and
+its identity (``selfguide:{seed}:round:{r}:prompt:{j}``), and every call replays from the
+cache, so a resume rebuilds the same pool and the same rows.
+
+Not reproduced: the reference code's noise filter extended a module-level phrase list on
+every call (the list grew without bound); :class:`engine.filters.PhraseFilter` copies its
+phrases once and never mutates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import tomllib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ..config import Base
+from ..errors import EndpointError, InputError
+from ..filters import (
+    DEFAULT_NOISE_PHRASES,
+    ExactDedup,
+    LengthBounds,
+    PhraseFilter,
+    balance_classes,
+    majority_vote,
+    map_label,
+)
+from ..io.derived import DerivedFile, write_jsonl_atomic
+from ..io.shards import iter_rows
+from ..records import BadInput, Item, RowOut, row_id
+from ..stages import ChatCaller, check_template, render
+from . import prompts_selfguide as P
+from .base import MethodContext
+
+__all__ = (
+    "INPUT_FILTERS",
+    "Candidate",
+    "SelfGuideConfig",
+    "SelfGuideMethod",
+    "SelfGuideTemplates",
+    "Task",
+    "TaskExample",
+    "clean_reply",
+    "estimate_tokens",
+    "load_task",
+    "sample_pool",
+)
+
+INPUT_FILTERS: tuple[str, ...] = ("empty", "length", "noise", "duplicate")
+"""Input filters in the order they apply (the rejected rows' ``filter`` values)."""
+
+TaskType = Literal["generation", "classification"]
+
+
+class SelfGuideTemplates(Base, frozen=True):
+    """``[method.selfguide.templates]``: prompt overrides (``{{var}}`` placeholders).
+
+    Attributes:
+        generate: input generation (``instruction``, ``high_quality``, ``low_quality``).
+        generate_conditional: classification input generation (also ``label``).
+        annotate_system: the annotator's system message.
+    """
+
+    generate: str = P.GENERATE
+    generate_conditional: str = P.GENERATE_CONDITIONAL
+    annotate_system: str = P.ANNOTATE_SYSTEM
+
+
+class SelfGuideConfig(Base, frozen=True):
+    """``[method.selfguide]`` — defaults are the reference code's (spec section 3 (c)).
+
+    Options left at ``None`` take the per-task-type default of the reference pipelines.
+
+    Attributes:
+        role: endpoint role of the student model (``target`` falls back to ``strong``).
+        generation_rounds: input-generation rounds (reference ``generation_epochs``: 10-200).
+        per_round: prompts per round, sent concurrently (reference: 10).
+        generation_temperature: None -> 0.9 (generation) / 0.7 (classification).
+        generation_max_tokens: max tokens of a generated input (reference: 500).
+        generation_top_k: ``top_k`` of input generation (reference: 40; None: not sent,
+            since OpenAI's API rejects it; vLLM/SGLang accept it).
+        max_low_quality: at most this many previous inputs per prompt (reference: 10).
+        context_tokens: prompt budget in estimated tokens (~4 chars each; reference: 3000).
+        prompt_rebuilds: tries at a different sample for a prompt over the budget; then the
+            low-quality section is left out ("N/A").
+        input_length_filter: None -> off (generation) / on (classification).
+        output_length_filter: None -> on (generation) / off (classification: the reference
+            pipeline forces the output constraint off).
+        length_sd: the length filters keep mean ± this many standard deviations (2).
+        noise_filter: apply the noise phrase filter to inputs and outputs.
+        default_noise_phrases: include ``engine.filters.DEFAULT_NOISE_PHRASES``.
+        noise_phrases: extra phrases, added to the task file's ``noise_phrases``.
+        dedup_examples: also drop candidates equal to a gold example input.
+        annotate_n: samples per input for the vote (reference: 10).
+        annotate_temperature: sampling temperature of the annotation (reference: 0.2).
+        annotate_max_tokens: max tokens of an output (reference: 500).
+        annotate_top_k: ``top_k`` of annotation (reference: 10; None: not sent).
+        annotate_n_in_one_request: ask for ``n`` choices in one request; false -> parallel
+            requests with distinct ``sample_index`` and ``seed`` (for servers without ``n``).
+        min_frequency: reject an input whose top output is below this share of the
+            surviving samples (reference pipelines: 0.3).
+        balance_classes: write ``balanced.jsonl`` in classification mode.
+        concurrency: calls in flight during the generation rounds (None: ``per_round``).
+        templates: prompt overrides.
+    """
+
+    role: Literal["strong", "target", "judge"] = "target"
+    generation_rounds: Annotated[int, msgspec.Meta(ge=1)] = 10
+    per_round: Annotated[int, msgspec.Meta(ge=1)] = 10
+    generation_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    generation_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 500
+    generation_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_low_quality: Annotated[int, msgspec.Meta(ge=0)] = 10
+    context_tokens: Annotated[int, msgspec.Meta(ge=1)] = 3000
+    prompt_rebuilds: Annotated[int, msgspec.Meta(ge=0)] = 10
+    input_length_filter: bool | None = None
+    output_length_filter: bool | None = None
+    length_sd: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    noise_filter: bool = True
+    default_noise_phrases: bool = True
+    noise_phrases: tuple[str, ...] = ()
+    dedup_examples: bool = True
+    annotate_n: Annotated[int, msgspec.Meta(ge=1)] = 10
+    annotate_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.2
+    annotate_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 500
+    annotate_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    annotate_n_in_one_request: bool = True
+    min_frequency: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    balance_classes: bool = True
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    templates: SelfGuideTemplates = msgspec.field(default_factory=SelfGuideTemplates)
+
+
+# ------------------------------------------------------------------ task files
+class TaskExample(msgspec.Struct, frozen=True):
+    """One gold example."""
+
+    input: str
+    output: str
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """A task file: the instruction, gold examples, type and labels.
+
+    Attributes:
+        name: the task's name (default: the file's stem).
+        instruction: the task instruction.
+        examples: gold (input, output) pairs (the reference uses about 3).
+        type: ``generation`` or ``classification``.
+        labels: the classes (classification only; at least 2).
+        noise_phrases: the task's extra noise phrases (the reference's ``optional_list``).
+    """
+
+    name: str = ""
+    instruction: str
+    examples: tuple[TaskExample, ...]
+    type: TaskType = "generation"
+    labels: tuple[str, ...] = ()
+    noise_phrases: tuple[str, ...] = ()
+
+
+def _field_of(exc: msgspec.ValidationError) -> str:
+    msg = str(exc)
+    if "at `$" in msg:
+        path = msg.rsplit("at `$", 1)[1].rstrip("`")
+        return path.lstrip(".") or "(top level)"
+    return "(top level)"
+
+
+def load_task(path: Path) -> Task:
+    """Read a task file (``.toml`` or ``.json``).
+
+    Raises:
+        InputError: the file cannot be read or parsed, or a field is missing or wrong
+            (the message names the file and the field).
+    """
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read task file ({exc.strerror or exc})", path=where) from exc
+    try:
+        if path.suffix.lower() == ".json":
+            doc = json.loads(text)
+        else:
+            doc = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise InputError(f"task file is not valid {kind} ({exc})", path=where) from exc
+    if not isinstance(doc, dict):
+        raise InputError("task file must hold an object", path=where)
+    try:
+        task = msgspec.convert(doc, Task)
+    except msgspec.ValidationError as exc:
+        field = _field_of(exc)
+        reason = str(exc).split(" - at `", 1)[0]
+        raise InputError(f"field {field}: {reason}", path=where) from exc
+    if not task.instruction.strip():
+        raise InputError("field instruction: must not be empty", path=where)
+    if not task.examples:
+        raise InputError("field examples: at least one {input, output} example needed", path=where)
+    for i, ex in enumerate(task.examples):
+        if not ex.input.strip():
+            raise InputError(f"field examples[{i}].input: must not be empty", path=where)
+        if not ex.output.strip():
+            raise InputError(f"field examples[{i}].output: must not be empty", path=where)
+    if task.type == "classification":
+        labels = [lb for lb in task.labels if lb.strip()]
+        if len(set(labels)) < 2:
+            raise InputError(
+                "field labels: a classification task needs at least 2 distinct labels",
+                path=where,
+            )
+        for i, ex in enumerate(task.examples):
+            if map_label(ex.output, labels) is None:
+                raise InputError(
+                    f"field examples[{i}].output: contains none of the labels {labels}",
+                    path=where,
+                )
+    elif task.labels:
+        raise InputError("field labels: only a classification task has labels", path=where)
+    if not task.name:
+        task = msgspec.structs.replace(task, name=path.stem)
+    return task
+
+
+# --------------------------------------------------------------- pure helpers
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` estimated at about 4 characters each."""
+    return math.ceil(len(text) / 4)
+
+
+def sample_pool(pool: Sequence[str], rng: random.Random, *, cap: int = 10) -> list[str]:
+    """The rolling "low-quality" sample: 1..min(cap, len(pool)) items, none if empty."""
+    if not pool or cap <= 0:
+        return []
+    k = rng.randint(1, min(cap, len(pool)))
+    return rng.sample(list(pool), k)
+
+
+def clean_reply(text: str) -> str:
+    """A generated input, stripped of surrounding space, quotes and a ``[input]=`` echo."""
+    out = text.strip()
+    for prefix in ("[input]=", "[input] =", "[input]:"):
+        if out.lower().startswith(prefix):
+            out = out[len(prefix) :].strip()
+    if len(out) >= 2 and out[0] == out[-1] == '"':
+        out = out[1:-1].strip()
+    return out
+
+
+def _numbered(texts: Sequence[str]) -> str:
+    return "\n".join(f"{i}. [input]={json.dumps(t, ensure_ascii=False)}" for i, t in enumerate(texts, 1))
+
+
+class Candidate(msgspec.Struct, kw_only=True):
+    """One generated input and what the filters made of it.
+
+    Attributes:
+        round: 1-based round.
+        prompt: 0-based prompt number within the round.
+        text: the cleaned input.
+        label: the label asked for (classification), else None.
+        filter: the filter that dropped it (one of INPUT_FILTERS), None if accepted.
+        reason: the drop reason.
+    """
+
+    round: int
+    prompt: int
+    text: str
+    label: str | None = None
+    filter: str | None = None
+    reason: str | None = None
+
+
+class _Observer:
+    """Stage metrics when no observer is given."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.ok = 0
+        self.failed = 0
+        self.parse_errors = 0
+
+
+# --------------------------------------------------------------------- method
+class SelfGuideMethod:
+    """The SELF-GUIDE method (see the module docstring)."""
+
+    name = "selfguide"
+
+    def __init__(self, cfg: SelfGuideConfig, ctx: MethodContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        t = cfg.templates
+        check_template(
+            t.generate,
+            {"instruction", "high_quality", "low_quality"},
+            field="method.selfguide.templates.generate",
+        )
+        check_template(
+            t.generate_conditional,
+            {"instruction", "high_quality", "low_quality", "label"},
+            field="method.selfguide.templates.generate_conditional",
+        )
+        check_template(t.annotate_system, set(), field="method.selfguide.templates.annotate_system")
+        self.task: Task | None = None
+        self.accepted: list[Candidate] = []
+        self.dropped: list[Candidate] = []
+        self.total: int | None = None
+        self.rounds: list[dict[str, Any]] = []
+        self.prompts_over_budget = 0
+        self.prompts_without_low_quality = 0
+        self.annotation: Counter[str] = Counter()
+        self.samples_dropped: Counter[str] = Counter()
+        self.balance: dict[str, Any] = {}
+        self._input_length: LengthBounds | None = None
+        self._output_length: LengthBounds | None = None
+        self._noise: PhraseFilter | None = None
+
+    # ------------------------------------------------------------ settings
+    @property
+    def classification(self) -> bool:
+        """Whether the task is a classification task."""
+        return self.task is not None and self.task.type == "classification"
+
+    def _task(self) -> Task:
+        if self.task is None:
+            self.task = load_task(self.ctx.input_path)
+        return self.task
+
+    def settings(self) -> dict[str, Any]:
+        """The effective per-task-type settings (None options resolved)."""
+        cls = self._task().type == "classification"
+        cfg = self.cfg
+        return {
+            "generation_temperature": (
+                cfg.generation_temperature
+                if cfg.generation_temperature is not None
+                else (0.7 if cls else 0.9)
+            ),
+            "input_length_filter": (
+                cfg.input_length_filter if cfg.input_length_filter is not None else cls
+            ),
+            "output_length_filter": (
+                cfg.output_length_filter if cfg.output_length_filter is not None else not cls
+            ),
+        }
+
+    def noise_phrases(self) -> tuple[str, ...]:
+        """The noise phrases in use (a fresh tuple; nothing global is extended)."""
+        task = self._task()
+        base = DEFAULT_NOISE_PHRASES if self.cfg.default_noise_phrases else ()
+        return tuple(dict.fromkeys((*base, *task.noise_phrases, *self.cfg.noise_phrases)))
+
+    def _setup_filters(self) -> None:
+        task = self._task()
+        s = self.settings()
+        k = self.cfg.length_sd
+        if s["input_length_filter"]:
+            self._input_length = LengthBounds.from_examples([e.input for e in task.examples], k)
+        if s["output_length_filter"]:
+            self._output_length = LengthBounds.from_examples([e.output for e in task.examples], k)
+        if self.cfg.noise_filter:
+            self._noise = PhraseFilter(self.noise_phrases())
+
+    @property
+    def _student(self) -> ChatCaller:
+        return self.ctx.callers[self.cfg.role]
+
+    # -------------------------------------------------------------- prompts
+    def generation_messages(
+        self, round_no: int, prompt: int, pool: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The input-generation messages of one prompt and the label it asks for.
+
+        Rebuilt with another low-quality sample while over ``context_tokens`` (up to
+        ``prompt_rebuilds`` times), then without the low-quality section.
+        """
+        task = self._task()
+        rng = random.Random(f"selfguide:{self.ctx.seed}:round:{round_no}:prompt:{prompt}")
+        gold = [e.input for e in task.examples]
+        rng.shuffle(gold)
+        label = rng.choice(task.labels) if task.type == "classification" else None
+        template = (
+            self.cfg.templates.generate_conditional if label else self.cfg.templates.generate
+        )
+        values: dict[str, object] = {
+            "instruction": task.instruction,
+            "high_quality": _numbered(gold),
+            "label": label or "",
+        }
+        text = ""
+        for _ in range(self.cfg.prompt_rebuilds + 1):
+            sample = sample_pool(pool, rng, cap=self.cfg.max_low_quality)
+            values["low_quality"] = _numbered(sample) if sample else "N/A"
+            text = render(template, values)
+            if estimate_tokens(text) <= self.cfg.context_tokens:
+                return [{"role": "user", "content": text}], label
+            if not sample:
+                break
+        self.prompts_over_budget += 1
+        values["low_quality"] = "N/A"
+        text = render(template, values)
+        if estimate_tokens(text) > self.cfg.context_tokens:
+            self.ctx.log.warning(
+                "selfguide: prompt is over context_tokens=%d even without low-quality "
+                "examples (~%d tokens); sent anyway",
+                self.cfg.context_tokens,
+                estimate_tokens(text),
+            )
+        else:
+            self.prompts_without_low_quality += 1
+        return [{"role": "user", "content": text}], label
+
+    def annotation_messages(self, text: str) -> list[dict[str, Any]]:
+        """The annotator's chat: instruction, few-shot pairs, then the new input."""
+        task = self._task()
+        msgs: list[dict[str, Any]] = [
+            {"role": "system", "content": render(self.cfg.templates.annotate_system, {})},
+            {"role": "user", "content": task.instruction},
+            {"role": "assistant", "content": "Okay."},
+        ]
+        for ex in task.examples:
+            msgs.append({"role": "user", "content": f"[input] = {ex.input}"})
+            msgs.append({"role": "assistant", "content": ex.output})
+        msgs.append({"role": "user", "content": f"[input] = {text}"})
+        return msgs
+
+    # -------------------------------------------------------------- filters
+    def check_input(self, text: str, dedup: ExactDedup) -> tuple[str, str] | None:
+        """(filter, reason) of the first input filter that drops ``text``, else None.
+
+        A kept text is added to ``dedup``.
+        """
+        if not text.strip():
+            return "empty", "empty input"
+        if self._input_length is not None:
+            why = self._input_length.check(text)
+            if why:
+                return "length", why
+        if self._noise is not None:
+            why = self._noise.check(text)
+            if why:
+                return "noise", why
+        if not dedup.add(text):
+            return "duplicate", "duplicated input"
+        return None
+
+    # -------------------------------------------------------------- prepare
+    async def _call(
+        self, stage: str, messages: list[dict[str, Any]], *, sample_index: int, **params: Any
+    ) -> list[str]:
+        obs = self.ctx.stage(stage)
+        obs.calls += 1
+        try:
+            reply = await self._student.chat(
+                messages,
+                priority=0 if stage == "generate" else 1,
+                sample_index=sample_index,
+                **params,
+            )
+        except Exception:
+            obs.failed += 1
+            raise
+        obs.ok += 1
+        return list(reply.texts)
+
+    async def prepare(self) -> None:
+        """Read the task file, then run the generation rounds one after the other.
+
+        Raises:
+            InputError: the task file is missing or malformed.
+            EndpointError: a generation call failed; the run stops (resumable) rather than
+                build a pool that a rerun would build differently.
+        """
+        task = self._task()
+        self._setup_filters()
+        cfg = self.cfg
+        temperature = self.settings()["generation_temperature"]
+        dedup = ExactDedup(e.input for e in task.examples) if cfg.dedup_examples else ExactDedup()
+        limit = asyncio.Semaphore(cfg.concurrency or cfg.per_round)
+        self.accepted, self.dropped, self.rounds = [], [], []
+
+        async def one(round_no: int, j: int, pool: list[str]) -> tuple[str, str | None]:
+            messages, label = self.generation_messages(round_no, j, pool)
+            async with limit:
+                texts = await self._call(
+                    "generate",
+                    messages,
+                    sample_index=(round_no - 1) * cfg.per_round + j,
+                    temperature=temperature,
+                    max_tokens=cfg.generation_max_tokens,
+                    top_k=cfg.generation_top_k,
+                )
+            return clean_reply(texts[0] if texts else ""), label
+
+        for round_no in range(1, cfg.generation_rounds + 1):
+            pool = [c.text for c in self.accepted]
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(one(round_no, j, pool)) for j in range(cfg.per_round)
+                ]
+            stats: dict[str, Any] = {
+                "round": round_no,
+                "generated": cfg.per_round,
+                "dropped": dict.fromkeys(INPUT_FILTERS, 0),
+                "kept": 0,
+            }
+            for j, t in enumerate(tasks):
+                text, label = t.result()
+                cand = Candidate(round=round_no, prompt=j, text=text, label=label)
+                verdict = self.check_input(text, dedup)
+                if verdict is None:
+                    self.accepted.append(cand)
+                    stats["kept"] += 1
+                else:
+                    cand.filter, cand.reason = verdict
+                    self.dropped.append(cand)
+                    stats["dropped"][verdict[0]] += 1
+            self.rounds.append(stats)
+        self.total = len(self.accepted) + len(self.dropped)
+
+    # ----------------------------------------------------------------- work
+    def work(self) -> Iterator[Item | BadInput]:
+        """Accepted inputs (annotated), then dropped candidates (as rejected rows)."""
+        index = 0
+        for kind, cands in (("input", self.accepted), ("dropped", self.dropped)):
+            for c in cands:
+                key = f"r{c.round}-p{c.prompt}"
+                yield Item(
+                    index=index,
+                    key=key,
+                    data={"kind": kind, **msgspec.to_builtins(c)},
+                    source=f"round:{c.round}:prompt:{c.prompt}",
+                )
+                index += 1
+
+    def _base_row(self, item: Item) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": row_id(self.name, item.key),
+            "input": item.data["text"],
+            "round": item.data["round"],
+            "task": self._task().name,
+        }
+        if self.classification:
+            row["requested_label"] = item.data["label"]
+        return row
+
+    def _meta(self) -> dict[str, Any]:
+        return {"models": self.ctx.models(), "simulated": self.ctx.simulated}
+
+    # -------------------------------------------------------------- process
+    async def _samples(self, text: str, key: str) -> list[str]:
+        cfg = self.cfg
+        messages = self.annotation_messages(text)
+        params: dict[str, Any] = {
+            "temperature": cfg.annotate_temperature,
+            "max_tokens": cfg.annotate_max_tokens,
+            "top_k": cfg.annotate_top_k,
+        }
+        if cfg.annotate_n_in_one_request:
+            texts = await self._call("annotate", messages, sample_index=0, n=cfg.annotate_n, **params)
+            return [t.strip() for t in texts]
+        seed_base = random.Random(f"selfguide:{self.ctx.seed}:annotate:{key}").randrange(2**31)
+        replies = await asyncio.gather(
+            *(
+                self._call("annotate", messages, sample_index=i, seed=seed_base + i, **params)
+                for i in range(cfg.annotate_n)
+            )
+        )
+        return [(r[0] if r else "").strip() for r in replies]
+
+    def vote(self, samples: Sequence[str]) -> tuple[dict[str, Any] | None, str, str]:
+        """Output filters, label mapping and the vote over one input's samples.
+
+        Returns:
+            (result, filter, reason): result holds ``output``, ``votes`` (and ``label``)
+            when kept, else None with the dropping step and its reason.
+        """
+        survivors: list[str] = []
+        for s in samples:
+            if not s:
+                self.samples_dropped["empty"] += 1
+                continue
+            if self._output_length is not None and self._output_length.check(s):
+                self.samples_dropped["length"] += 1
+                continue
+            if self._noise is not None and self._noise.check(s):
+                self.samples_dropped["noise"] += 1
+                continue
+            survivors.append(s)
+        if not survivors:
+            return None, "output_filters", f"none of {len(samples)} outputs passed the filters"
+        if self.classification:
+            labels = self._task().labels
+            mapped = [m for m in (map_label(s, labels) for s in survivors) if m is not None]
+            self.samples_dropped["label"] += len(survivors) - len(mapped)
+            if not mapped:
+                return None, "label", f"none of {len(survivors)} outputs contains a label"
+            survivors = mapped
+        v = majority_vote(survivors, min_frequency=self.cfg.min_frequency)
+        if v.winner is None:
+            return (
+                None,
+                "min_frequency",
+                f"top output has {v.top}/{v.total} votes "
+                f"({v.frequency:.2f} < min_frequency {self.cfg.min_frequency:g})",
+            )
+        result: dict[str, Any] = {"output": v.winner, "votes": {"top": v.top, "total": v.total}}
+        if self.classification:
+            result["label"] = v.winner
+        return result, "", ""
+
+    async def process(self, item: Item) -> list[RowOut]:
+        """Annotate and vote one accepted input, or emit one dropped candidate."""
+        base = self._base_row(item)
+        if item.data["kind"] == "dropped":
+            self.annotation["input_dropped_rows"] += 1
+            return [
+                (
+                    "rejected",
+                    {
+                        **base,
+                        "stage": "input",
+                        "filter": item.data["filter"],
+                        "reason": item.data["reason"],
+                        **self._meta(),
+                    },
+                )
+            ]
+        try:
+            samples = await self._samples(str(item.data["text"]), item.key)
+        except EndpointError as exc:
+            self.annotation["failed"] += 1
+            return [
+                (
+                    "failed",
+                    {
+                        **base,
+                        "seed_id": item.key,
+                        "source": item.source,
+                        "stage": "annotate",
+                        "error_kind": getattr(exc, "kind", None) or type(exc).__name__,
+                        "error": str(exc),
+                        **self._meta(),
+                    },
+                )
+            ]
+        result, step, reason = self.vote(samples)
+        if result is None:
+            self.annotation[f"dropped_{step}"] += 1
+            return [
+                (
+                    "rejected",
+                    {
+                        **base,
+                        "stage": "annotate",
+                        "filter": step,
+                        "reason": reason,
+                        "samples": samples,
+                        **self._meta(),
+                    },
+                )
+            ]
+        self.annotation["voted"] += 1
+        return [("kept", {**base, **result, **self._meta()})]
+
+    # ------------------------------------------------------------- finalize
+    async def finalize(self, out_dir: Path) -> list[DerivedFile]:
+        """Classification: ``balanced.jsonl`` (every label downsampled to the smallest
+        class, seeded) and ``balanced_dropped.jsonl`` (what balancing left out).
+
+        Idempotent: the same committed rows give the same files.
+        """
+        if not self.classification or not self.cfg.balance_classes:
+            return []
+        rows = sorted(iter_rows(out_dir, "kept"), key=lambda r: str(r["id"]))
+        kept, dropped = balance_classes(
+            rows, [str(r["label"]) for r in rows], seed=self.ctx.seed
+        )
+        per_label = Counter(str(r["label"]) for r in rows)
+        self.balance = {
+            "per_label_before": dict(sorted(per_label.items())),
+            "per_class_after": min(per_label.values()) if per_label else 0,
+            "kept": len(kept),
+            "dropped": len(dropped),
+        }
+        return [
+            write_jsonl_atomic(out_dir / "balanced.jsonl", kept),
+            write_jsonl_atomic(
+                out_dir / "balanced_dropped.jsonl",
+                ({**r, "reason": "class balancing"} for r in dropped),
+            ),
+        ]
+
+    # --------------------------------------------------------------- report
+    def report(self) -> dict[str, Any]:
+        """Per round: generated / dropped by each filter / kept; then the annotation."""
+        dropped_total = dict.fromkeys(INPUT_FILTERS, 0)
+        for r in self.rounds:
+            for k, v in r["dropped"].items():
+                dropped_total[k] += v
+        out: dict[str, Any] = {
+            "task": self.task.name if self.task else None,
+            "task_type": self.task.type if self.task else None,
+            "settings": self.settings() if self.task else None,
+            "rounds": self.rounds,
+            "inputs": {
+                "generated": sum(r["generated"] for r in self.rounds),
+                "dropped": dropped_total,
+                "kept": len(self.accepted),
+            },
+            "prompts_over_budget": self.prompts_over_budget,
+            "prompts_without_low_quality": self.prompts_without_low_quality,
+            "annotation": {
+                "voted": self.annotation["voted"],
+                "dropped_min_frequency": self.annotation["dropped_min_frequency"],
+                "dropped_label": self.annotation["dropped_label"],
+                "dropped_output_filters": self.annotation["dropped_output_filters"],
+                "failed": self.annotation["failed"],
+                "samples_dropped": dict(sorted(self.samples_dropped.items())),
+            },
+            "note": (
+                "rounds and inputs cover the whole run (replayed on resume); annotation counts "
+                "cover the items processed by this invocation"
+            ),
+        }
+        if self.balance:
+            out["balance"] = self.balance
+        return out
