@@ -40,10 +40,19 @@ Outcome = Literal["ok", "rate_limited", "overloaded", "error", "cancelled"]
 # AIMD: multiplicative decrease on congestion, at most once per "epoch" (requests that
 # started before the last decrease cannot trigger another one: cascade dampening).
 _DECREASE = 0.75
-# Latency-based congestion signal for servers that queue instead of returning 429:
-# the smoothed per-token latency above this multiple of the best seen means queueing.
-_LATENCY_TOLERANCE = 1.8
-_EWMA_ALPHA = 0.1
+# Latency-based congestion signal for servers that queue instead of returning 429 (Vegas-
+# like, with Gradient2's default tolerance of 2): each latency is divided by the
+# *uncongested* latency of requests with a similar output length (log2 buckets of
+# completion tokens), tracked as a low quantile by an asymmetric average that falls fast
+# (_BASE_DOWN) and rises slowly (_BASE_UP, so a server that is permanently slower is
+# relearned over a few thousand requests). A short-run average of that ratio above the
+# tolerance means a queue is building. Comparing like with like keeps output-length
+# variety and steady jitter from reading as congestion (tests/unit/llm/test_gate_learning.py).
+_LATENCY_TOLERANCE = 2.0
+_SHORT_ALPHA = 0.1
+_BASE_DOWN = 0.03
+_BASE_UP = 0.0005
+_LATENCY_DECREASE = 0.9
 
 
 class Permit:
@@ -135,8 +144,8 @@ class Gate:
         self._consecutive_429 = 0
         self._epoch = 0
         self._successes_since_change = 0
-        self._lat_ewma: float | None = None
-        self._lat_best: float | None = None
+        self._lat_base: dict[int, float] = {}  # log2(completion tokens) -> uncongested latency
+        self._lat_ratio = 1.0  # short-run average of latency / uncongested latency
         # Grants made before a limit was known, charged to the bucket once one is learned.
         self._first_grant_at: float | None = None
         self._granted_requests = 0
@@ -405,27 +414,24 @@ class Gate:
     def _on_success(self, latency: float | None, completion_tokens: int | None) -> None:
         if not self.adapting:
             return
-        if latency is not None:
-            per = latency / max(1, completion_tokens or 1)
-            ewma = (
-                per
-                if self._lat_ewma is None
-                else self._lat_ewma + _EWMA_ALPHA * (per - self._lat_ewma)
-            )
-            self._lat_ewma = ewma
-            if self._lat_best is None or ewma < self._lat_best:
-                self._lat_best = ewma
-            elif self._lat_best is not None:
-                # Let the baseline drift up slowly so one lucky sample does not pin it.
-                self._lat_best += 0.001 * (ewma - self._lat_best)
-            if self._lat_best > 0 and ewma > _LATENCY_TOLERANCE * self._lat_best:
-                if self._successes_since_change >= self._limit:
-                    self._epoch += 1
-                    self._successes_since_change = 0
-                    self._limit = max(self._min, math.floor(self._limit * 0.9))
-                else:
-                    self._successes_since_change += 1
-                return
+        if latency is not None and latency > 0:
+            bucket = max(0, int(completion_tokens or 0)).bit_length()
+            base = self._lat_base.get(bucket)
+            if base is None:
+                self._lat_base[bucket] = latency
+            else:
+                self._lat_ratio += _SHORT_ALPHA * (latency / base - self._lat_ratio)
+                step = _BASE_DOWN if latency < base else _BASE_UP
+                self._lat_base[bucket] = base + step * (latency - base)
+                if self._lat_ratio > _LATENCY_TOLERANCE:
+                    if self._successes_since_change >= self._limit:
+                        self._epoch += 1
+                        self._successes_since_change = 0
+                        self._limit = max(self._min, math.floor(self._limit * _LATENCY_DECREASE))
+                        self._lat_ratio = 1.0  # judge the new limit afresh
+                    else:
+                        self._successes_since_change += 1
+                    return
         self._successes_since_change += 1
         if self._successes_since_change >= self._limit and self._limit < self._max:
             self._successes_since_change = 0

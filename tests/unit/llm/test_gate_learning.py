@@ -38,3 +38,27 @@ async def test_requests_sent_before_learning_count_against_the_first_minute() ->
     for start in [0.0, *granted_at]:
         assert sum(1 for t in times if start <= t < start + 60.0) <= 600
     assert len(granted_at) >= 0.97 * 600 * 2 - 64 - 20
+
+
+async def test_steady_jitter_and_mixed_lengths_do_not_read_as_queueing() -> None:
+    import random
+
+    clock = FakeClock()
+    gate = Gate("e", max_concurrency=64, clock=clock, call_later=clock.call_later)
+    rng = random.Random(5)
+    for _ in range(5000):
+        permit = await gate.acquire(0)
+        tokens = rng.choice([8, 30, 120, 500])
+        latency = 0.02 + 0.001 * tokens + rng.uniform(-0.01, 0.01)  # steady server, no queue
+        gate.release(permit, outcome="ok", latency=latency, completion_tokens=tokens)
+    assert gate.state().concurrency_limit == 64
+
+
+async def test_latency_growing_with_load_lowers_the_limit() -> None:
+    clock = FakeClock()
+    gate = Gate("e", max_concurrency=64, clock=clock, call_later=clock.call_later)
+    for i in range(3000):
+        permit = await gate.acquire(0)
+        latency = 0.05 * (1 + i / 300)  # a queue building up: latency keeps rising
+        gate.release(permit, outcome="ok", latency=latency, completion_tokens=50)
+    assert gate.state().concurrency_limit < 64
