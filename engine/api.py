@@ -286,6 +286,8 @@ class Engine:
             )
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
+        prior_endpoints = dict(sink.manifest.extra.get("endpoints") or {})  # type: ignore[call-overload]
+        prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
         ctx = MethodContext(
             config=config,
@@ -339,26 +341,33 @@ class Engine:
                 with contextlib.suppress(Exception):
                     progress.close()
             self._sync_gate_metrics()
-            sink.manifest.extra["endpoints"] = {
-                name: {
-                    "requests": st.requests,
-                    "ok": st.ok,
-                    "errors": dict(st.errors),
-                    "http_429": st.http_429,
-                    "retries": st.retries,
-                    "simulated": ep.cfg.simulated or ep.client.simulated,
-                }
-                for name, ep in self._endpoints.items()
-                for st in (self.metrics.endpoint(name),)
-            }
-            sink.manifest.usage = {
-                name: {
-                    "prompt_tokens": self.metrics.endpoint(name).prompt_tokens,
-                    "completion_tokens": self.metrics.endpoint(name).completion_tokens,
-                    "requests": self.metrics.endpoint(name).requests,
-                }
-                for name in self._endpoints
-            }
+            # Figures accumulate over every invocation that wrote this output.
+            sink.manifest.extra["endpoints"] = _accumulate(
+                prior_endpoints,
+                {
+                    name: {
+                        "requests": st.requests,
+                        "ok": st.ok,
+                        "errors": dict(st.errors),
+                        "http_429": st.http_429,
+                        "retries": st.retries,
+                    }
+                    for name in self._endpoints
+                    for st in (self.metrics.endpoint(name),)
+                },
+            )
+            sink.manifest.usage = _accumulate(
+                prior_usage,
+                {
+                    name: {
+                        "prompt_tokens": st.prompt_tokens,
+                        "completion_tokens": st.completion_tokens,
+                        "requests": st.requests,
+                    }
+                    for name in self._endpoints
+                    for st in (self.metrics.endpoint(name),)
+                },
+            )
             complete = stop_reason is None
             if self._simulated():
                 sink.manifest.simulated = True
@@ -381,3 +390,22 @@ class Engine:
             report=report,
             summary=render_summary(report),
         )
+
+
+def _accumulate(prior: Any, now: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Add this invocation's per-endpoint counters to those recorded by earlier ones.
+
+    Numbers add; nested dicts (errors by kind) add key by key.
+    """
+    out: dict[str, Any] = {k: dict(v) for k, v in (prior or {}).items() if isinstance(v, dict)}
+    for name, counters in now.items():
+        merged = out.setdefault(name, {})
+        for key, value in counters.items():
+            if isinstance(value, dict):
+                inner = dict(merged.get(key) or {})
+                for k, v in value.items():
+                    inner[k] = inner.get(k, 0) + v
+                merged[key] = inner
+            else:
+                merged[key] = merged.get(key, 0) + value
+    return out

@@ -67,9 +67,14 @@ def test_ctrl_c_drains_and_resumes_exactly_once(tmp_path: Path) -> None:
     manifest = load_manifest(out)
     assert manifest is not None and not manifest.complete and manifest.stop_reason == "stopped"
     assert verify_shards(out, manifest) == []
+    paid_first = manifest.usage["strong"]["requests"]
+    assert paid_first > 0
     again = run_cli(*_args(out))
     assert again.returncode == 0, again.stderr
     assert rows(out) == _reference(tmp_path)
+    # Usage accumulates over invocations: the resumed run adds to what the first paid.
+    final = load_manifest(out)
+    assert final is not None and final.usage["strong"]["requests"] > paid_first
 
 
 def test_second_ctrl_c_exits_at_once_without_torn_shards(tmp_path: Path) -> None:
