@@ -24,28 +24,53 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 def fingerprint(path: Path) -> str:
-    """A cheap identity of an input file: size and hash of its first and last MiB.
+    """A cheap identity of an input file or directory.
+
+    A file: its size and a hash of its first and last MiB. A directory (a corpus, a
+    taxonomy): every regular file under it, in sorted order, by relative path, size and a
+    hash of its first and last 64 KiB, so adding, removing or editing a file changes it.
 
     Raises:
-        InputError: the file cannot be read.
+        InputError: the input cannot be read.
     """
     try:
+        if path.is_dir():
+            h = hashlib.blake2b(digest_size=12)
+            count = 0
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                h.update(str(file.relative_to(path)).encode("utf-8", "surrogateescape") + b"\0")
+                h.update(_head_tail(file, 1 << 16))
+                count += 1
+            return f"{path.name}/:{count} files:{h.hexdigest()}"
         size = path.stat().st_size
-        h = hashlib.blake2b(digest_size=12)
-        with path.open("rb") as f:
-            h.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(size - (1 << 20))
-                h.update(f.read(1 << 20))
+        return f"{path.name}:{size}:{hashlib.blake2b(_head_tail(path, 1 << 20), digest_size=12).hexdigest()}"
     except OSError as exc:
         raise InputError(f"cannot read input ({exc.strerror or exc})", path=str(path)) from exc
-    return f"{path.name}:{size}:{h.hexdigest()}"
 
 
-def check_readable(path: Path) -> None:
-    """Raise :class:`InputError` unless ``path`` is a readable regular file."""
+def _head_tail(path: Path, chunk: int) -> bytes:
+    """Size, then the first and (for big files) last ``chunk`` bytes of ``path``."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        data = f.read(chunk)
+        if size > 2 * chunk:
+            f.seek(size - chunk)
+            data += f.read(chunk)
+    return str(size).encode() + b"\0" + data
+
+
+def check_readable(path: Path, *, directory_ok: bool = True) -> None:
+    """Raise :class:`InputError` unless ``path`` is a readable file (or directory, if allowed)."""
     if not path.exists():
-        raise InputError("input file not found (check run.input)", path=str(path))
+        raise InputError("input not found (check run.input)", path=str(path))
+    if path.is_dir():
+        if not directory_ok:
+            raise InputError("input is a directory, not a file (check run.input)", path=str(path))
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise InputError(
+                "input directory is not readable (check its permissions)", path=str(path)
+            )
+        return
     if not path.is_file():
         raise InputError("input is not a regular file (check run.input)", path=str(path))
     if not os.access(path, os.R_OK):
@@ -65,7 +90,7 @@ def read_jsonl(
     Raises:
         InputError: the file cannot be opened.
     """
-    check_readable(path)
+    check_readable(path, directory_ok=False)
     name = path.name
     index = 0
     try:

@@ -247,10 +247,7 @@ def _documents(node: yaml.Node, leaf_dir: Path, root: Path) -> tuple[tuple[Docum
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise _LeafError(_line(repo_node), f"document: cannot read {p.name!r} ({exc})") from exc
-        try:
-            name = p.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            name = str(p)
+        name = Path(os.path.relpath(p.resolve(), root.resolve())).as_posix()
         out.append(Document(name=name, text=text))
     return tuple(out), commit
 
@@ -281,12 +278,11 @@ def read_leaf(path: Path, root: Path) -> Leaf:
                 "leaf is not under knowledge/, compositional_skills/ or foundational_skills/",
             )
         created_by = _opt_text(top, "created_by", "qna.yaml")
-        seeds_node = _need(top, "seed_examples", doc, "qna.yaml")
         leaf_path = rel.parent.as_posix()
         if kind_root == _KNOWLEDGE_ROOT:
             domain = _text(_need(top, "domain", doc, "qna.yaml"), "domain")
             outline = _text(_need(top, "document_outline", doc, "qna.yaml"), "document_outline")
-            kseeds = _knowledge_seeds(seeds_node)
+            kseeds = _knowledge_seeds(_need(top, "seed_examples", doc, "qna.yaml"))
             documents, commit = _documents(
                 _need(top, "document", doc, "qna.yaml"), path.parent, root
             )
@@ -302,7 +298,7 @@ def read_leaf(path: Path, root: Path) -> Leaf:
                 commit=commit,
             )
         task = _text(_need(top, "task_description", doc, "qna.yaml"), "task_description")
-        sseeds = _skill_seeds(seeds_node)
+        sseeds = _skill_seeds(_need(top, "seed_examples", doc, "qna.yaml"))
         return Leaf(
             path=leaf_path,
             file=rel.as_posix(),

@@ -34,6 +34,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -189,10 +190,11 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
 
 def _field_of(exc: msgspec.ValidationError) -> str:
     msg = str(exc)
-    if "at `$" in msg:
-        path = msg.rsplit("at `$", 1)[1].rstrip("`")
-        return path.lstrip(".") or "(top level)"
-    return "(top level)"
+    path = msg.rsplit("at `$", 1)[1].rstrip("`").lstrip(".") if "at `$" in msg else ""
+    missing = re.search(r"missing required field `([^`]+)`", msg)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return path or "(top level)"
 
 
 def load_task(path: Path) -> Task:
@@ -278,7 +280,9 @@ def clean_reply(text: str) -> str:
 
 
 def _numbered(texts: Sequence[str]) -> str:
-    return "\n".join(f"{i}. [input]={json.dumps(t, ensure_ascii=False)}" for i, t in enumerate(texts, 1))
+    return "\n".join(
+        f"{i}. [input]={json.dumps(t, ensure_ascii=False)}" for i, t in enumerate(texts, 1)
+    )
 
 
 class Candidate(msgspec.Struct, kw_only=True):
@@ -410,9 +414,7 @@ class SelfGuideMethod:
         gold = [e.input for e in task.examples]
         rng.shuffle(gold)
         label = rng.choice(task.labels) if task.type == "classification" else None
-        template = (
-            self.cfg.templates.generate_conditional if label else self.cfg.templates.generate
-        )
+        template = self.cfg.templates.generate_conditional if label else self.cfg.templates.generate
         values: dict[str, object] = {
             "instruction": task.instruction,
             "high_quality": _numbered(gold),
@@ -526,9 +528,7 @@ class SelfGuideMethod:
         for round_no in range(1, cfg.generation_rounds + 1):
             pool = [c.text for c in self.accepted]
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(one(round_no, j, pool)) for j in range(cfg.per_round)
-                ]
+                tasks = [tg.create_task(one(round_no, j, pool)) for j in range(cfg.per_round)]
             stats: dict[str, Any] = {
                 "round": round_no,
                 "generated": cfg.per_round,
@@ -588,7 +588,9 @@ class SelfGuideMethod:
             "top_k": cfg.annotate_top_k,
         }
         if cfg.annotate_n_in_one_request:
-            texts = await self._call("annotate", messages, sample_index=0, n=cfg.annotate_n, **params)
+            texts = await self._call(
+                "annotate", messages, sample_index=0, n=cfg.annotate_n, **params
+            )
             return [t.strip() for t in texts]
         seed_base = random.Random(f"selfguide:{self.ctx.seed}:annotate:{key}").randrange(2**31)
         replies = await asyncio.gather(
@@ -704,9 +706,7 @@ class SelfGuideMethod:
         if not self.classification or not self.cfg.balance_classes:
             return []
         rows = sorted(iter_rows(out_dir, "kept"), key=lambda r: str(r["id"]))
-        kept, dropped = balance_classes(
-            rows, [str(r["label"]) for r in rows], seed=self.ctx.seed
-        )
+        kept, dropped = balance_classes(rows, [str(r["label"]) for r in rows], seed=self.ctx.seed)
         per_label = Counter(str(r["label"]) for r in rows)
         self.balance = {
             "per_label_before": dict(sorted(per_label.items())),

@@ -114,7 +114,7 @@ CASES = [
         "bad method key", 2, "method.codeclm.thetaa", sets=lambda tmp: ["method.codeclm.thetaa=3"]
     ),
     Case("input missing", 2, "not found", sets=lambda tmp: [f"run.input={tmp / 'nope.jsonl'}"]),
-    Case("input is a directory", 2, "not a regular file", sets=lambda tmp: [f"run.input={tmp}"]),
+    Case("input is a directory", 2, "is a directory", sets=lambda tmp: [f"run.input={tmp}"]),
     Case("empty input", 2, "no seed records", sets=lambda tmp: [_seeds(tmp, [])]),
     Case("config file missing", 2, "file not found", config=lambda tmp: ""),
     Case(

@@ -1,0 +1,416 @@
+"""LAB: judge parsers, tag/QA parsers, chunking, mixing, and a scripted end-to-end run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import Config, load_config
+from engine.errors import ConfigError, ParseError
+from engine.methods import method_config
+from engine.methods.base import MethodContext
+from engine.methods.lab import (
+    LabConfig,
+    LabMethod,
+    LabMix,
+    chunk_words,
+    mix_rows,
+    parse_judge_score,
+    parse_qa_blocks,
+    parse_tagged,
+    parse_yes_no,
+    sample_rows,
+    training_sample,
+)
+from engine.records import BadInput, Item, RowOut
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLE = ROOT / "configs" / "data" / "taxonomy"
+MALFORMED = ROOT / "tests" / "unit" / "io" / "fixtures" / "malformed_qna.yaml"
+
+
+# ------------------------------------------------------------------ parsers
+@pytest.mark.parametrize(
+    ("text", "low", "high", "expected"),
+    [
+        (
+            "[Start of Evaluation]fine, 3 reasons[End of Evaluation]\n[Start of Score]1[End of Score]",
+            0,
+            1,
+            1,
+        ),
+        (
+            "[Start of Evaluation]bad[End of Evaluation]\n[Start of Score]\n0\n[End of Score]",
+            0,
+            1,
+            0,
+        ),
+        ("Explanation...\n[Start of Score] 2 [End of Score]", 1, 3, 2),
+        (
+            "Subject Score: 1\nFocus Score: 0\n[Start of Score]\nTotal Score: 1\n[End of Score]",
+            0,
+            2,
+            1,
+        ),
+        ("Subject: 1, Focus: 1\nTotal Score: 2", 0, 2, 2),
+        ("The answer is fine. Score: 3", 1, 3, 3),
+        ("[Start of Score]Score: 3/3[End of Score]", 1, 3, 3),
+    ],
+)
+def test_parse_judge_score(text: str, low: int, high: int, expected: int) -> None:
+    assert parse_judge_score(text, low=low, high=high) == expected
+
+
+@pytest.mark.parametrize("text", ["no number here", "[Start of Score]7[End of Score]", ""])
+def test_parse_judge_score_malformed(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_judge_score(text, low=0, high=1, stage="eval_question")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[Start of Evaluation]no issue[End of Evaluation][Start of Score]YES[End of Score]",
+            "YES",
+        ),
+        (
+            "[Start of Evaluation]yes it says so[End of Evaluation]\n[Start of Score] NO [End of Score]",
+            "NO",
+        ),
+        ("The claim is not supported. Answer: no", "NO"),
+        ("yes", "YES"),
+    ],
+)
+def test_parse_yes_no(text: str, expected: str) -> None:
+    assert parse_yes_no(text) == expected
+
+
+def test_parse_yes_no_malformed() -> None:
+    with pytest.raises(ParseError):
+        parse_yes_no("maybe")
+
+
+def test_parse_tagged() -> None:
+    q = ("[Start of Question]", "[End of Question]")
+    assert parse_tagged("x [Start of Question] A? [End of Question] y", *q) == ["A?"]
+    assert parse_tagged("[Start of Question]A[End of Question][Start of Question]B", *q) == [
+        "A",
+        "B",
+    ]
+    assert parse_tagged("  Just a question?  ", *q) == ["Just a question?"]
+    with pytest.raises(ParseError):
+        parse_tagged("[Start of Question] [End of Question]", *q)
+    with pytest.raises(ParseError):
+        parse_tagged("   ", *q)
+
+
+def test_parse_qa_blocks() -> None:
+    text = "[QUESTION] What? [ANSWER] That. [END]\n[QUESTION]Why?\n[ANSWER]\nBecause.\n[END]"
+    assert parse_qa_blocks(text) == [("What?", "That."), ("Why?", "Because.")]
+    # A missing [END] before the next block, and at the end, is tolerated.
+    assert parse_qa_blocks("[QUESTION] a [ANSWER] b [QUESTION] c [ANSWER] d") == [
+        ("a", "b"),
+        ("c", "d"),
+    ]
+    assert parse_qa_blocks("[UNANSWERABLE]") == []
+    with pytest.raises(ParseError):
+        parse_qa_blocks("Q: a A: b")
+
+
+# ------------------------------------------------------------------ chunking
+def test_chunk_words_boundaries() -> None:
+    text = " ".join(f"w{i}" for i in range(10))
+    assert chunk_words(text, 5) == ["w0 w1 w2 w3 w4", "w5 w6 w7 w8 w9"]
+    assert chunk_words(text, 4) == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w8 w9"]
+    assert chunk_words(text, 10) == [text]
+    assert chunk_words(text, 1000) == [text]
+    assert chunk_words(text, 1) == [f"w{i}" for i in range(10)]
+    assert chunk_words("", 3) == [] and chunk_words("  \n ", 3) == []
+    # Newlines inside a chunk are kept; every word lands in exactly one chunk.
+    md = "# Title\n\nline one\nline two"
+    assert chunk_words(md, 3) == ["# Title\n\nline", "one\nline two"]
+    with pytest.raises(ValueError):
+        chunk_words(text, 0)
+
+
+# ------------------------------------------------------------------ mixing
+def _rows(n: int, leaf: str, phase: str) -> list[dict[str, Any]]:
+    return [{"id": f"{leaf}-{i}", "leaf": leaf, "phase": phase} for i in range(n)]
+
+
+def test_sample_rows_count_ratio_and_replacement() -> None:
+    import random
+
+    rows = _rows(10, "a", "skills")
+    assert sample_rows(rows, 1.0, random.Random(0)) == rows
+    half = sample_rows(rows, 0.5, random.Random(0))
+    assert len(half) == 5 and len({r["id"] for r in half}) == 5
+    assert len(sample_rows(rows, 3, random.Random(0))) == 3
+    more = sample_rows(rows, 25, random.Random(0))
+    assert len(more) == 25 and len({r["id"] for r in more}) < 25  # with replacement
+    assert len(sample_rows(rows, 2.0, random.Random(0))) == 20
+    assert sample_rows(rows, 0, random.Random(0)) == []
+    assert sample_rows([], 5, random.Random(0)) == []
+
+
+def test_mix_rows_per_phase_and_leaf() -> None:
+    rows = (
+        _rows(10, "knowledge/x", "knowledge")
+        + _rows(6, "skills/a", "skills")
+        + _rows(4, "skills/b", "skills")
+    )
+    recipe = LabMix(knowledge=0.5, skills=1.0, leaves={"skills/a": 12})
+    mixed = mix_rows(rows, recipe, seed=3)
+    counts = Counter(r["leaf"] for r in mixed)
+    assert counts == {"knowledge/x": 5, "skills/a": 12, "skills/b": 4}
+    assert mix_rows(rows, recipe, seed=3) == mixed  # seeded
+    assert mix_rows(rows, recipe, seed=4) != mixed
+    assert len(mix_rows(rows, LabMix(), seed=0)) == 20
+
+
+def test_mix_rejects_negative_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        method_config(write_config(tmp_path, mix="[method.lab.mix]\nskills = -1\n"))
+    assert "method.lab.mix" in str(info.value)
+
+
+def test_training_sample_grounded_user_turn() -> None:
+    row = {
+        "id": "1",
+        "leaf": "l",
+        "kind": "grounded_skill",
+        "phase": "skills",
+        "question": "Q?",
+        "answer": "A.",
+        "context": "Ctx.",
+    }
+    s = training_sample(row)
+    assert s["messages"][0] == {"role": "user", "content": "Ctx.\n\nQ?"}
+    k = training_sample({**row, "kind": "knowledge", "phase": "knowledge"})
+    assert k["messages"][0]["content"] == "Q?" and k["context"] == "Ctx."
+
+
+# ------------------------------------------------------------------ scripted end to end
+class Reply:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.texts = [text]
+        self.cached = False
+
+
+EVAL = "[Start of Evaluation]ok[End of Evaluation]\n[Start of Score]{}[End of Score]"
+
+
+class FakeCaller:
+    """A ChatCaller that answers each LAB prompt by rule (text mode, no structured output)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model = f"m-{name}"
+        self.calls: Counter[str] = Counter()
+        self.seeds: list[int] = []
+
+    @property
+    def structured_output(self) -> bool:
+        return False
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        priority: int = 0,
+        sample_index: int = 0,
+        **params: Any,
+    ) -> Reply:
+        text = messages[-1]["content"]
+        seed = int(params.get("seed", 0))
+        self.seeds.append(seed)
+        question = (
+            m.group(1).strip()
+            if (m := re.search(r"Question:\s*\n?(?:\[Start of Question\]\n)?(.*)", text))
+            else ""
+        )
+        if "come up with one new question for the following task" in text:
+            self.calls["gen_questions"] += 1
+            return Reply(f"[Start of Question]Freeform {seed % 4}?[End of Question]")
+        if "write one new context" in text:
+            self.calls["gen_contexts"] += 1
+            return Reply(f"[Start of Context]Context {seed % 2}.[End of Context]")
+        if "new question about a context" in text:
+            self.calls["gen_grounded_questions"] += 1
+            return Reply(f"[Start of Question]Grounded {seed % 7}?[End of Question]")
+        if "judge of a question written" in text:
+            self.calls["eval_question"] += 1
+            return Reply(EVAL.format(0 if question.startswith("Freeform 0") else 1))
+        if "answer a question for the following task" in text:
+            self.calls["gen_responses"] += 1
+            return Reply("An answer.")
+        if "judge of an answer" in text:
+            self.calls["eval_pair"] += 1
+            return Reply(EVAL.format(1 if question.startswith("Freeform 1") else 3))
+        if "Correct the spelling" in text:
+            self.calls["spellcheck"] += 1
+            return Reply(text.split("[Start of Document]\n", 1)[1].split("\n[End of Document]")[0])
+        if "write question and answer pairs" in text:
+            self.calls["gen_knowledge"] += 1
+            doc = text.rsplit("Document:\n", 1)[1].split()[0]
+            return Reply(
+                f"[QUESTION] About {doc}? [ANSWER] Yes. [END]\n"
+                "[QUESTION] Shared? [ANSWER] Yes. [END]\n"
+                f"[QUESTION] Unfaithful {doc}? [ANSWER] No. [END]"
+            )
+        if "fully supported" in text:
+            self.calls["eval_faithfulness"] += 1
+            return Reply(EVAL.format("NO" if "Unfaithful" in text else "YES"))
+        if "how well an answer" in text:
+            self.calls["eval_relevancy"] += 1
+            return Reply(EVAL.format("Total Score: " + ("1" if "Shared" in text else "2")))
+        if "self-contained" in text:
+            self.calls["eval_verify_question"] += 1
+            return Reply(EVAL.format(1))
+        if "write one new question and its answer" in text:
+            return Reply(f"[QUESTION] Simple {seed % 3}? [ANSWER] Yes. [END]")
+        if "write one question and answer pair" in text:
+            return Reply(f"[QUESTION] Simple K {seed % 2}? [ANSWER] Yes. [END]")
+        raise AssertionError(f"unexpected prompt: {text[:80]}")
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.calls = self.ok = self.failed = self.parse_errors = 0
+
+
+def write_config(tmp_path: Path, mix: str = "", **method: object) -> Config:
+    root = tmp_path / "taxonomy"
+    if not root.exists():
+        shutil.copytree(SAMPLE, root)
+        shutil.copytree(SAMPLE.parent / "knowledge_docs", tmp_path / "knowledge_docs")
+        broken = root / "compositional_skills" / "writing" / "broken" / "qna.yaml"
+        broken.parent.mkdir(parents=True)
+        shutil.copy(MALFORMED, broken)
+    settings = {
+        "num_samples": 8,
+        "num_contexts": 4,
+        "grounded_questions": 2,
+        "chunk_word_count": 100,
+        **method,
+    }
+    table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
+    text = f"""
+[run]
+method = "lab"
+input = "taxonomy"
+seed = 7
+
+[endpoints.teacher]
+base_url = "http://127.0.0.1:9/v1"
+model = "m-teacher"
+
+[roles]
+strong = "teacher"
+
+[method.lab]
+{table}
+{mix}"""
+    path = tmp_path / "lab.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+async def run_lab(tmp_path: Path, **method: object) -> tuple[LabMethod, list[RowOut], FakeCaller]:
+    config = write_config(tmp_path, "", **method)
+    cfg = method_config(config)
+    assert isinstance(cfg, LabConfig)
+    caller = FakeCaller("teacher")
+    ctx = MethodContext(
+        config=config,
+        callers={"strong": caller, "target": caller, "judge": caller},
+        input_path=config.resolve(config.run.input or ""),
+        stage=lambda name: Counts(),
+    )
+    lab = LabMethod(cfg, ctx)
+    await lab.prepare()
+    rows: list[RowOut] = []
+    bad: list[BadInput] = []
+    for item in lab.work():
+        if isinstance(item, BadInput):
+            bad.append(item)
+            continue
+        assert isinstance(item, Item)
+        rows.extend(await lab.process(item))
+    assert [b.source for b in bad] == ["compositional_skills/writing/broken/qna.yaml:7"]
+    return lab, rows, caller
+
+
+async def test_full_pipeline_scripted(tmp_path: Path) -> None:
+    lab, rows, caller = await run_lab(tmp_path)
+    by_leaf: dict[str, list[RowOut]] = {}
+    for kind, row in rows:
+        by_leaf.setdefault(row["leaf"], []).append((kind, row))
+    report = lab.report()
+    assert report["leaves_bad"][0]["source"].endswith("broken/qna.yaml:7")
+    for leaf, leaf_rows in by_leaf.items():
+        entry = report["per_leaf"][leaf]
+        kinds = Counter(k for k, _ in leaf_rows)
+        assert kinds["kept"] == entry["kept"]
+        assert kinds["failed"] == entry["failed"] == 0
+        filters = Counter(r["filter"] for k, r in leaf_rows if k == "rejected")
+        assert {f: n for f, n in entry["dropped"].items() if n} == dict(filters)
+        assert entry["generated"] == entry["kept"] + sum(entry["dropped"].values())
+    haiku = report["per_leaf"]["compositional_skills/writing/freeform/haiku"]
+    assert caller.calls["gen_questions"] == 8
+    assert haiku["generated"] == 8
+    assert haiku["dropped"]["dedup"] == 4  # "Freeform {seed % 4}?": at most 4 distinct
+    kept = [r for k, r in rows if k == "kept"]
+    rejected = [r for k, r in rows if k == "rejected"]
+    reasons = {r["reason"] for r in rejected}
+    assert {
+        "duplicate question",
+        "question_check=0",
+        "pair_score=1<2",
+        "faithfulness=NO",
+        "relevancy=1<2",
+    } <= reasons
+    for r in kept:
+        assert set(r) >= {
+            "id",
+            "leaf",
+            "kind",
+            "phase",
+            "question",
+            "answer",
+            "scores",
+            "models",
+            "simulated",
+        }
+        if r["kind"] == "knowledge":
+            assert r["scores"] == {"faithfulness": "YES", "relevancy": 2, "self_contained": 1}
+            assert r["phase"] == "knowledge" and r["context"]
+        else:
+            assert r["scores"]["question_check"] == 1 and r["scores"]["pair_score"] >= 2
+            assert r["phase"] == "skills"
+        if r["kind"] == "grounded_skill":
+            assert r["context"].startswith("Context ")
+    grounded = report["per_leaf"]["compositional_skills/extraction/summarization/meeting_notes"]
+    assert grounded["contexts_generated"] == 4 and grounded["contexts_duplicate"] >= 1
+    ids = [r["id"] for _, r in rows]
+    assert len(ids) == len(set(ids))
+    # Deterministic: a second run gives the same rows.
+    _, again, _ = await run_lab(tmp_path)
+    assert again == rows
+
+
+async def test_simple_pipeline_dedups_without_judges(tmp_path: Path) -> None:
+    lab, rows, caller = await run_lab(tmp_path, pipeline="simple", num_instructions_to_generate=6)
+    assert not any(k.startswith("eval") for k in caller.calls)
+    kept = [r for k, r in rows if k == "kept"]
+    assert kept and all(r["scores"] == {} for r in kept)
+    assert all(r["reason"] == "duplicate question" for k, r in rows if k == "rejected")
+    report = lab.report()
+    assert sum(e["generated"] for e in report["per_leaf"].values()) == 18

@@ -1,0 +1,143 @@
+"""The shared rule filters: dedup, length bounds, noise phrases, vote, label map, balance."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.filters import (
+    DEFAULT_NOISE_PHRASES,
+    ExactDedup,
+    LengthBounds,
+    PhraseFilter,
+    balance_classes,
+    majority_vote,
+    map_label,
+    normalize,
+)
+
+
+# ------------------------------------------------------------------ dedup
+def test_normalize() -> None:
+    assert normalize("  Hello \n\tWorld  ") == "hello world"
+
+
+def test_exact_dedup_normalises_and_remembers() -> None:
+    d = ExactDedup(["Seen before"])
+    assert "seen  BEFORE " in d
+    assert d.add("new text") is True
+    assert d.add("New   text") is False
+    assert d.add("seen before") is False
+    assert len(d) == 2
+
+
+# ------------------------------------------------------------------ length
+def test_length_bounds_boundaries() -> None:
+    b = LengthBounds(3, 6)
+    assert b.check("ab") is not None and "too short" in (b.check("ab") or "")
+    assert b.check("abc") is None  # low is inclusive
+    assert b.check("abcde") is None
+    assert "too long" in (b.check("abcdef") or "")  # high is exclusive
+
+
+def test_length_bounds_empty_range() -> None:
+    with pytest.raises(ValueError):
+        LengthBounds(5, 5)
+
+
+def test_length_bounds_from_examples_mean_2sd() -> None:
+    b = LengthBounds.from_examples(["a" * 10, "a" * 20, "a" * 30])
+    # mean 20, population sd sqrt(200/3) ~ 8.165
+    assert b.low == pytest.approx(20 - 2 * 8.16497, abs=1e-3)
+    assert b.high == pytest.approx(20 + 2 * 8.16497, abs=1e-3)
+    assert b.check("a" * 3) is not None  # 3 < 3.67
+    assert b.check("a" * 4) is None
+    assert b.check("a" * 36) is None
+    assert b.check("a" * 37) is not None
+
+
+def test_length_bounds_single_and_equal_examples() -> None:
+    one = LengthBounds.from_examples(["abcd"])  # sd = its length
+    assert (one.low, one.high) == (-4, 12)
+    same = LengthBounds.from_examples(["ab", "cd"])  # sd floored at 1
+    assert (same.low, same.high) == (0, 4)
+    with pytest.raises(ValueError):
+        LengthBounds.from_examples([])
+
+
+# ------------------------------------------------------------------ noise
+def test_phrase_filter_case_insensitive_substring() -> None:
+    f = PhraseFilter(["Of course!", "input", ""])
+    assert f.check("OF COURSE! here it is") == "contains noise phrase 'of course!'"
+    assert f.check("the inputs are") is not None  # substring, as in the reference
+    assert f.check("nothing to see") is None
+
+
+def test_phrase_filter_does_not_mutate_or_grow() -> None:
+    phrases = list(DEFAULT_NOISE_PHRASES)
+    before = tuple(DEFAULT_NOISE_PHRASES)
+    for _ in range(3):
+        PhraseFilter([*DEFAULT_NOISE_PHRASES, "extra"]).check("x")
+    assert DEFAULT_NOISE_PHRASES == before
+    assert phrases == list(before)
+    assert len(DEFAULT_NOISE_PHRASES) == 14
+
+
+# ------------------------------------------------------------------ vote
+def test_vote_majority() -> None:
+    v = majority_vote(["a", "b", "a", " a "])
+    assert (v.winner, v.top, v.total) == ("a", 3, 4)
+    assert v.frequency == 0.75
+
+
+def test_vote_tie_goes_to_shortest() -> None:
+    v = majority_vote(["longer", "xy", "longer", "xy"])
+    assert v.winner == "xy"
+    v = majority_vote(["bb", "aa"])  # equal length: lexicographic, stable
+    assert v.winner == "aa"
+
+
+def test_vote_min_frequency_boundary() -> None:
+    samples = ["a", "a", "a"] + [f"o{i}" for i in range(7)]  # 3/10 = 0.3
+    assert majority_vote(samples, min_frequency=0.3).winner == "a"
+    below = majority_vote(samples, min_frequency=0.31)
+    assert below.winner is None
+    assert (below.top, below.total) == (3, 10)
+
+
+def test_vote_ignores_empty_samples() -> None:
+    assert majority_vote(["", "  ", "x"]).total == 1
+    empty = majority_vote(["", " "])
+    assert (empty.winner, empty.total, empty.frequency) == (None, 0, 0.0)
+
+
+# ------------------------------------------------------------------ labels
+@pytest.mark.parametrize(
+    ("output", "label"),
+    [
+        ("Positive", "positive"),
+        ("I think negative, not positive", "negative"),  # first by position
+        ("the answer is POSITIVE.", "positive"),
+        ("neutral", None),
+        ("", None),
+    ],
+)
+def test_map_label(output: str, label: str | None) -> None:
+    assert map_label(output, ["positive", "negative"]) == label
+
+
+def test_balance_classes_downsamples_to_smallest() -> None:
+    items = list(range(10))
+    labels = ["a"] * 6 + ["b"] * 3 + ["c"] * 1
+    kept, dropped = balance_classes(items, labels, seed=1)
+    assert len(kept) == 3 and len(dropped) == 7
+    assert sorted(labels[i] for i in kept) == ["a", "b", "c"]
+    assert sorted(kept + dropped) == items
+    assert kept == sorted(kept) and dropped == sorted(dropped)  # input order kept
+    assert balance_classes(items, labels, seed=1) == (kept, dropped)  # seeded
+
+
+def test_balance_classes_balanced_and_empty() -> None:
+    assert balance_classes(["x", "y"], ["a", "b"], seed=0) == (["x", "y"], [])
+    assert balance_classes([], [], seed=0) == ([], [])
+    with pytest.raises(ValueError):
+        balance_classes([1], [], seed=0)
