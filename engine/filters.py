@@ -8,6 +8,7 @@ they were given). A filter that rejects says why, so the reason can go on the ro
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import statistics
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 __all__ = (
     "DEFAULT_NOISE_PHRASES",
+    "BloomDedup",
     "ExactDedup",
     "LengthBounds",
     "PhraseFilter",
@@ -86,6 +88,58 @@ class ExactDedup:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class BloomDedup:
+    """Approximate dedup in fixed memory: a Bloom filter over normalised text.
+
+    Memory is set at construction (``capacity`` texts at ``error_rate``: 10 million at
+    0.1% take 18 MB) and does not grow with the input, which is what a streaming corpus
+    of any size needs; :class:`ExactDedup` grows by ~70 bytes per distinct text instead.
+    The price is false duplicates: a new text is taken for a repeat with probability
+    about ``error_rate`` while fewer than ``capacity`` texts were added (more beyond it;
+    ``saturated`` says when that happened). Never a false "new".
+    """
+
+    __slots__ = ("_bits", "_k", "_m", "added", "capacity")
+
+    def __init__(self, capacity: int = 10_000_000, error_rate: float = 0.001) -> None:
+        if capacity < 1 or not 0 < error_rate < 1:
+            raise ValueError("capacity must be >= 1 and 0 < error_rate < 1")
+        m = math.ceil(-capacity * math.log(error_rate) / (math.log(2) ** 2))
+        self._m = m
+        self._k = max(1, round(m / capacity * math.log(2)))
+        self._bits = bytearray((m + 7) // 8)
+        self.capacity = capacity
+        self.added = 0
+
+    @property
+    def saturated(self) -> bool:
+        """More texts were added than the filter was sized for (false duplicates rise)."""
+        return self.added > self.capacity
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the bit array."""
+        return len(self._bits)
+
+    def add(self, text: str) -> bool:
+        """Remember ``text``; True if it was (almost certainly) new."""
+        d = hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).digest()
+        h1 = int.from_bytes(d[:8], "little")
+        h2 = int.from_bytes(d[8:], "little") | 1
+        bits = self._bits
+        m = self._m
+        new = False
+        for i in range(self._k):
+            pos = (h1 + i * h2) % m
+            byte, mask = pos >> 3, 1 << (pos & 7)
+            if not bits[byte] & mask:
+                bits[byte] |= mask
+                new = True
+        if new:
+            self.added += 1
+        return new
 
 
 class LengthBounds:

@@ -131,14 +131,17 @@ class Segment:
     Attributes:
         header: the heading it follows ("" when none).
         text: the segment text (paragraphs joined by newlines).
-        offset: line of the heading in its document (1-based; 0 for JSONL records).
+        offset: position of the segment in its document: 0 for text before the first
+            heading (and for a JSONL record), k for the text after the k-th heading.
         truncated: the text reached ``max_chars`` and stopped accumulating.
+        line: line of the heading in a Markdown/text file (0 when unknown).
     """
 
     header: str
     text: str
     offset: int
     truncated: bool = False
+    line: int = 0
 
 
 def caps_ratio(text: str) -> float:
@@ -151,11 +154,7 @@ def caps_ratio(text: str) -> float:
 
 def _clean(text: str) -> str:
     lines = (_SPACE.sub(" ", line).strip() for line in text.split("\n"))
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip()
+    return "\n".join(line for line in lines if line)
 
 
 class _Buffer:
@@ -189,9 +188,9 @@ class _Buffer:
 def segments_text(lines: Iterator[str], *, max_chars: int) -> Iterator[Segment]:
     """Header-anchored segments of Markdown/plain text (ATX headings; fenced code is body).
 
-    Text before the first heading is yielded with header "" (offset 1).
+    Text before the first heading is yielded with header "" (offset 0).
     """
-    header, offset = "", 1
+    header, offset, at = "", 0, 1
     buf = _Buffer(max_chars + 1)
     in_fence = False
     for lineno, line in enumerate(lines, 1):
@@ -202,18 +201,18 @@ def segments_text(lines: Iterator[str], *, max_chars: int) -> Iterator[Segment]:
         if m:
             text, truncated = buf.take()
             if text.strip() or header:
-                yield Segment(header, _clean(text), offset, truncated)
-            header, offset = m.group(2).strip(), lineno
+                yield Segment(header, _clean(text), offset, truncated, at)
+            header, offset, at = m.group(2).strip(), offset + 1, lineno
             continue
         buf.add(line + "\n")
     text, truncated = buf.take()
     if text.strip() or header:
-        yield Segment(header, _clean(text), offset, truncated)
+        yield Segment(header, _clean(text), offset, truncated, at)
 
 
 # ------------------------------------------------------------------------ html
 _SKIP = frozenset(
-    {"script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form"}
+    {"script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "head"}
 )
 _VOID = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
@@ -251,13 +250,13 @@ class _SegmentParser(HTMLParser):
         self.in_heading: str | None = None
         self.heading_parts: list[str] = []
         self.header = ""
-        self.offset = 1
+        self.seg_index = 0
         self.body = _Buffer(max_chars + 1)
 
     def _flush(self) -> None:
         text, truncated = self.body.take()
         if text.strip() or self.header:
-            self.ready.append(Segment(self.header, _clean(text), self.offset, truncated))
+            self.ready.append(Segment(self.header, _clean(text), self.seg_index, truncated))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP and tag not in _VOID:
@@ -269,7 +268,7 @@ class _SegmentParser(HTMLParser):
             self._flush()
             self.in_heading = tag
             self.heading_parts = []
-            self.offset = self.getpos()[0]
+            self.seg_index += 1
         elif tag in _BLOCK:
             self.body.add("\n")
 
@@ -356,7 +355,8 @@ def read_corpus(
 ) -> Iterator[Item | BadInput]:
     """Stream the corpus at ``path`` (a file or a directory) as segment Items.
 
-    Each Item has key ``<doc_id>@<offset>``, source ``<file>:<line>`` and data
+    Each Item has key ``<doc_id>@<offset>``, source ``<file>:<line>`` (``<file>#<offset>``
+    for HTML) and data
     ``{text, header, doc_id, offset}``. Unreadable records (bad JSON, a missing text
     field, an unreadable file) are yielded as BadInput with their file and line.
 
@@ -388,10 +388,10 @@ def read_corpus(
                 produced = _document(file, rel, ext, rules, st)
             for entry in produced:
                 if isinstance(entry, str):  # a bad record: "line\treason"
-                    line, reason = entry.split("\t", 1)
+                    line, why = entry.split("\t", 1)
                     st.bad_records += 1
                     yield BadInput(
-                        index=index, key=f"{rel}:{line}", source=f"{rel}:{line}", reason=reason
+                        index=index, key=f"{rel}:{line}", source=f"{rel}:{line}", reason=why
                     )
                     index += 1
                     continue
@@ -404,11 +404,16 @@ def read_corpus(
                     st.dropped[reason] += 1
                     continue
                 st.segments += 1
-                line = seg.offset if ext not in JSONL_EXTENSIONS else int(doc_id[1])
+                if ext in JSONL_EXTENSIONS:
+                    where = f"{rel}:{doc_id[1]}"
+                elif seg.line:
+                    where = f"{rel}:{seg.line}"
+                else:
+                    where = f"{rel}#{seg.offset}"
                 yield Item(
                     index=index,
                     key=f"{doc_id[0]}@{seg.offset}",
-                    source=f"{rel}:{line}",
+                    source=where,
                     data={
                         "text": seg.text,
                         "header": seg.header,

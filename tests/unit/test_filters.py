@@ -141,3 +141,19 @@ def test_balance_classes_balanced_and_empty() -> None:
     assert balance_classes([], [], seed=0) == ([], [])
     with pytest.raises(ValueError):
         balance_classes([1], [], seed=0)
+
+
+def test_bloom_dedup_catches_every_repeat_and_few_false_ones() -> None:
+    from engine.filters import BloomDedup
+
+    bloom = BloomDedup(capacity=20_000, error_rate=0.001)
+    size = bloom.nbytes
+    new = sum(bloom.add(f"segment number {i}") for i in range(20_000))
+    assert new >= 20_000 * (1 - 0.002)  # false duplicates near the configured rate
+    assert not any(
+        bloom.add(f"Segment  number {i} ") for i in range(0, 20_000, 7)
+    )  # normalised repeats
+    assert bloom.nbytes == size and not bloom.saturated  # fixed memory
+    for i in range(20_000, 20_010):
+        bloom.add(f"segment number {i}")
+    assert bloom.saturated

@@ -1,0 +1,264 @@
+"""Backtranslation: score parsing, threshold, tagging, and a scripted end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import ConfigError, ParseError
+from engine.methods import method_config
+from engine.methods import prompts_backtranslation as P
+from engine.methods.backtranslation import (
+    BacktranslationConfig,
+    BacktranslationMethod,
+    decide,
+    effective_threshold,
+    parse_curation,
+    parse_instruction,
+    score_bucket,
+)
+from engine.methods.base import MethodContext
+from engine.records import BadInput, Item, RowOut
+
+
+# ----------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    ("text", "score", "reasoning"),
+    [
+        ("The answer is complete and assistant-like.\nScore: 5", 5.0, "The answer is complete"),
+        ("Reasoning: reads like a blog post.\n\nScore: 3\n", 3.0, "reads like a blog post."),
+        ("Good but could be tighter.\n**Score:** 4.5", 4.5, "Good but could be tighter."),
+        ("Mostly fine. I would rate it 4", 4.0, "Mostly fine. I would rate it 4"),
+        ("Score: 2\nOn reflection, better.\nScore: 4", 4.0, "Score: 2\nOn reflection"),
+    ],
+)
+def test_parse_curation_valid_and_fractional(text: str, score: float, reasoning: str) -> None:
+    got = parse_curation(text)
+    assert got.score == score
+    assert got.reasoning.startswith(reasoning)
+
+
+@pytest.mark.parametrize(
+    "text", ["No rating given.", "Score: 7", "Score: 0", "", "I give it 9 out of 10"]
+)
+def test_parse_curation_missing_or_out_of_range(text: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_curation(text)
+    assert info.value.stage == "curate"
+
+
+def test_parse_instruction() -> None:
+    assert parse_instruction('Instruction: "How do I fix a tyre?"').instruction == (
+        "How do I fix a tyre?"
+    )
+    with pytest.raises(ParseError):
+        parse_instruction("  \n")
+
+
+def test_threshold_rule_and_decision() -> None:
+    assert effective_threshold(None, 1) == 4.0
+    assert effective_threshold(None, 3) == 4.5
+    assert effective_threshold(3.5, 3) == 3.5
+    assert decide(4.0, 4.0) and not decide(3.99, 4.0)
+    assert decide(4.5, 4.5) and not decide(4.333, 4.5)
+    assert score_bucket(4.333) == "4.0" and score_bucket(4.5) == "4.5" and score_bucket(5) == "5.0"
+
+
+# ------------------------------------------------------------- fake endpoints
+BODY = "Loosen the pad bolt, align the pad with the rim and tighten the bolt again firmly."
+
+
+@dataclass
+class Reply:
+    text: str
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text]
+
+    @property
+    def cached(self) -> bool:
+        return False
+
+
+class FakeCaller:
+    """A ChatCaller scripted by prompt content (a real class, not a mock).
+
+    Segments whose text contains ``[sN]`` get score N from this judge; ``[sA/B]`` gives
+    A to sample 0 and B to others; ``[fail]`` gets an unparsable judge reply.
+    """
+
+    def __init__(self, role: str, *, structured: bool, bonus: int = 0) -> None:
+        self.name = role
+        self.model = f"m-{role}"
+        self._structured = structured
+        self.bonus = bonus
+        self.calls: list[tuple[str, int, Any]] = []
+
+    @property
+    def structured_output(self) -> bool:
+        return self._structured
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        priority: int = 0,
+        sample_index: int = 0,
+        **params: Any,
+    ) -> Reply:
+        content = messages[-1]["content"]
+        if content.startswith("Below is a candidate answer"):
+            self.calls.append(("backtranslate", sample_index, params))
+            q = "What should I do? " + content.rsplit("\n", 1)[-1][:20]
+            return Reply(
+                json.dumps({"instruction": q}) if self._structured else f"Instruction: {q}"
+            )
+        self.calls.append(("curate", sample_index, params))
+        answer = content.split("Answer:\n", 1)[1]
+        if "[fail]" in answer:
+            return Reply("I cannot decide.")
+        m = re.search(r"\[s(\d)(?:/(\d))?\]", answer)
+        assert m is not None
+        score = int(m.group(1)) if sample_index // 1000 == 0 or not m.group(2) else int(m.group(2))
+        score = min(5, score + self.bonus)
+        if self._structured:
+            return Reply(json.dumps({"reasoning": "brief", "score": score}))
+        return Reply(f"Brief reasoning.\nScore: {score}")
+
+
+@dataclass
+class Counts:
+    calls: int = 0
+    ok: int = 0
+    failed: int = 0
+    parse_errors: int = 0
+
+
+def make(
+    tmp_path: Path, texts: list[str], *, structured: bool = True, **method: object
+) -> tuple[BacktranslationMethod, dict[str, FakeCaller]]:
+    corpus = tmp_path / "corpus.md"
+    corpus.write_text("".join(f"# Header {i}\n{t}\n" for i, t in enumerate(texts)), "utf-8")
+    settings = {"corpus": "corpus.md", "min_chars": 10, **method}
+    table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    (tmp_path / "bt.toml").write_text(
+        f"""
+[run]
+method = "backtranslation"
+input = "corpus.md"
+
+[endpoints.strong]
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+
+[roles]
+strong = "strong"
+
+[method.backtranslation]
+{table}""",
+        encoding="utf-8",
+    )
+    config = load_config(tmp_path / "bt.toml")
+    cfg = method_config(config)
+    assert isinstance(cfg, BacktranslationConfig)
+    callers = {
+        "strong": FakeCaller("strong", structured=structured),
+        "target": FakeCaller("target", structured=structured, bonus=1),
+        "judge": FakeCaller("judge", structured=structured),
+    }
+    counts: dict[str, Counts] = {}
+    ctx = MethodContext(
+        config=config,
+        callers=dict(callers),
+        input_path=config.resolve("corpus.md"),
+        stage=lambda s: counts.setdefault(s, Counts()),
+    )
+    return BacktranslationMethod(cfg, ctx), callers
+
+
+async def run_all(method: BacktranslationMethod) -> list[RowOut]:
+    await method.prepare()
+    rows: list[RowOut] = []
+    for item in method.work():
+        assert not isinstance(item, BadInput)
+        rows.extend(await method.process(item))
+    return rows
+
+
+KEPT_KEYS = {
+    "id", "instruction", "response", "header", "score", "scores", "reasoning", "threshold",
+    "source", "tag", "system", "models", "simulated",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("structured", [True, False])
+async def test_end_to_end_threshold_tags_and_rows(tmp_path: Path, structured: bool) -> None:
+    texts = [f"{BODY} [s5]", f"{BODY} [s4] a", f"{BODY} [s3] b", f"{BODY} [fail]", f"{BODY} [s5]"]
+    method, callers = make(tmp_path, texts, structured=structured)
+    rows = await run_all(method)
+    kinds = [k for k, _ in rows]
+    assert kinds == ["kept", "kept", "rejected", "failed"]  # the last text is a duplicate
+    kept = [r for k, r in rows if k == "kept"]
+    for r in kept:
+        assert set(r) == KEPT_KEYS
+        assert r["tag"] == "S_w" and r["system"] == P.S_W
+        assert r["response"].startswith(BODY)
+        assert r["instruction"].startswith("What should I do?")
+        assert r["source"]["doc_id"] == "corpus.md"
+    assert [r["score"] for r in kept] == [5.0, 4.0]
+    rejected = rows[2][1]
+    assert rejected["reason"] == "score 3 below threshold 4" and "tag" not in rejected
+    failed = rows[3][1]
+    assert failed["stage"] == "curate" and failed["instruction"].startswith("What should")
+    bt = [c for c in callers["strong"].calls if c[0] == "backtranslate"]
+    assert bt and all(c[2]["temperature"] == 0.7 and c[2]["top_p"] == 0.9 for c in bt)
+    assert ("response_format" in bt[0][2]) is structured
+    rep = method.report()
+    assert rep["kept"] == 2 and rep["rejected"] == 1 and rep["failed_by_stage"] == {"curate": 1}
+    assert rep["corpus"]["dropped"] == {"duplicate": 1}
+    assert rep["score_histogram"] == {"3.0": 1, "4.0": 1, "5.0": 1}
+    assert len({r["id"] for _, r in rows}) == 4
+
+
+async def test_averaged_samples_use_the_45_threshold(tmp_path: Path) -> None:
+    texts = [f"{BODY} [s5/4]", f"{BODY} [s5/3] x", f"{BODY} [s5/5] y"]
+    method, callers = make(tmp_path, texts, curation_samples=2)
+    rows = await run_all(method)
+    assert [(k, r["score"], r["scores"]) for k, r in rows] == [
+        ("kept", 4.5, [5.0, 4.0]),
+        ("rejected", 4.0, [5.0, 3.0]),
+        ("kept", 5.0, [5.0, 5.0]),
+    ]
+    judge = [c for c in callers["judge"].calls if c[0] == "curate"]
+    assert sorted(c[1] // 1000 for c in judge) == [0, 0, 0, 1, 1, 1]
+    assert all(c[2]["temperature"] == 0.7 for c in judge)
+    assert method.threshold == 4.5
+
+
+async def test_rescore_round_decides(tmp_path: Path) -> None:
+    method, _ = make(tmp_path, [f"{BODY} [s3]", f"{BODY} [s1] y"], rescore_with="target")
+    rows = await run_all(method)
+    (k1, r1), (k2, r2) = rows
+    assert (k1, r1["score"]) == ("kept", 4.0)  # target judge adds 1
+    assert [x["role"] for x in r1["rounds"]] == ["judge", "target"]
+    assert r1["rounds"][0]["score"] == 3.0
+    assert (k2, r2["score"]) == ("rejected", 2.0)
+    assert method.report()["first_round_histogram"] == {"1.0": 1, "3.0": 1}
+
+
+def test_unknown_template_variable_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        make(tmp_path, [BODY], templates={"curate": "{{instruction}} {{nope}}"})
+
+
+def test_work_yields_items_with_stable_keys(tmp_path: Path) -> None:
+    method, _ = make(tmp_path, [f"{BODY} one", f"{BODY} two"])
+    keys = [i.key for i in method.work() if isinstance(i, Item)]
+    assert keys == ["corpus.md@1", "corpus.md@2"]
