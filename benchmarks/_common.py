@@ -6,58 +6,32 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from engine.sim.process import free_port, sim_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
-__all__ = ("RESULTS", "ROOT", "free_port", "machine", "run_json", "sim_server", "write_result")
+__all__ = (
+    "RESULTS",
+    "ROOT",
+    "free_port",
+    "machine",
+    "run_json",
+    "sim_server",
+    "sim_stats",
+    "write_result",
+)
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def sim_server(*args: str, timeout: float = 20.0) -> Iterator[str]:
+def sim_server(*args: str, timeout: float = 20.0) -> contextlib.AbstractContextManager[str]:
     """Run ``synth-engine sim`` in a subprocess on a free loopback port; yield its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "sim", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise RuntimeError(f"sim did not start: {err}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return sim_process(*args, timeout=timeout, cwd=ROOT)
 
 
 def sim_stats(url: str) -> dict[str, Any]:

@@ -226,26 +226,21 @@ class BacktranslationMethod:
             },
             observer_for=ctx.stage,
         )
-        self.curate = Generate(
-            "curate",
-            depth=2,
-            template=cfg.templates.curate,
-            schema=Curation,
-            parse_text=parse_curation,
-            params={"temperature": judge_t, "max_tokens": cfg.judge_max_tokens},
-            observer_for=ctx.stage,
-            wire_schema=json_schema(_CurationWire),
-        )
-        self.rescore = Generate(
-            "rescore",
-            depth=3,
-            template=cfg.templates.curate,
-            schema=Curation,
-            parse_text=parse_curation,
-            params={"temperature": judge_t, "max_tokens": cfg.judge_max_tokens},
-            observer_for=ctx.stage,
-            wire_schema=json_schema(_CurationWire),
-        )
+
+        def judge_step(name: str, depth: int) -> Generate[Curation]:
+            return Generate(
+                name,
+                depth=depth,
+                template=cfg.templates.curate,
+                schema=Curation,
+                parse_text=parse_curation,
+                params={"temperature": judge_t, "max_tokens": cfg.judge_max_tokens},
+                observer_for=ctx.stage,
+                wire_schema=json_schema(_CurationWire),
+            )
+
+        self.curate = judge_step("curate", 2)
+        self.rescore = judge_step("rescore", 3)
         self.corpus = CorpusStats()
         self.backtranslated = 0
         self.curated = 0

@@ -435,16 +435,20 @@ class LabMethod:
         self.eval_question: Generate[_Binary] = step(
             "eval_question", 2, _Binary, lambda s: _binary(s, "eval_question"), judge
         )
-        self.gen_responses: Generate[str] = Generate(
-            "gen_responses",
-            depth=3,
-            template=t.gen_responses,
-            system=system,
-            schema=None,
-            parse_text=_nonempty("gen_responses"),
-            params=resp,
-            observer_for=obs,
-        )
+
+        def text_step(name: str, depth: int, template: str) -> Generate[str]:
+            return Generate(
+                name,
+                depth=depth,
+                template=template,
+                system=system,
+                schema=None,
+                parse_text=_nonempty(name),
+                params=resp,
+                observer_for=obs,
+            )
+
+        self.gen_responses = text_step("gen_responses", 3, t.gen_responses)
         self.eval_pair: Generate[_PairScore] = step(
             "eval_pair",
             4,
@@ -454,16 +458,7 @@ class LabMethod:
             ),
             judge,
         )
-        self.spellcheck: Generate[str] = Generate(
-            "spellcheck",
-            depth=0,
-            template=t.spellcheck,
-            system=system,
-            schema=None,
-            parse_text=_nonempty("spellcheck"),
-            params=resp,
-            observer_for=obs,
-        )
+        self.spellcheck = text_step("spellcheck", 0, t.spellcheck)
         self.gen_knowledge: Generate[_QAList] = step(
             "gen_knowledge",
             1,

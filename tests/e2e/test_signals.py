@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from engine.io.manifest import load_manifest, verify_shards
+from engine.sim.process import free_port, sim_process
 from tests.conftest import CONFIGS, ROOT, run_cli
-from tests.resume.killer import _free_port, rows
+from tests.resume.killer import rows
 
 SETS = [
     "method.codeclm.metadata_count=40",
@@ -96,45 +97,23 @@ def test_second_ctrl_c_exits_at_once_without_torn_shards(tmp_path: Path) -> None
     assert rows(out) == _reference(tmp_path)
 
 
-def _sim(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "sim", "--port", str(port), "--latency-ms", "20"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()  # "... listening on ..."
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def test_endpoint_restarting_mid_run_is_survived(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     extra = [
         f"endpoints.target.base_url={url}",
         "endpoints.target.sim={}",
         "endpoints.target.max_retries=10",
     ]
-    sim = _sim(port)
-    try:
-        out = tmp_path / "out"
+    out = tmp_path / "out"
+    with sim_process("--latency-ms", "20", port=port, cwd=ROOT):
         run = _start(_args(out, extra))
         _wait_for_commit(out)
-        _stop(sim)
-        time.sleep(1.0)  # the target is down: calls fail with connection errors and back off
-        sim = _sim(port)
+    # The target is down: calls fail with connection errors and back off.
+    time.sleep(1.0)
+    with sim_process("--latency-ms", "20", port=port, cwd=ROOT):
         _, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
-    finally:
-        _stop(sim)
+    assert run.returncode == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is True
     target = manifest["extra"]["endpoints"]["target"]

@@ -17,57 +17,24 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from engine.sim.process import sim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "demo.toml"
 CONCURRENCY = 8  # per endpoint: bounds the calls in flight at a kill
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def external_sim(*args: str) -> Iterator[str]:
+def external_sim(*args: str) -> contextlib.AbstractContextManager[str]:
     """``synth-engine sim`` in its own process on a free loopback port; yields base_url."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "sim", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=1):
-                    break
-            except urllib.error.HTTPError:
-                break  # it answers (e.g. 401 when it requires a key): it is up
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("sim did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return sim_process(*args, cwd=ROOT)
 
 
 def paid(url: str) -> int:
