@@ -7,15 +7,18 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from engine.sim.process import free_port, sim_process
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+from engine.sim.process import free_port, sim_process  # noqa: E402
 
 __all__ = (
     "RESULTS",
