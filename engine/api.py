@@ -286,7 +286,8 @@ class Engine:
             )
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
-        prior_endpoints = dict(sink.manifest.extra.get("endpoints") or {})  # type: ignore[call-overload]
+        prior = sink.manifest.extra.get("endpoints")
+        prior_endpoints: dict[str, Any] = dict(prior) if isinstance(prior, dict) else {}
         prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
         ctx = MethodContext(
