@@ -503,3 +503,16 @@ def test_method_override_error_is_found_in_method_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         method_config(config)
     assert info.value.field == "method.codeclm.theta"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml")),
+    ids=lambda p: p.name,
+)
+def test_every_shipped_config_validates(path: Path) -> None:
+    from engine.methods import method_config
+
+    config = load_config(path)
+    method_config(config)
+    assert config.resolve(config.run.input or "").exists()
