@@ -217,27 +217,55 @@ def _dotted(path: str) -> str:
     return out.lstrip(".")
 
 
-def _valid_keys(root: type, dotted: str) -> list[str]:
-    """Keys valid at ``dotted`` in the schema rooted at ``root`` (for hints)."""
+def _schema_at(root: type, dotted: str) -> Any:
+    """The msgspec type info at ``dotted`` in the schema rooted at ``root`` (None if absent)."""
     info: Any = msgspec.inspect.type_info(root)
     for part in [p for p in dotted.split(".") if p]:
+        while isinstance(info, msgspec.inspect.UnionType):
+            structs = [
+                t
+                for t in info.types
+                if isinstance(t, msgspec.inspect.StructType | msgspec.inspect.DictType)
+            ]
+            if not structs:
+                return None
+            info = structs[0]
         if isinstance(info, msgspec.inspect.StructType):
             match = [f for f in info.fields if f.name == part]
             if not match:
-                return []
+                return None
             info = match[0].type
         elif isinstance(info, msgspec.inspect.DictType):
             info = info.value_type
         else:
-            return []
-        while isinstance(info, msgspec.inspect.UnionType):
-            structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
-            if not structs:
-                break
-            info = structs[0]
+            return None
+    return info
+
+
+def _valid_keys(root: type, dotted: str) -> list[str]:
+    """Keys valid at ``dotted`` in the schema rooted at ``root`` (for hints)."""
+    info = _schema_at(root, dotted)
+    while isinstance(info, msgspec.inspect.UnionType):
+        structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        if not structs:
+            break
+        info = structs[0]
     if isinstance(info, msgspec.inspect.StructType):
         return [f.name for f in info.fields if f.name != "source"]
     return []
+
+
+def _allowed_values(root: type, dotted: str) -> list[str]:
+    """The literal values allowed at ``dotted``, if it is an enumerated key."""
+    info = _schema_at(root, dotted)
+    options = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    values: list[str] = []
+    for opt in options:
+        if isinstance(opt, msgspec.inspect.LiteralType):
+            values.extend(repr(v) for v in opt.values)
+        elif isinstance(opt, msgspec.inspect.BoolType):
+            values.extend(["true", "false"])
+    return values
 
 
 def validation_error(
@@ -279,7 +307,8 @@ def validation_error(
         hint = "add it"
     else:
         reason = msg[0].lower() + msg[1:] if msg else "invalid value"
-        hint = "fix the value's type or range"
+        allowed = _allowed_values(root, where)
+        hint = f"use one of: {', '.join(allowed)}" if allowed else "fix the value's type or range"
     full = f"{prefix}.{field}".strip(".") if prefix else field
     if any(full == k or full.startswith(k + ".") for k in overridden):
         return ConfigError(reason, path="--set", field=full, hint=hint)

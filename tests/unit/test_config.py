@@ -516,3 +516,14 @@ def test_every_shipped_config_validates(path: Path) -> None:
     config = load_config(path)
     method_config(config)
     assert config.resolve(config.run.input or "").exists()
+
+
+def test_enumerated_key_error_lists_the_allowed_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[run]\ninput = "x.jsonl"\nprogress = "loud"\n[endpoints.a]\nbase_url = "sim"\nmodel = "m"\n[roles]\nstrong = "a"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.field == "run.progress" and info.value.line == 3
+    assert "'auto'" in str(info.value) and "'rich'" in str(info.value)
