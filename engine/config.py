@@ -145,7 +145,7 @@ class Config(Base, frozen=True):
     def resolve(self, path: str) -> Path:
         """A config path made absolute against :attr:`base_dir`."""
         p = Path(os.path.expanduser(path))
-        return p if p.is_absolute() else self.base_dir / p
+        return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
     @property
     def simulated(self) -> bool:
