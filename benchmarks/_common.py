@@ -23,6 +23,7 @@ from engine.sim.process import free_port, sim_process  # noqa: E402
 __all__ = (
     "RESULTS",
     "ROOT",
+    "bench_cmd",
     "free_port",
     "machine",
     "run_json",
@@ -35,6 +36,17 @@ __all__ = (
 def sim_server(*args: str, timeout: float = 20.0) -> contextlib.AbstractContextManager[str]:
     """Run ``synth-engine sim`` in a subprocess on a free loopback port; yield its base URL."""
     return sim_process(*args, timeout=timeout, cwd=ROOT)
+
+
+def bench_cmd(
+    url: str, *, requests: int, concurrency: int, max_tokens: int, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The ``synth-engine bench --json`` command line against ``url`` (model ``sim-model``)."""
+    return [
+        sys.executable, "-m", "engine", "bench", "--base-url", url, "--model", "sim-model",
+        "--requests", str(requests), "--concurrency", str(concurrency),
+        "--max-tokens", str(max_tokens), "--json", *extra,
+    ]  # fmt: skip
 
 
 def sim_stats(url: str) -> dict[str, Any]:

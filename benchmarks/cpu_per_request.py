@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import run_json, sim_server, write_result
+from _common import bench_cmd, run_json, sim_server, write_result
 
 
 def main() -> int:
@@ -48,23 +48,12 @@ def main() -> int:
             ]
         )
         rows["synth-engine bench"] = run_json(
-            [
-                sys.executable,
-                "-m",
-                "engine",
-                "bench",
-                "--base-url",
+            bench_cmd(
                 url,
-                "--model",
-                "sim-model",
-                "--requests",
-                str(args.requests),
-                "--concurrency",
-                str(args.concurrency),
-                "--max-tokens",
-                str(args.max_tokens),
-                "--json",
-            ]
+                requests=args.requests,
+                concurrency=args.concurrency,
+                max_tokens=args.max_tokens,
+            )
         )
     bare = rows["bare aiohttp + uvloop"]["cpu_us_per_request"]
     ours = rows["synth-engine bench"]["cpu_us_per_request"]

@@ -15,10 +15,9 @@ Windows over quota are counted from the sim's per-second admission log (sliding 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from _common import run_json, sim_server, sim_stats, write_result
+from _common import bench_cmd, run_json, sim_server, sim_stats, write_result
 
 
 def windows_over(per_second: list[list[float]], limit: float, key: int) -> int:
@@ -39,25 +38,13 @@ def run(
     duration: float, rpm: float, tpm: float, configured: bool, concurrency: int
 ) -> dict[str, Any]:
     with sim_server("--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)) as url:
-        cmd = [
-            sys.executable,
-            "-m",
-            "engine",
-            "bench",
-            "--base-url",
+        cmd = bench_cmd(
             url,
-            "--model",
-            "sim-model",
-            "--requests",
-            "1000000",
-            "--concurrency",
-            str(concurrency),
-            "--max-tokens",
-            "32",
-            "--duration-s",
-            str(duration),
-            "--json",
-        ]
+            requests=1_000_000,
+            concurrency=concurrency,
+            max_tokens=32,
+            extra=("--duration-s", str(duration)),
+        )
         if configured:
             cmd += ["--rpm", str(rpm), "--tpm", str(tpm)]
         report = run_json(cmd, timeout=duration + 300)

@@ -9,31 +9,14 @@ Default: the core acceptance point, C=1024 in flight against a sim with L=1 s la
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from _common import run_json, sim_server, write_result
+from _common import bench_cmd, run_json, sim_server, write_result
 
 
 def point(concurrency: int, latency_ms: float, requests: int, stream: bool) -> dict[str, object]:
     with sim_server("--latency-ms", str(latency_ms)) as url:
-        cmd = [
-            sys.executable,
-            "-m",
-            "engine",
-            "bench",
-            "--base-url",
-            url,
-            "--model",
-            "sim-model",
-            "--requests",
-            str(requests),
-            "--concurrency",
-            str(concurrency),
-            "--max-tokens",
-            "32",
-            "--json",
-        ]
+        cmd = bench_cmd(url, requests=requests, concurrency=concurrency, max_tokens=32)
         if stream:
             cmd.append("--stream")
         r = run_json(cmd)
