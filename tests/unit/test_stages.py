@@ -22,6 +22,7 @@ from engine.stages import (
     render,
     template_vars,
 )
+from tests.fakes import Counts, Observers, Reply
 
 
 # ------------------------------------------------------------------ numbered lists
@@ -229,16 +230,6 @@ class Answer(msgspec.Struct):
 
 
 @dataclass
-class Reply:
-    text: str
-    cached: bool = False
-
-    @property
-    def texts(self) -> list[str]:
-        return [self.text]
-
-
-@dataclass
 class ScriptedCaller:
     """A ChatCaller that plays back replies in order and records every request."""
 
@@ -272,22 +263,6 @@ class ScriptedCaller:
         if isinstance(reply, Exception):
             raise reply
         return Reply(reply)
-
-
-@dataclass
-class Counts:
-    calls: int = 0
-    ok: int = 0
-    failed: int = 0
-    parse_errors: int = 0
-
-
-class Observers:
-    def __init__(self) -> None:
-        self.by_stage: dict[str, Counts] = {}
-
-    def __call__(self, stage: str) -> Counts:
-        return self.by_stage.setdefault(stage, Counts())
 
 
 def parse_answer_text(text: str) -> Answer:

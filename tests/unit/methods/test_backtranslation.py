@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from engine.methods.backtranslation import (
 )
 from engine.methods.base import MethodContext
 from engine.records import BadInput, Item, RowOut
+from tests.fakes import Counts, Reply
 
 
 # ----------------------------------------------------------------- parsing
@@ -74,19 +74,6 @@ def test_threshold_rule_and_decision() -> None:
 BODY = "Loosen the pad bolt, align the pad with the rim and tighten the bolt again firmly."
 
 
-@dataclass
-class Reply:
-    text: str
-
-    @property
-    def texts(self) -> list[str]:
-        return [self.text]
-
-    @property
-    def cached(self) -> bool:
-        return False
-
-
 class FakeCaller:
     """A ChatCaller scripted by prompt content (a real class, not a mock).
 
@@ -131,14 +118,6 @@ class FakeCaller:
         if self._structured:
             return Reply(json.dumps({"reasoning": "brief", "score": score}))
         return Reply(f"Brief reasoning.\nScore: {score}")
-
-
-@dataclass
-class Counts:
-    calls: int = 0
-    ok: int = 0
-    failed: int = 0
-    parse_errors: int = 0
 
 
 def make(

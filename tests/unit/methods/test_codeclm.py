@@ -31,6 +31,7 @@ from engine.methods.codeclm import (
 )
 from engine.records import Item, RowOut
 from engine.stages import render, template_vars
+from tests.fakes import Counts, Observers, Reply
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -358,16 +359,6 @@ Policy = Callable[[str, int], tuple[int, int]]
 
 
 @dataclass
-class Reply:
-    text: str
-    cached: bool = False
-
-    @property
-    def texts(self) -> list[str]:
-        return [self.text]
-
-
-@dataclass
 class Script:
     """What the fake endpoints answer, and a log of what they were asked."""
 
@@ -464,22 +455,6 @@ class FakeEndpoint:
         self.script.calls.append((self.role, self.script.stage_of(content), sample_index))
         self.response_formats.append(params.get("response_format"))
         return Reply(self.script.answer(self.role, content))
-
-
-@dataclass
-class Counts:
-    calls: int = 0
-    ok: int = 0
-    failed: int = 0
-    parse_errors: int = 0
-
-
-class Observers:
-    def __init__(self) -> None:
-        self.by_stage: dict[str, Counts] = {}
-
-    def __call__(self, stage: str) -> Counts:
-        return self.by_stage.setdefault(stage, Counts())
 
 
 def write_config(tmp_path: Path, extra: str = "", **method: object) -> Config:

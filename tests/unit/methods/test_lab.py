@@ -28,6 +28,7 @@ from engine.methods.lab import (
     training_sample,
 )
 from engine.records import BadInput, Item, RowOut
+from tests.fakes import Counts, Reply
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "configs" / "data" / "taxonomy"
@@ -197,13 +198,6 @@ def test_training_sample_grounded_user_turn() -> None:
 
 
 # ------------------------------------------------------------------ scripted end to end
-class Reply:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.texts = [text]
-        self.cached = False
-
-
 EVAL = "[Start of Evaluation]ok[End of Evaluation]\n[Start of Score]{}[End of Score]"
 
 
@@ -279,11 +273,6 @@ class FakeCaller:
         if "write one question and answer pair" in text:
             return Reply(f"[QUESTION] Simple K {seed % 2}? [ANSWER] Yes. [END]")
         raise AssertionError(f"unexpected prompt: {text[:80]}")
-
-
-class Counts:
-    def __init__(self) -> None:
-        self.calls = self.ok = self.failed = self.parse_errors = 0
 
 
 def write_config(tmp_path: Path, mix: str = "", **method: object) -> Config:

@@ -25,6 +25,7 @@ from engine.methods.selfguide import (
     sample_pool,
 )
 from engine.records import Item, RowOut
+from tests.fakes import Counts, Reply
 
 GEN_TASK = {
     "name": "t",
@@ -47,16 +48,6 @@ CLS_TASK = {
 }
 
 Script = Callable[[str, dict[str, Any], int], list[str]]
-
-
-@dataclass
-class Reply:
-    texts: list[str]
-    cached: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.texts[0] if self.texts else ""
 
 
 @dataclass
@@ -83,14 +74,6 @@ class FakeEndpoint:
         content = str(messages[-1]["content"])
         self.calls.append((content, params, sample_index))
         return Reply(self.script(content, params, sample_index))
-
-
-@dataclass
-class Counts:
-    calls: int = 0
-    ok: int = 0
-    failed: int = 0
-    parse_errors: int = 0
 
 
 def make(
