@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -24,6 +24,7 @@ __all__ = (
     "Generate",
     "StageObserver",
     "check_template",
+    "check_templates",
     "concurrently",
     "json_schema",
     "parse_labelled",
@@ -95,6 +96,20 @@ def check_template(template: str, allowed: set[str], *, field: str) -> None:
             field=field,
             hint=f"available: {', '.join('{{' + a + '}}' for a in sorted(allowed))}",
         )
+
+
+def check_templates(
+    templates: object, allowed: Mapping[str, Collection[str]], *, prefix: str
+) -> None:
+    """:func:`check_template` for every template of a templates table.
+
+    Args:
+        templates: the table (a Struct with one attribute per template).
+        allowed: template name -> the variables it may use.
+        prefix: dotted key of the table, e.g. ``method.codeclm.templates``.
+    """
+    for name, names in allowed.items():
+        check_template(getattr(templates, name), set(names), field=f"{prefix}.{name}")
 
 
 def render(template: str, values: Mapping[str, object]) -> str:

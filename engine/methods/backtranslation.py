@@ -35,7 +35,7 @@ from ..errors import EndpointError, ParseError
 from ..filters import BloomDedup, ExactDedup
 from ..io.corpus import CorpusStats, SegmentRules, read_corpus
 from ..records import BadInput, Item, RowOut, row_id
-from ..stages import Generate, check_template, json_schema, parse_score
+from ..stages import Generate, check_templates, json_schema, parse_score
 from . import prompts_backtranslation as P
 from .base import MethodContext, failed_row
 
@@ -201,12 +201,7 @@ class BacktranslationMethod:
     name = "backtranslation"
 
     def __init__(self, cfg: BacktranslationConfig, ctx: MethodContext) -> None:
-        for tname, allowed in P.TEMPLATE_VARS.items():
-            check_template(
-                getattr(cfg.templates, tname),
-                set(allowed),
-                field=f"method.backtranslation.templates.{tname}",
-            )
+        check_templates(cfg.templates, P.TEMPLATE_VARS, prefix="method.backtranslation.templates")
         self.cfg = cfg
         self.ctx = ctx
         self.threshold = effective_threshold(cfg.threshold, cfg.curation_samples)

@@ -37,7 +37,7 @@ from ..io.readers import read_jsonl
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
     Generate,
-    check_template,
+    check_templates,
     concurrently,
     json_schema,
     parse_labelled,
@@ -294,8 +294,7 @@ class CodecLMMethod:
 
     def __init__(self, cfg: CodecLMConfig, ctx: MethodContext) -> None:
         t = cfg.templates
-        for stage, allowed in P.TEMPLATE_VARS.items():
-            check_template(getattr(t, stage), allowed, field=f"method.codeclm.templates.{stage}")
+        check_templates(t, P.TEMPLATE_VARS, prefix="method.codeclm.templates")
         self.cfg = cfg
         self.ctx = ctx
         gen = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}

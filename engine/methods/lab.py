@@ -46,7 +46,7 @@ from ..io.derived import DerivedFile, write_jsonl_atomic
 from ..io.shards import iter_rows
 from ..io.taxonomy import Leaf, read_taxonomy
 from ..records import BadInput, Item, RowOut, row_id
-from ..stages import Generate, check_template, parse_score
+from ..stages import Generate, check_templates, parse_score
 from . import prompts_lab as P
 from .base import MethodContext, failed_row
 
@@ -384,8 +384,7 @@ class LabMethod:
 
     def __init__(self, cfg: LabConfig, ctx: MethodContext) -> None:
         t = cfg.templates
-        for stage, allowed in P.TEMPLATE_VARS.items():
-            check_template(getattr(t, stage), allowed, field=f"method.lab.templates.{stage}")
+        check_templates(t, P.TEMPLATE_VARS, prefix="method.lab.templates")
         self.cfg = cfg
         self.ctx = ctx
         gen = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}

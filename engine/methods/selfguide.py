@@ -57,7 +57,7 @@ from ..filters import (
 from ..io.derived import DerivedFile, write_jsonl_atomic
 from ..io.shards import iter_rows
 from ..records import BadInput, Item, RowOut, row_id
-from ..stages import ChatCaller, check_template, render
+from ..stages import ChatCaller, check_templates, render
 from . import prompts_selfguide as P
 from .base import MethodContext
 
@@ -325,17 +325,7 @@ class SelfGuideMethod:
         self.cfg = cfg
         self.ctx = ctx
         t = cfg.templates
-        check_template(
-            t.generate,
-            {"instruction", "high_quality", "low_quality"},
-            field="method.selfguide.templates.generate",
-        )
-        check_template(
-            t.generate_conditional,
-            {"instruction", "high_quality", "low_quality", "label"},
-            field="method.selfguide.templates.generate_conditional",
-        )
-        check_template(t.annotate_system, set(), field="method.selfguide.templates.annotate_system")
+        check_templates(t, P.TEMPLATE_VARS, prefix="method.selfguide.templates")
         self.task: Task | None = None
         self.accepted: list[Candidate] = []
         self.dropped: list[Candidate] = []
