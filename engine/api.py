@@ -29,7 +29,7 @@ from .llm.client import Client
 from .llm.gate import Gate
 from .llm.retry import RetryPolicy
 from .methods import create_method, method_config
-from .methods.base import MethodContext
+from .methods.base import Finalizing, MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
@@ -317,11 +317,10 @@ class Engine:
                 stop=stop,
                 metrics=self.metrics,
             )
-            finalize = getattr(method, "finalize", None)
-            if stop_reason is None and finalize is not None:
+            if stop_reason is None and isinstance(method, Finalizing):
                 # Derived datasets are built from committed rows only.
                 sink.commit()
-                derived = await finalize(out_dir)
+                derived = await method.finalize(out_dir)
                 sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
         except asyncio.CancelledError:
             stop_reason = "cancelled"

@@ -21,10 +21,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Container
-from typing import Any
 
 from .errors import EndpointError, EngineError, InputError, ParseError
 from .methods.base import Method, failed_row
+from .metrics.core import Metrics
 from .records import BadInput, Item, RowOut
 
 __all__ = ("ITEM_ERRORS", "first_engine_error", "run_items")
@@ -57,7 +57,7 @@ async def run_items(
     done: Container[int],
     write: WriteItem,
     stop: asyncio.Event,
-    metrics: Any,
+    metrics: Metrics,
     span: int | None = None,
 ) -> str | None:
     """Process every item of ``method.work()`` not in ``done``.
@@ -90,8 +90,8 @@ async def run_items(
         write(index, rows)
         metrics.items_done += 1
         for kind, _ in rows:
-            metrics.rows[kind] = metrics.rows.get(kind, 0) + 1
-        metrics.last_progress_at = metrics.clock()
+            metrics.add_row(kind)
+        metrics.mark_progress()
 
     async def one(item: Item) -> None:
         try:

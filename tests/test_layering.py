@@ -29,7 +29,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.clock",
     ),
     "engine.filters": (),
-    "engine.scheduler": ("engine.errors", "engine.records", "engine.methods.base"),
+    "engine.scheduler": (
+        "engine.errors",
+        "engine.records",
+        "engine.methods.base",
+        "engine.metrics",
+    ),
     "engine.bench": ("engine.llm", "engine.errors"),
     # The composition root may use everything below it, including the in-process sim.
     "engine.api": (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import Config
 from ..errors import EngineError
@@ -84,6 +84,7 @@ class Method(Protocol):
         ...
 
 
+@runtime_checkable
 class Finalizing(Protocol):
     """A method that also builds derived datasets once every item is committed.
 
