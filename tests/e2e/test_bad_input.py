@@ -224,16 +224,22 @@ def test_bad_lines_become_failed_rows_and_the_run_continues(tmp_path: Path) -> N
     assert manifest["totals"]["kept"] > 0
 
 
+def _keyed_endpoints(url: str) -> list[str]:
+    """Overrides pointing both endpoints at ``url``, keyed from SYNTH_TEST_KEY."""
+    sets: list[str] = []
+    for ep in ("strong", "target"):
+        sets += [
+            f"endpoints.{ep}.base_url={url}",
+            f"endpoints.{ep}.sim={{}}",
+            f"endpoints.{ep}.api_key_env=SYNTH_TEST_KEY",
+        ]
+    return sets
+
+
 def test_invalid_api_key_is_one_line_and_never_echoed(tmp_path: Path) -> None:
     key = "sk-test-WRONG-0123456789abcdef"
     with external_sim("--api-key", "sk-right-key-xyz", "--latency-ms", "1") as url:
-        sets = [f"run.output={tmp_path / 'out'}", *SMALL]
-        for ep in ("strong", "target"):
-            sets += [
-                f"endpoints.{ep}.base_url={url}",
-                f"endpoints.{ep}.sim={{}}",
-                f"endpoints.{ep}.api_key_env=SYNTH_TEST_KEY",
-            ]
+        sets = [f"run.output={tmp_path / 'out'}", *SMALL, *_keyed_endpoints(url)]
         proc = run_cli(
             "run", str(CONFIGS / "demo.toml"), "--quiet", *_flags(sets), env={"SYNTH_TEST_KEY": key}
         )
@@ -247,13 +253,7 @@ def test_secret_key_appears_in_no_output(tmp_path: Path) -> None:
     key = "sk-synth-SECRET-4c1d9e7f00aa"
     out = tmp_path / "out"
     with external_sim("--api-key", key, "--latency-ms", "1") as url:
-        sets = [f"run.output={out}", *SMALL]
-        for ep in ("strong", "target"):
-            sets += [
-                f"endpoints.{ep}.base_url={url}",
-                f"endpoints.{ep}.sim={{}}",
-                f"endpoints.{ep}.api_key_env=SYNTH_TEST_KEY",
-            ]
+        sets = [f"run.output={out}", *SMALL, *_keyed_endpoints(url)]
         proc = run_cli(
             "--log-level",
             "DEBUG",
