@@ -27,8 +27,11 @@ from .errors import ConfigError
 
 __all__ = (
     "Base",
+    "BudgetConfig",
     "Config",
     "EndpointConfig",
+    "Limits",
+    "Price",
     "RolesConfig",
     "RunConfig",
     "apply_overrides",
@@ -41,6 +44,7 @@ __all__ = (
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -71,6 +75,61 @@ class RunConfig(Base, frozen=True):
     watchdog_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
+class Price(Base, frozen=True):
+    """``[endpoints.NAME.price]``: what the endpoint's model costs, in USD per million tokens.
+
+    Attributes:
+        prompt: USD per 1M prompt (input) tokens.
+        completion: USD per 1M completion (output) tokens.
+    """
+
+    prompt: NonNegFloat = 0.0
+    completion: NonNegFloat = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for the given token counts."""
+        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1e6
+
+
+class Limits(Base, frozen=True):
+    """Spending limits; a limit left out (None) is not enforced.
+
+    Attributes:
+        max_cost: USD (needs a ``price`` on every endpoint the limit covers).
+        max_tokens: prompt + completion tokens.
+        max_requests: HTTP requests (retries included).
+    """
+
+    max_cost: PositiveFloat | None = None
+    max_tokens: PositiveInt | None = None
+    max_requests: PositiveInt | None = None
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set."""
+        return (
+            self.max_cost is not None
+            or self.max_tokens is not None
+            or self.max_requests is not None
+        )
+
+
+class BudgetConfig(Limits, frozen=True):
+    """``[budget]``: limits for the whole run, and ``[budget.stages.NAME]`` for one stage.
+
+    Budgets count what the output directory has paid for over every invocation (a
+    resumed run continues the count); cache replays are free. When a limit is reached
+    no new call starts, the run drains and stops resumably, and says which limit. Budgets
+    are not part of the config hash: raise one (``--set budget.max_cost=...``) and rerun
+    to continue.
+
+    Attributes:
+        stages: stage name (e.g. ``judge``, ``respond``) -> limits of that stage alone.
+    """
+
+    stages: dict[str, Limits] = msgspec.field(default_factory=dict)
+
+
 class EndpointConfig(Base, frozen=True):
     """``[endpoints.NAME]``: one OpenAI-compatible endpoint.
 
@@ -88,6 +147,7 @@ class EndpointConfig(Base, frozen=True):
         stream: stream responses (SSE) to measure time to first token.
         structured_output: ask for JSON via ``response_format`` json_schema.
         params: extra request parameters sent with every call (top_p, seed, stop...).
+        price: the model's price (USD per 1M tokens), for the cost report and budgets.
         sim: settings of the simulated endpoint when ``base_url = "sim"``.
     """
 
@@ -104,6 +164,7 @@ class EndpointConfig(Base, frozen=True):
     stream: bool = False
     structured_output: bool = True
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    price: Price | None = None
     sim: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
@@ -127,6 +188,7 @@ class Config(Base, frozen=True):
         run: ``[run]``.
         endpoints: ``[endpoints.NAME]`` tables.
         roles: ``[roles]``.
+        budget: ``[budget]``: spending limits per run and per stage.
         method: raw ``[method.NAME]`` tables (validated by the method registry).
         source: the config file it was read from ("" when built in code).
     """
@@ -134,6 +196,7 @@ class Config(Base, frozen=True):
     run: RunConfig = msgspec.field(default_factory=RunConfig)
     endpoints: dict[str, EndpointConfig] = msgspec.field(default_factory=dict)
     roles: RolesConfig | None = None
+    budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     method: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     source: str = ""
 
@@ -403,6 +466,15 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
                 f"names endpoint {ref!r}, which is not defined",
                 f"use one of: {names}",
             )
+    unpriced = sorted(n for n, ep in config.endpoints.items() if ep.price is None)
+    capped = ["budget"] if config.budget.max_cost is not None else []
+    capped += [f"budget.stages.{s}" for s, lim in config.budget.stages.items() if lim.max_cost]
+    if capped and unpriced:
+        raise err(
+            f"{capped[0]}.max_cost",
+            f"a cost limit needs prices, and endpoint(s) {', '.join(unpriced)} have none",
+            f"add [endpoints.{unpriced[0]}.price] with prompt and completion in USD per 1M tokens",
+        )
     if config.run.input is None:
         raise err(
             "run.input", "no input file is given", "set run.input to a JSONL file of seed items"
