@@ -19,10 +19,19 @@ import msgspec
 
 from . import __version__
 from .config import Config, EndpointConfig, config_hash
-from .errors import AuthError, ConfigError, ConnectionLost, EndpointError, EngineError, Timeout
+from .errors import (
+    AuthError,
+    BudgetExceeded,
+    ConfigError,
+    ConnectionLost,
+    EndpointError,
+    EngineError,
+    Timeout,
+)
 from .io.manifest import Manifest
 from .io.readers import check_readable, fingerprint
 from .io.shards import ShardSink
+from .llm.budget import Ledger
 from .llm.cache import ResponseCache
 from .llm.caller import Caller
 from .llm.client import Client
@@ -97,6 +106,7 @@ class Engine:
         self._sims: list[Any] = []
         self._endpoints: dict[str, _Endpoint] = {}
         self.metrics = Metrics()
+        self.ledger: Ledger | None = None  # the last run's spending ledger
         self._stack = contextlib.AsyncExitStack()
         self._overlap_samples = 0
         self._overlap_all_busy = 0
@@ -187,7 +197,21 @@ class Engine:
         )
         return _Endpoint(name, ep, client, gate)
 
-    def _callers(self, cache: ResponseCache | None) -> dict[str, Caller]:
+    def _ledger(self, prior: Any) -> Ledger:
+        """The run's spending ledger, continuing from what earlier invocations spent."""
+        budget = self.config.budget
+        return Ledger(
+            run=budget if budget.any else None,
+            stages={name: lim for name, lim in budget.stages.items() if lim.any},
+            prices={
+                name: (ep.price.prompt, ep.price.completion)
+                for name, ep in self.config.endpoints.items()
+                if ep.price is not None
+            },
+            prior=prior if isinstance(prior, dict) else None,
+        )
+
+    def _callers(self, cache: ResponseCache | None, ledger: Ledger | None) -> dict[str, Caller]:
         callers: dict[str, Caller] = {}
         by_endpoint: dict[str, Caller] = {}
         for role in ("strong", "target", "judge"):
@@ -205,6 +229,7 @@ class Engine:
                     stream=ep.cfg.stream,
                     structured_output=ep.cfg.structured_output,
                     observer=self.metrics.endpoint(name),
+                    ledger=ledger,
                 )
             callers[role] = by_endpoint[name]
         return callers
@@ -290,9 +315,10 @@ class Engine:
         prior_endpoints: dict[str, Any] = dict(prior) if isinstance(prior, dict) else {}
         prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
+        ledger = self.ledger = self._ledger(sink.manifest.extra.get("spend"))
         ctx = MethodContext(
             config=config,
-            callers=dict(self._callers(cache)),
+            callers=dict(self._callers(cache, ledger)),
             input_path=input_path,
             stage=self.metrics.stage,
             simulated=self._simulated,
@@ -322,15 +348,23 @@ class Engine:
                 sink.commit()
                 derived = await method.finalize(out_dir)
                 sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
+        except BudgetExceeded as exc:
+            # Reached before items streamed (e.g. in CodecLM's encode phase).
+            stop_reason = f"budget: {exc}"
+            log.warning("%s; stopping (raise the budget and rerun to continue)", exc)
         except asyncio.CancelledError:
             stop_reason = "cancelled"
             raise
         except BaseExceptionGroup as group:
             # Task groups wrap errors; surface the engine's own (one clear message).
             found = first_engine_error(group)
-            if found is None:
+            if isinstance(found, BudgetExceeded):
+                stop_reason = f"budget: {found}"
+                log.warning("%s; stopping (raise the budget and rerun to continue)", found)
+            elif found is None:
                 raise
-            raise found from group
+            else:
+                raise found from group
         finally:
             for task in background:
                 task.cancel()
@@ -368,6 +402,7 @@ class Engine:
                     for st in (self.metrics.endpoint(name),)
                 },
             )
+            sink.manifest.extra["spend"] = ledger.to_dict()
             complete = stop_reason is None
             if self._simulated():
                 sink.manifest.simulated = True

@@ -206,10 +206,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"output      {result.output}")
         if result.complete:
             return 0
-        print(
-            f"stopped early ({result.stop_reason}); run the same command again to resume",
-            file=sys.stderr,
+        again = (
+            "raise the limit (e.g. --set budget.max_cost=...) and run again to resume"
+            if (result.stop_reason or "").startswith("budget")
+            else "run the same command again to resume"
         )
+        print(f"stopped early ({result.stop_reason}); {again}", file=sys.stderr)
         return 130 if result.stop_reason in ("stopped", "cancelled") else 3
 
     return _run_async(main)

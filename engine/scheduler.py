@@ -9,8 +9,10 @@ without bound. Each item runs as one task under a TaskGroup and
 hands its rows, whole, to the sink (a synchronous call on the event loop thread: one
 writer, no locks). Items already done in an earlier run are skipped.
 
-Stopping: when ``stop`` is set (first Ctrl+C, a budget), no new item starts and the
-in-flight ones finish (drain). Cancelling the task running :func:`run_items` (second
+Stopping: when ``stop`` is set (first Ctrl+C), no new item starts and the in-flight ones
+finish (drain). When a spending limit is reached (:class:`~engine.errors.BudgetExceeded`
+out of an item), the run stops the same way; the items whose calls were refused are not
+written, so the next run redoes them (their paid calls replay from the cache). Cancelling the task running :func:`run_items` (second
 Ctrl+C) abandons the in-flight items at once; rows already handed to the sink stay and
 are committed by the caller.
 """
@@ -22,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Container
 
-from .errors import EndpointError, EngineError, InputError, ParseError
+from .errors import BudgetExceeded, EndpointError, EngineError, InputError, ParseError
 from .methods.base import Method, failed_row
 from .metrics.core import Metrics
 from .records import BadInput, Item, RowOut
@@ -78,20 +80,32 @@ async def run_items(
     room = asyncio.Semaphore(window)
     span = span or max(16 * window, 4096)
     stop_reason: str | None = None
+    budget: list[str] = []  # why a budget stopped the run (first one wins)
     started: deque[int] = deque()  # indices in flight, in start order (= index order)
     finished: set[int] = set()  # finished indices still behind an unfinished one
     advanced = asyncio.Event()
 
-    def finish(index: int, rows: list[RowOut]) -> None:
+    def retire(index: int) -> None:
         finished.add(index)
         while started and started[0] in finished:
             finished.discard(started.popleft())
             advanced.set()
+
+    def finish(index: int, rows: list[RowOut]) -> None:
+        retire(index)
         write(index, rows)
         metrics.items_done += 1
         for kind, _ in rows:
             metrics.add_row(kind)
         metrics.mark_progress()
+
+    def budget_stop(index: int, exc: BudgetExceeded) -> None:
+        # Not the item's fault: leave it undone (redone on resume) and stop taking items.
+        if not budget:
+            budget.append(str(exc))
+            log.warning("%s; stopping (raise the budget and rerun to continue)", exc)
+        stop.set()
+        retire(index)
 
     async def one(item: Item) -> None:
         try:
@@ -104,6 +118,15 @@ async def run_items(
                 rows = [
                     failed_row(method.name, item.key, source=item.source, stage="item", error=exc)
                 ]
+            except BudgetExceeded as exc:
+                budget_stop(item.index, exc)
+                return
+            except BaseExceptionGroup as group:
+                found = first_engine_error(group)
+                if not isinstance(found, BudgetExceeded):
+                    raise
+                budget_stop(item.index, found)
+                return
             finish(item.index, rows)
         finally:
             room.release()
@@ -144,4 +167,6 @@ async def run_items(
             metrics.items_started += 1
             started.append(item.index)
             tg.create_task(one(item), name=f"item-{item.index}")
+    if budget:
+        return f"budget: {budget[0]}"
     return stop_reason

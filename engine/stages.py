@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from .errors import ConfigError, EndpointError, EngineError, ParseError
+from .errors import BudgetExceeded, ConfigError, EndpointError, EngineError, ParseError
 
 __all__ = (
     "ChatCaller",
@@ -68,6 +68,7 @@ class ChatCaller(Protocol):
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> _CompletionLike: ...
 
@@ -357,6 +358,7 @@ class Generate(Generic[T]):
                     msgs,
                     priority=self.depth if priority is None else priority,
                     sample_index=sample_index * 1000 + attempt,
+                    stage=self.name,
                     **call_params,
                 )
             except EndpointError as exc:
@@ -365,6 +367,8 @@ class Generate(Generic[T]):
                 if obs is not None:
                     obs.failed += 1
                 raise
+            except BudgetExceeded:
+                raise  # refused before it was sent: not a failure of this stage
             except Exception:
                 if obs is not None:
                     obs.failed += 1

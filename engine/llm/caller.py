@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..errors import EndpointError, RateLimited, ServerError, Timeout
+from ..errors import BudgetExceeded, EndpointError, RateLimited, ServerError, Timeout
+from .budget import Ledger
 from .cache import CachedResponse, ResponseCache, request_key
 from .client import ChatResult, Client
 from .gate import Gate, Outcome
@@ -100,6 +101,8 @@ class Caller:
         stream: stream responses (SSE) to measure time to first token.
         structured_output: the endpoint honours ``response_format`` json_schema.
         observer: metrics sink.
+        ledger: the run's spending ledger (counts every attempt by stage and enforces
+            budgets; None: not counted).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Caller:
         stream: bool = False,
         structured_output: bool = True,
         observer: CallObserver | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -126,6 +130,7 @@ class Caller:
         self.stream = stream
         self.structured_output = structured_output
         self.observer = observer
+        self.ledger = ledger
 
     async def chat(
         self,
@@ -133,6 +138,7 @@ class Caller:
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> Completion:
         """Get a reply for ``messages``; replayed from the cache if already paid for.
@@ -141,10 +147,12 @@ class Caller:
             messages: chat messages (``{"role": ..., "content": ...}``).
             priority: pipeline depth of the calling stage (deeper goes first).
             sample_index: distinguishes repeated samples of the same request.
+            stage: the pipeline stage making the call (for per-stage spending and budgets).
             **params: request parameters (temperature, max_tokens, n, response_format...).
 
         Raises:
             EndpointError: a fatal error, or a retryable one that exhausted its retries.
+            BudgetExceeded: a spending limit was reached before an attempt was sent.
         """
         body_params = {**self.params, **{k: v for k, v in params.items() if v is not None}}
         key: bytes | None = None
@@ -167,7 +175,7 @@ class Caller:
         reserve = prompt_est + int(body_params.get("max_tokens") or 256) * n
         attempt = 0
         while True:
-            result = await self._attempt(body, reserve, priority, prompt_est)
+            result = await self._attempt(body, reserve, priority, prompt_est, stage)
             if isinstance(result, ChatResult):
                 break
             error = result
@@ -204,10 +212,17 @@ class Caller:
         )
 
     async def _attempt(
-        self, body: dict[str, Any], reserve: int, priority: int, prompt_est: int
+        self, body: dict[str, Any], reserve: int, priority: int, prompt_est: int, stage: str | None
     ) -> ChatResult | EndpointError:
         """One gated attempt: the result, or the (mapped) error it ended with."""
         permit = await self.gate.acquire(reserve, priority)
+        ledger = self.ledger
+        if ledger is not None:
+            try:
+                ledger.admit(stage, self.name)
+            except BudgetExceeded:
+                self.gate.release(permit, outcome="cancelled")
+                raise
         observer = self.observer
         if observer is not None:
             observer.on_start()
@@ -228,6 +243,15 @@ class Caller:
                 observer.on_finish(0.0, False, "cancelled", 0, 0, None)
             raise
         usage = result.usage
+        if ledger is not None:
+            ledger.charge(
+                stage,
+                self.name,
+                usage.prompt_tokens if usage else prompt_est,
+                usage.completion_tokens
+                if usage
+                else sum(math.ceil(len(t) / 4) for t in result.texts),
+            )
         self.gate.release(
             permit,
             outcome="ok",

@@ -44,7 +44,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..config import Base
-from ..errors import EndpointError, InputError
+from ..errors import BudgetExceeded, EndpointError, InputError
 from ..filters import (
     DEFAULT_NOISE_PHRASES,
     ExactDedup,
@@ -478,8 +478,11 @@ class SelfGuideMethod:
                 messages,
                 priority=0 if stage == "generate" else 1,
                 sample_index=sample_index,
+                stage=stage,
                 **params,
             )
+        except BudgetExceeded:
+            raise  # refused before it was sent: not a failure of this stage
         except Exception:
             obs.failed += 1
             raise

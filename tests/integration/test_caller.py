@@ -277,3 +277,33 @@ async def test_connect_timeout_is_a_timeout() -> None:
         for c in fillers:
             c.close()
         server.close()
+
+
+async def test_budget_refuses_before_sending_and_frees_the_gate(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    from engine.config import Limits
+    from engine.errors import BudgetExceeded
+    from engine.llm.budget import Ledger
+
+    ledger = Ledger(run=Limits(max_requests=3), prices={"sim": (1.0, 1.0)})
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    caller = _caller(sim.url, cache=cache, ledger=ledger)
+    try:
+        for i in range(3):
+            await caller.chat(MESSAGES, max_tokens=8, sample_index=i, stage="judge")
+        replay = await caller.chat(MESSAGES, max_tokens=8, sample_index=0, stage="judge")
+        with pytest.raises(BudgetExceeded, match="max_requests 3"):
+            await caller.chat(MESSAGES, max_tokens=8, sample_index=9, stage="judge")
+    finally:
+        await caller.client.aclose()
+        cache.close()
+    assert replay.cached  # a cache replay is free: allowed past the limit
+    assert sim.stats()["requests"] == 3  # the refused call never reached the server
+    assert caller.gate.state().in_flight == 0  # its permit was given back
+    spent = ledger.to_dict()["judge"]["sim"]
+    assert spent["requests"] == 3
+    assert spent["prompt_tokens"] > 0 and spent["completion_tokens"] > 0
+    assert spent["cost"] == pytest.approx(
+        (spent["prompt_tokens"] + spent["completion_tokens"]) / 1e6
+    )

@@ -249,6 +249,7 @@ class ScriptedCaller:
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> Reply:
         self.requests.append(

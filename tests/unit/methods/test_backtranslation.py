@@ -98,6 +98,7 @@ class FakeCaller:
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> Reply:
         content = messages[-1]["content"]

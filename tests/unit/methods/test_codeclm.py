@@ -449,6 +449,7 @@ class FakeEndpoint:
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> Reply:
         content = messages[-1]["content"]

@@ -69,6 +69,7 @@ class FakeEndpoint:
         *,
         priority: int = 0,
         sample_index: int = 0,
+        stage: str | None = None,
         **params: Any,
     ) -> Reply:
         content = str(messages[-1]["content"])
