@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import Engine as Engine
+from .api import Row as Row
 from .api import RunResult as RunResult
 from .config import Config as Config
 from .config import load_config as load_config
@@ -44,6 +45,7 @@ __all__ = (
     "ParseError",
     "RateLimited",
     "RetryableError",
+    "Row",
     "RunResult",
     "ServerError",
     "ShardError",

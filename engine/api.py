@@ -12,10 +12,12 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
+import orjson
 
 from . import __version__
 from .config import Config, EndpointConfig, config_hash
@@ -37,14 +39,15 @@ from .llm.caller import Caller
 from .llm.client import Client
 from .llm.gate import Gate
 from .llm.retry import RetryPolicy
-from .methods import create_method, method_config
+from .methods import RECORD_INPUT, create_method, method_config
 from .methods.base import Finalizing, MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
-from .scheduler import first_engine_error, run_items
+from .records import RowOut
+from .scheduler import EmitRows, first_engine_error, run_items
 
-__all__ = ("Engine", "RunResult")
+__all__ = ("Engine", "Row", "RunResult")
 
 log = logging.getLogger("engine")
 
@@ -69,6 +72,28 @@ class RunResult(msgspec.Struct, kw_only=True):
     manifest: Manifest | None = None
     report: Report | None = None
     summary: str = ""
+
+
+class Row(msgspec.Struct, frozen=True):
+    """One output row, as :meth:`Engine.stream` yields it.
+
+    Attributes:
+        kind: ``kept``, ``rejected`` or ``failed``.
+        data: the row as written to the output (``data["id"]`` is its stable id).
+    """
+
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The row's stable id (the same on every rerun)."""
+        return str(self.data["id"])
+
+
+Records = Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
+
+_SPOOL = "input.jsonl"
 
 
 class _Endpoint:
@@ -107,6 +132,7 @@ class Engine:
         self._endpoints: dict[str, _Endpoint] = {}
         self.metrics = Metrics()
         self.ledger: Ledger | None = None  # the last run's spending ledger
+        self.result: RunResult | None = None  # the last run's result
         self._stack = contextlib.AsyncExitStack()
         self._overlap_samples = 0
         self._overlap_all_busy = 0
@@ -278,6 +304,98 @@ class Engine:
             "share_all_busy": round(self._overlap_all_busy / n, 3) if n else None,
         }
 
+    async def stream(
+        self, items: Records | None = None, *, stop: asyncio.Event | None = None
+    ) -> AsyncIterator[Row]:
+        """Run the job and yield its rows as each item finishes.
+
+        The rows are written to the output directory as by :meth:`run` (so a crash or a
+        cancellation loses nothing and a rerun resumes), and yielded as well. Rows
+        flow with backpressure: while the consumer is busy, the item whose rows wait
+        keeps its place in the run's window, so a slow consumer slows the run instead
+        of buffering rows. Leaving the loop early (``break``, an exception, a cancelled
+        task) cancels the run and leaves the output resumable. The run's
+        :class:`RunResult` is in :attr:`result` once the iteration ends.
+
+        A resumed stream yields only the rows of items not committed before; rows of
+        items that were yielded but not yet committed when an earlier invocation ended
+        are yielded again (same ids), so deduplicate by :attr:`Row.id` if that matters.
+
+        Args:
+            items: input records (dicts, as the lines of the method's JSONL input),
+                from a list, a generator or an async generator. They are first spooled
+                to ``OUT/input.jsonl`` (the engine re-reads its input to resume), then
+                run. None: the configured ``run.input``. Only methods whose input is
+                JSONL records take items (codeclm, respond, backtranslation).
+            stop: when set, stop taking new items, drain and end the iteration.
+
+        Raises:
+            ConfigError: ``items`` given to a method whose input is not records.
+        """
+        # Hand-off: an item's rows go to the consumer and the item waits until every one
+        # was taken (its future resolved); only then are they written. Rows the consumer
+        # never took are never committed, so a resumed run yields them again.
+        queue: asyncio.Queue[tuple[list[RowOut], asyncio.Future[None]] | None] = asyncio.Queue()
+
+        async def emit(rows: list[RowOut]) -> None:
+            taken = asyncio.get_running_loop().create_future()
+            queue.put_nowait((rows, taken))
+            await taken
+
+        async def run() -> RunResult:
+            try:
+                input_path = await self._spool(items) if items is not None else None
+                return await self._run(stop=stop, emit=emit, input_path=input_path)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run(), name="engine-stream")
+        try:
+            while True:
+                handed = await queue.get()
+                if handed is None:
+                    break
+                rows, taken = handed
+                for kind, data in rows:
+                    yield Row(kind, data)
+                if not taken.done():
+                    taken.set_result(None)
+            self.result = await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _spool(self, items: Records) -> Path:
+        """Write ``items`` to ``OUT/input.jsonl`` (atomically) and return its path."""
+        config = self.config
+        if config.run.method not in RECORD_INPUT:
+            raise ConfigError(
+                f"method {config.run.method!r} reads its input from files, not records",
+                field="run.input",
+                hint="call Engine.stream() without items; the configured run.input is used",
+            )
+        out_dir = config.resolve(config.run.output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / _SPOOL
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("wb") as f:
+            if isinstance(items, AsyncIterable):
+                async for record in items:
+                    f.write(orjson.dumps(dict(record)) + b"\n")
+            else:
+                for record in items:
+                    f.write(orjson.dumps(dict(record)) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # Replace only if different: an unchanged spool keeps the input fingerprint.
+        if path.exists() and path.read_bytes() == tmp.read_bytes():
+            tmp.unlink()
+        else:
+            tmp.replace(path)
+        return path
+
     async def run(self, *, stop: asyncio.Event | None = None) -> RunResult:
         """Run the job to completion, or until ``stop`` is set (then drain and stop resumably).
 
@@ -289,10 +407,21 @@ class Engine:
             InputError: the input cannot be read.
             ShardError: the output cannot be written, or belongs to another config.
         """
+        self.result = await self._run(stop=stop)
+        return self.result
+
+    async def _run(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        emit: EmitRows | None = None,
+        input_path: Path | None = None,
+    ) -> RunResult:
         config = self.config
         stop = stop or asyncio.Event()
         out_dir = config.resolve(config.run.output)
-        input_path = config.resolve(config.run.input or "")
+        if input_path is None:
+            input_path = config.resolve(config.run.input or "")
         check_readable(input_path)
         sink, resume = ShardSink.open(
             out_dir,
@@ -342,6 +471,7 @@ class Engine:
                 write=sink.write_item,
                 stop=stop,
                 metrics=self.metrics,
+                emit=emit,
             )
             if stop_reason is None and isinstance(method, Finalizing):
                 # Derived datasets are built from committed rows only.

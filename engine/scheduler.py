@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container
 
 from .errors import BudgetExceeded, EndpointError, EngineError, InputError, ParseError
 from .methods.base import Method, failed_row
@@ -50,6 +50,7 @@ def first_engine_error(exc: BaseException) -> EngineError | None:
 log = logging.getLogger("engine")
 
 WriteItem = Callable[[int, list[RowOut]], None]
+EmitRows = Callable[[list[RowOut]], Awaitable[None]]
 
 
 async def run_items(
@@ -61,6 +62,7 @@ async def run_items(
     stop: asyncio.Event,
     metrics: Metrics,
     span: int | None = None,
+    emit: EmitRows | None = None,
 ) -> str | None:
     """Process every item of ``method.work()`` not in ``done``.
 
@@ -73,6 +75,10 @@ async def run_items(
         metrics: the run's ``engine.metrics.Metrics`` (item and row counters).
         span: most indices between the oldest unfinished item and a new one
             (default ``max(16 * window, 4096)``).
+        emit: awaited with each item's rows before they are written (the embedding API's
+            stream): it returns once the consumer has taken them, so no row is committed
+            that the consumer did not see. The item keeps its place in the window
+            meanwhile, so a slow consumer slows the run instead of buffering rows.
 
     Returns:
         None when every item was processed, else why the run stopped early.
@@ -127,6 +133,8 @@ async def run_items(
                     raise
                 budget_stop(item.index, found)
                 return
+            if emit is not None:
+                await emit(rows)
             finish(item.index, rows)
         finally:
             room.release()
@@ -151,18 +159,14 @@ async def run_items(
                 room.release()
                 metrics.items_started += 1
                 started.append(item.index)
-                finish(
-                    item.index,
-                    [
-                        failed_row(
-                            method.name,
-                            item.key,
-                            source=item.source,
-                            stage="input",
-                            error=item.reason,
-                        )
-                    ],
-                )
+                rows = [
+                    failed_row(
+                        method.name, item.key, source=item.source, stage="input", error=item.reason
+                    )
+                ]
+                if emit is not None:
+                    await emit(rows)
+                finish(item.index, rows)
                 continue
             metrics.items_started += 1
             started.append(item.index)

@@ -17,7 +17,18 @@ from ..errors import ConfigError
 from .base import Method, MethodContext, failed_row
 from .respond import RespondConfig, RespondMethod
 
-__all__ = ("METHODS", "Method", "MethodContext", "create_method", "failed_row", "method_config")
+__all__ = (
+    "METHODS",
+    "RECORD_INPUT",
+    "Method",
+    "MethodContext",
+    "create_method",
+    "failed_row",
+    "method_config",
+)
+
+RECORD_INPUT = frozenset({"codeclm", "respond", "backtranslation"})
+"""Methods whose input is JSONL records (so ``Engine.stream(items)`` can feed them)."""
 
 Factory = Callable[[Any, MethodContext], Method]
 
