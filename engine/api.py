@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +20,7 @@ import msgspec
 import orjson
 
 from . import __version__
-from .config import Config, EndpointConfig, config_hash
+from .config import Config, EndpointConfig, Price, config_hash
 from .errors import (
     AuthError,
     BudgetExceeded,
@@ -38,6 +38,7 @@ from .llm.cache import ResponseCache
 from .llm.caller import Caller
 from .llm.client import Client
 from .llm.gate import Gate
+from .llm.pool import Pool
 from .llm.retry import RetryPolicy
 from .methods import RECORD_INPUT, create_method, method_config
 from .methods.base import Finalizing, MethodContext
@@ -119,15 +120,40 @@ class Engine:
         config: a validated :class:`~engine.config.Config` (see :func:`engine.load_config`).
         progress: stream for live progress (None: no progress display).
         force_new: discard an existing output written by a different config.
+        partition: ``(k, n)``: process only items whose index % n == k (one worker of a
+            partitioned run, see ``engine.distributed``); its derived datasets are built
+            only through ``derived_dir``.
+        derived_dir: for a partitioned run, awaited once this partition's items are
+            committed: the merged output to build the method's derived datasets from, or
+            None when other partitions are unfinished (this run then stops resumably).
+        metrics_port: serve Prometheus metrics on this port while the engine is open
+            (0: a free port; None: no endpoint); needs ``synth-engine[metrics]``.
+        metrics_host: interface for the metrics endpoint (loopback by default).
+
+    Attributes:
+        metrics_url: the metrics endpoint's URL once open, e.g.
+            ``http://127.0.0.1:PORT/metrics`` (None without ``metrics_port``).
     """
 
     def __init__(
-        self, config: Config, *, progress: TextIO | None = None, force_new: bool = False
+        self,
+        config: Config,
+        *,
+        progress: TextIO | None = None,
+        force_new: bool = False,
+        partition: tuple[int, int] | None = None,
+        derived_dir: Callable[[], Awaitable[Path | None]] | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.config = config
+        self._metrics_addr = None if metrics_port is None else (metrics_host, metrics_port)
+        self.metrics_url: str | None = None
         self.method_cfg = method_config(config)  # validate before anything starts
         self._progress_stream = progress
         self._force_new = force_new
+        self._partition = partition
+        self._derived_dir = derived_dir
         self._sims: list[Any] = []
         self._endpoints: dict[str, _Endpoint] = {}
         self.metrics = Metrics()
@@ -140,12 +166,38 @@ class Engine:
     async def __aenter__(self) -> Engine:
         try:
             for name, ep in self.config.endpoints.items():
-                self._endpoints[name] = await self._open_endpoint(name, ep)
+                envs = ep.key_envs
+                if len(envs) > 1:
+                    # A key pool: one member endpoint (own gate, own quota) per key.
+                    for i, env in enumerate(envs, 1):
+                        member = f"{name}#{i}"
+                        self._endpoints[member] = await self._open_endpoint(member, ep, env, name)
+                else:
+                    self._endpoints[name] = await self._open_endpoint(
+                        name, ep, envs[0] if envs else None, name
+                    )
             await self._preflight()
+            if self._metrics_addr is not None:
+                from .metrics.prometheus import PrometheusExporter
+
+                host, port = self._metrics_addr
+                exporter = PrometheusExporter(
+                    self.metrics, host=host, port=port, prices=self._prices()
+                )
+                self.metrics_url = (await self._stack.enter_async_context(exporter)).url
         except BaseException:
             await self.aclose()
             raise
         return self
+
+    def _prices(self) -> dict[str, Price]:
+        """Open endpoint (or key-pool member) name -> its configured price, where set."""
+        return {n: e.cfg.price for n, e in self._endpoints.items() if e.cfg.price is not None}
+
+    @property
+    def gates(self) -> dict[str, Gate]:
+        """Endpoint name -> its gate (open endpoints only; for a fleet's rate leases)."""
+        return {name: ep.gate for name, ep in self._endpoints.items()}
 
     async def _preflight(self) -> None:
         """Fail fast on an endpoint that cannot be reached or refuses the key.
@@ -178,7 +230,9 @@ class Engine:
         """Close HTTP sessions and stop simulated endpoints."""
         await self._stack.aclose()
 
-    async def _open_endpoint(self, name: str, ep: EndpointConfig) -> _Endpoint:
+    async def _open_endpoint(
+        self, name: str, ep: EndpointConfig, key_env: str | None, config_name: str
+    ) -> _Endpoint:
         base_url = ep.base_url
         api_key: str | None = None
         if ep.simulated:
@@ -190,20 +244,20 @@ class Engine:
                 raise ConfigError(
                     str(exc),
                     path=self.config.source or None,
-                    field=f"endpoints.{name}.sim",
+                    field=f"endpoints.{config_name}.sim",
                     hint="see docs/config.md for the simulated endpoint's settings",
                 ) from exc
             server = SimServer(settings)
             await self._stack.enter_async_context(server)
             base_url = server.url
-        elif ep.api_key_env:
-            api_key = os.environ.get(ep.api_key_env)
+        elif key_env:
+            api_key = os.environ.get(key_env)
             if not api_key:
                 raise ConfigError(
-                    f"environment variable {ep.api_key_env} is not set",
+                    f"environment variable {key_env} is not set",
                     path=self.config.source or None,
-                    field=f"endpoints.{name}.api_key_env",
-                    hint=f"export {ep.api_key_env}=<your key>",
+                    field=f"endpoints.{config_name}.api_key_env",
+                    hint=f"export {key_env}=<your key>",
                 )
         client = Client(
             name,
@@ -230,19 +284,32 @@ class Engine:
             run=budget if budget.any else None,
             stages={name: lim for name, lim in budget.stages.items() if lim.any},
             prices={
-                name: (ep.price.prompt, ep.price.completion)
-                for name, ep in self.config.endpoints.items()
-                if ep.price is not None
+                name: (ep.cfg.price.prompt, ep.cfg.price.completion)
+                for name, ep in self._endpoints.items()
+                if ep.cfg.price is not None
             },
             prior=prior if isinstance(prior, dict) else None,
         )
 
-    def _callers(self, cache: ResponseCache | None, ledger: Ledger | None) -> dict[str, Caller]:
-        callers: dict[str, Caller] = {}
+    def _members(self, config_name: str) -> list[str]:
+        """The live endpoints of a configured one: itself, or one per pooled key."""
+        if config_name in self._endpoints:
+            return [config_name]
+        prefix = f"{config_name}#"
+        return [name for name in self._endpoints if name.startswith(prefix)]
+
+    def _callers(
+        self, cache: ResponseCache | None, ledger: Ledger | None
+    ) -> dict[str, Caller | Pool]:
+        """Role -> caller: one endpoint's, or a pool over several endpoints or keys."""
+        callers: dict[str, Caller | Pool] = {}
         by_endpoint: dict[str, Caller] = {}
+        pools: dict[str, Pool] = {}
         for role in ("strong", "target", "judge"):
-            name = self.config.role_endpoint(role)
-            if name not in by_endpoint:
+            members = [m for ref in self.config.role_endpoints(role) for m in self._members(ref)]
+            for name in members:
+                if name in by_endpoint:
+                    continue
                 ep = self._endpoints[name]
                 by_endpoint[name] = Caller(
                     name,
@@ -257,7 +324,13 @@ class Engine:
                     observer=self.metrics.endpoint(name),
                     ledger=ledger,
                 )
-            callers[role] = by_endpoint[name]
+            if len(members) == 1:
+                callers[role] = by_endpoint[members[0]]
+            else:
+                key = "+".join(members)
+                if key not in pools:
+                    pools[key] = Pool(key, [by_endpoint[m] for m in members])
+                callers[role] = pools[key]
         return callers
 
     def _simulated(self) -> bool:
@@ -459,11 +532,19 @@ class Engine:
         try:
             if self._progress_stream is not None and config.run.progress != "off":
                 use_rich = {"auto": None, "rich": True, "plain": False}[config.run.progress]
-                progress = Progress(self.metrics, stream=self._progress_stream, use_rich=use_rich)
+                progress = Progress(
+                    self.metrics,
+                    stream=self._progress_stream,
+                    use_rich=use_rich,
+                    prices=self._prices(),
+                )
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(self._monitor(), name="monitor"))
             await method.prepare()
-            self.metrics.items_total = getattr(method, "total", None)
+            self.metrics.items_total = total = getattr(method, "total", None)
+            if total is not None and self._partition is not None:
+                k, n = self._partition
+                self.metrics.items_total = max(0, total - k + n - 1) // n
             stop_reason = await run_items(
                 method,
                 window=config.run.max_items_in_flight,
@@ -472,12 +553,22 @@ class Engine:
                 stop=stop,
                 metrics=self.metrics,
                 emit=emit,
+                partition=self._partition,
             )
             if stop_reason is None and isinstance(method, Finalizing):
                 # Derived datasets are built from committed rows only.
                 sink.commit()
-                derived = await method.finalize(out_dir)
-                sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
+                source: Path | None = out_dir
+                if self._partition is not None:
+                    # One partition builds them, over the merged output (engine.distributed).
+                    source = None
+                    if self._derived_dir is not None:
+                        source = await self._derived_dir()
+                        if source is None:
+                            stop_reason = "other partitions unfinished (derived datasets not built)"
+                if source is not None:
+                    derived = await method.finalize(source)
+                    sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
         except BudgetExceeded as exc:
             # Reached before items streamed (e.g. in CodecLM's encode phase).
             stop_reason = f"budget: {exc}"
@@ -544,6 +635,7 @@ class Engine:
                 simulated=self._simulated(),
                 stop_reason=stop_reason,
                 method_report={**method.report(), "endpoint_overlap": self._overlap()},
+                prices=self._prices(),
             )
             with contextlib.suppress(EngineError, OSError):
                 write_report(out_dir / "report.json", report)

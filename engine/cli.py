@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from . import __version__
-from .config import load_config
+from .config import Config, load_config
 from .errors import EngineError
 
 __all__ = ("main",)
@@ -95,6 +95,31 @@ def _parser() -> argparse.ArgumentParser:
         "--force-new", action="store_true", help="overwrite an output written by a different config"
     )
     run.add_argument("--quiet", action="store_true", help="no progress display and no summary")
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (ADDRESS, or RAY_ADDRESS, or a new local one); "
+        "needs pip install 'synth-engine[ray]' (docs/scale-out.md)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="with --ray: partitions/workers"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics during the run (0: a free "
+        "port); needs pip install 'synth-engine[metrics]'",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="interface for --metrics-port (default 127.0.0.1)",
+    )
 
     val = sub.add_parser("validate", help="check a config without calling any endpoint")
     val.add_argument("config")
@@ -165,6 +190,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .api import Engine
 
     config = load_config(args.config, args.overrides)
+    if args.ray is not None:
+        return _cmd_run_ray(args, config)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -187,7 +214,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, on_signal)
         progress = None if args.quiet else sys.stderr
         try:
-            async with Engine(config, progress=progress, force_new=args.force_new) as engine:
+            async with Engine(
+                config,
+                progress=progress,
+                force_new=args.force_new,
+                metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+            ) as engine:
+                if engine.metrics_url:
+                    print(f"metrics     {engine.metrics_url}", file=sys.stderr, flush=True)
                 try:
                     result = await engine.run(stop=stop)
                 except asyncio.CancelledError:
@@ -213,6 +248,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"stopped early ({result.stop_reason}); {again}", file=sys.stderr)
         return 130 if result.stop_reason in ("stopped", "cancelled") else 3
+
+    return _run_async(main)
+
+
+def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
+    """``run --ray``: the job split across a Ray cluster's workers (engine.distributed)."""
+    from .distributed import run_on_ray
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                log.warning("stopping: workers finish their items in flight (again: exit now)")
+                stop.set()
+            elif task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            result = await run_on_ray(
+                config,
+                address=args.ray or None,
+                workers=args.workers,
+                force_new=args.force_new,
+                stop=stop,
+            )
+        except asyncio.CancelledError:
+            return 130
+        if result.already_complete:
+            print(f"{result.output}: already complete; nothing to do")
+            return 0
+        if not args.quiet:
+            print(result.summary)
+            print(f"output      {result.output}")
+        if result.complete:
+            return 0
+        print(
+            f"stopped early ({result.stop_reason}); run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130 if stop.is_set() else 3
 
     return _run_async(main)
 

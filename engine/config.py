@@ -136,7 +136,9 @@ class EndpointConfig(Base, frozen=True):
     Attributes:
         base_url: ``http(s)://host:port/v1``, or ``"sim"`` for the in-process simulated endpoint.
         model: model id sent in requests.
-        api_key_env: name of the environment variable holding the API key (never the key).
+        api_key_env: name of the environment variable holding the API key (never the key),
+            or a list of names: a pool of keys, each with its own quota (gate), balanced by
+            the quota each has left.
         max_concurrency: most requests in flight (the ceiling when concurrency adapts).
         rpm: requests-per-minute limit to respect (None: learn from headers).
         tpm: tokens-per-minute limit to respect (None: learn from headers).
@@ -153,7 +155,7 @@ class EndpointConfig(Base, frozen=True):
 
     base_url: str
     model: str
-    api_key_env: str | None = None
+    api_key_env: str | list[str] | None = None
     max_concurrency: PositiveInt = 64
     rpm: PositiveFloat | None = None
     tpm: PositiveFloat | None = None
@@ -172,13 +174,24 @@ class EndpointConfig(Base, frozen=True):
         """Whether this endpoint is the built-in simulated one."""
         return self.base_url == "sim"
 
+    @property
+    def key_envs(self) -> list[str]:
+        """The API key variables (one per pooled key; empty without a key)."""
+        if self.api_key_env is None:
+            return []
+        return [self.api_key_env] if isinstance(self.api_key_env, str) else list(self.api_key_env)
+
 
 class RolesConfig(Base, frozen=True):
-    """``[roles]``: which endpoint plays which role."""
+    """``[roles]``: which endpoint plays which role.
 
-    strong: str
-    target: str | None = None
-    judge: str | None = None
+    A role names one endpoint or a list of endpoints serving the same model: a pool,
+    where each call goes to the member with the most quota left.
+    """
+
+    strong: str | list[str]
+    target: str | list[str] | None = None
+    judge: str | list[str] | None = None
 
 
 class Config(Base, frozen=True):
@@ -216,10 +229,17 @@ class Config(Base, frozen=True):
         return any(ep.simulated for ep in self.endpoints.values())
 
     def role_endpoint(self, role: str) -> str:
-        """Endpoint name for ``role`` (target and judge fall back to strong)."""
+        """Endpoint name for ``role`` (target and judge fall back to strong); a pool's
+        names joined by ``+``."""
+        return "+".join(self.role_endpoints(role))
+
+    def role_endpoints(self, role: str) -> list[str]:
+        """Endpoint names for ``role``: one, or the members of a pool."""
         assert self.roles is not None
-        name = getattr(self.roles, role, None)
-        return name if name is not None else self.roles.strong
+        ref = getattr(self.roles, role, None)
+        if ref is None:
+            ref = self.roles.strong
+        return [ref] if isinstance(ref, str) else list(ref)
 
 
 # ----------------------------------------------------------------- locating keys
@@ -458,13 +478,39 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
             "roles", "the [roles] table is missing", 'add [roles] with strong = "<endpoint name>"'
         )
     names = ", ".join(sorted(config.endpoints))
+    for name, ep in config.endpoints.items():
+        envs = ep.key_envs
+        if isinstance(ep.api_key_env, list) and (not envs or len(set(envs)) != len(envs)):
+            raise err(
+                f"endpoints.{name}.api_key_env",
+                "a key pool needs one or more distinct variable names",
+                'write e.g. api_key_env = ["OPENAI_KEY_1", "OPENAI_KEY_2"]',
+            )
     for role in ("strong", "target", "judge"):
         ref = getattr(config.roles, role)
-        if ref is not None and ref not in config.endpoints:
+        if ref is None:
+            continue
+        refs = [ref] if isinstance(ref, str) else ref
+        if not refs or len(set(refs)) != len(refs):
             raise err(
                 f"roles.{role}",
-                f"names endpoint {ref!r}, which is not defined",
-                f"use one of: {names}",
+                "a pool needs one or more distinct endpoint names",
+                f'write e.g. {role} = ["{next(iter(config.endpoints))}", "<another endpoint>"]',
+            )
+        for one in refs:
+            if one not in config.endpoints:
+                raise err(
+                    f"roles.{role}",
+                    f"names endpoint {one!r}, which is not defined",
+                    f"use one of: {names}",
+                )
+        models = {config.endpoints[one].model for one in refs}
+        if len(models) > 1:
+            raise err(
+                f"roles.{role}",
+                f"pools endpoints serving different models ({', '.join(sorted(models))})",
+                "pool only endpoints with the same model id: rows record one model per "
+                "role, and the response cache is keyed by it",
             )
     unpriced = sorted(n for n, ep in config.endpoints.items() if ep.price is None)
     capped = ["budget"] if config.budget.max_cost is not None else []
@@ -543,8 +589,9 @@ def config_hash(config: Config) -> str:
     """Hash of everything in ``config`` that decides the output's content.
 
     Left out on purpose: where output goes and how fast it is produced (output path,
-    window, progress, base_url, keys, limits, timeouts, retries, streaming), so a run
-    can resume against another host serving the same model, at another rate.
+    window, progress, base_url, keys, limits, timeouts, retries, streaming, budgets,
+    endpoint names and pool sizes), so a run can resume against another host serving
+    the same model, at another rate, with more keys or a raised budget.
     """
     content = {
         "run": {
@@ -553,17 +600,29 @@ def config_hash(config: Config) -> str:
             "seed": config.run.seed,
             "shard_records": config.run.shard_records,
         },
-        "endpoints": {
-            name: {
-                "model": ep.model,
-                "structured_output": ep.structured_output,
-                "params": ep.params,
-                "sim": ep.sim,
-                "simulated": ep.simulated,
-            }
-            for name, ep in config.endpoints.items()
-        },
-        "roles": config.roles,
+        # What serves each role, not what the endpoints are called: renaming an endpoint
+        # or adding a member serving the same model to a pool keeps the hash.
+        "roles": {
+            role: sorted(
+                {
+                    msgspec.json.encode(
+                        {
+                            "model": ep.model,
+                            "structured_output": ep.structured_output,
+                            "params": ep.params,
+                            "sim": ep.sim,
+                            "simulated": ep.simulated,
+                        },
+                        order="sorted",
+                    ).decode()
+                    for name in config.role_endpoints(role)
+                    if (ep := config.endpoints.get(name)) is not None
+                }
+            )
+            for role in ("strong", "target", "judge")
+        }
+        if config.roles is not None
+        else None,
         "method": config.method.get(config.run.method, {}),
     }
     blob = msgspec.json.encode(content, order="sorted")

@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Iterator
+
+import msgspec
 
 from .errors import BudgetExceeded, EndpointError, EngineError, InputError, ParseError
 from .methods.base import Method, failed_row
 from .metrics.core import Metrics
 from .records import BadInput, Item, RowOut
 
-__all__ = ("ITEM_ERRORS", "first_engine_error", "run_items")
+__all__ = ("ITEM_ERRORS", "first_engine_error", "partition_items", "run_items")
 
 ITEM_ERRORS = (EndpointError, ParseError, InputError)
 """Errors that fail one item (written as a failed row); any other error stops the run."""
@@ -50,6 +52,23 @@ def first_engine_error(exc: BaseException) -> EngineError | None:
 log = logging.getLogger("engine")
 
 WriteItem = Callable[[int, list[RowOut]], None]
+
+
+def partition_items(
+    items: Iterator[Item | BadInput], part: int, parts: int
+) -> Iterator[Item | BadInput]:
+    """The items of partition ``part`` of ``parts`` (index % parts == part).
+
+    They are renumbered densely (``index // parts``), so that a partition's done set
+    stays a compact watermark instead of every ``parts``-th index.
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"partition {part} of {parts} does not exist")
+    for item in items:
+        if item.index % parts == part:
+            yield msgspec.structs.replace(item, index=item.index // parts)
+
+
 EmitRows = Callable[[list[RowOut]], Awaitable[None]]
 
 
@@ -63,6 +82,7 @@ async def run_items(
     metrics: Metrics,
     span: int | None = None,
     emit: EmitRows | None = None,
+    partition: tuple[int, int] | None = None,
 ) -> str | None:
     """Process every item of ``method.work()`` not in ``done``.
 
@@ -79,6 +99,9 @@ async def run_items(
             stream): it returns once the consumer has taken them, so no row is committed
             that the consumer did not see. The item keeps its place in the window
             meanwhile, so a slow consumer slows the run instead of buffering rows.
+        partition: ``(k, n)``: process only the items whose index % n == k, renumbered
+            ``index // n`` (see :func:`partition_items`); the others are not this run's
+            and are not counted as skipped.
 
     Returns:
         None when every item was processed, else why the run stopped early.
@@ -139,8 +162,11 @@ async def run_items(
         finally:
             room.release()
 
+    work = method.work()
+    if partition is not None:
+        work = partition_items(work, *partition)
     async with asyncio.TaskGroup() as tg:
-        for item in method.work():
+        for item in work:
             if stop.is_set():
                 stop_reason = "stopped"
                 break

@@ -16,6 +16,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine.llm": ("engine.llm", "engine.errors", "engine.clock"),
     "engine.io": ("engine.io", "engine.errors", "engine.clock", "engine.records"),
     "engine.metrics": ("engine.metrics", "engine.clock"),
+    "engine.metrics.prometheus": ("engine.metrics", "engine.clock", "engine.errors"),
     "engine.sim": ("engine.sim", "engine.llm.wire", "engine.clock"),
     "engine.stages": ("engine.errors",),
     "engine.methods": (
@@ -52,6 +53,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     "engine.cli": ("engine",),
     "engine.__main__": ("engine.cli",),
+    # Scale-out: drives whole Engines; imports Ray only at run time.
+    "engine.distributed": (
+        "engine.distributed",
+        "engine.api",
+        "engine.config",
+        "engine.errors",
+        "engine.io",
+        "engine.llm",
+        "engine.methods",
+        "engine.clock",
+    ),
     "engine": ("engine.api", "engine.config", "engine.errors"),
 }
 

@@ -53,6 +53,7 @@ _SHORT_ALPHA = 0.1
 _BASE_DOWN = 0.03
 _BASE_UP = 0.0005
 _LATENCY_DECREASE = 0.9
+_MEAN_ALPHA = 0.05  # smoothing of the running means behind expected_wait()
 
 
 class Permit:
@@ -150,6 +151,13 @@ class Gate:
         self._first_grant_at: float | None = None
         self._granted_requests = 0
         self._granted_tokens = 0
+        # A lease of a fleet's quota (engine.distributed): the buckets are sized for
+        # this fraction of the limits; 0 holds every grant until a lease comes.
+        self._share = 1.0
+        self._held = False
+        # Running means for expected_wait(): reservation size and request latency.
+        self._mean_tokens = 0.0
+        self._mean_latency = 0.0
         if rpm is not None:
             self._set_rpm(rpm)
         if tpm is not None:
@@ -171,6 +179,7 @@ class Gate:
         if not rpm > 0:
             raise ValueError(f"rpm must be > 0 (got {rpm})")
         self._rpm = float(rpm)
+        rpm = rpm * (self._share or 1.0)
         if self._req_bucket is None:
             self._req_bucket = TokenBucket.for_limit(rpm, burst_s=self._burst_s, clock=self._now)
         else:
@@ -180,12 +189,34 @@ class Gate:
         if not tpm > 0:
             raise ValueError(f"tpm must be > 0 (got {tpm})")
         self._tpm = float(tpm)
+        tpm = tpm * (self._share or 1.0)
         if self._tok_bucket is None:
             self._tok_bucket = TokenBucket.for_limit(
                 tpm, burst_s=self._burst_s, min_burst=min_burst, clock=self._now
             )
         else:
             self._tok_bucket.resize_for_limit(tpm, burst_s=self._burst_s, min_burst=min_burst)
+
+    def set_share(self, fraction: float) -> None:
+        """Use only ``fraction`` of the rpm/tpm limits: this gate's lease of a fleet's quota.
+
+        The buckets are resized (window-safe) to ``fraction`` of the configured or learned
+        limits; 0 holds every grant until a share is given again. Used by
+        ``engine.distributed``; a gate that is never given a share pays nothing for it.
+
+        Raises:
+            ValueError: ``fraction`` is not within [0, 1].
+        """
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"share must be within [0, 1] (got {fraction})")
+        self._share = fraction
+        self._held = fraction == 0.0
+        if not self._held:
+            if self._rpm is not None:
+                self._set_rpm(self._rpm)
+            if self._tpm is not None:
+                self._set_tpm(self._tpm)
+        self._pump()
 
     @property
     def adapting(self) -> bool:
@@ -205,6 +236,37 @@ class Gate:
             tpm=self._tpm,
             paused_for=max(0.0, self._paused_until - now),
         )
+
+    def expected_wait(self) -> float:
+        """Rough seconds until a request joining the queue now would start (0: at once).
+
+        The queue ahead is served as fast as the known buckets refill (requests, and
+        tokens at the mean reservation) and, past the concurrency limit, as places free
+        up at the mean latency; a 429 pause adds its remaining time. A pool of endpoints
+        sends each call where it would start soonest, so members share the load in
+        proportion to their quotas.
+        """
+        now = self._now()
+        ahead = len(self._heap) + 1
+        wait = self._paused_until - now
+        req, tok = self._req_bucket, self._tok_bucket
+        if req is not None and req.rate > 0:
+            wait = max(wait, (ahead - req.level) / req.rate)
+        if tok is not None and tok.rate > 0:
+            wait = max(wait, (ahead * self._mean_tokens - tok.level) / tok.rate)
+        over = self._in_flight + ahead - self._limit
+        if over > 0:
+            wait = max(wait, over / self._limit * self._mean_latency)
+        return max(0.0, wait)
+
+    def free_now(self) -> float:
+        """About how many more requests could start at once (the pool's tie-breaker)."""
+        free = self._limit - self._in_flight - len(self._heap)
+        if self._req_bucket is not None:
+            free = min(free, self._req_bucket.level)
+        if self._tok_bucket is not None and self._mean_tokens > 0:
+            free = min(free, self._tok_bucket.level / self._mean_tokens)
+        return free
 
     # ------------------------------------------------------------- admission
     async def acquire(self, tokens: int = 0, priority: int = 0) -> Permit:
@@ -243,6 +305,8 @@ class Gate:
 
     def _wait_for(self, tokens: int, now: float) -> float:
         """Seconds until a request of ``tokens`` could start, ignoring concurrency."""
+        if self._held:
+            return math.inf  # no lease: set_share() pumps again
         wait = self._paused_until - now
         if self._req_bucket is not None:
             # Capped: below 2 rpm the window-safe burst is under one request.
@@ -277,6 +341,7 @@ class Gate:
         if self._tok_bucket is not None and tokens > 0:
             self._tok_bucket.charge(tokens)
         self._in_flight += 1
+        self._mean_tokens += _MEAN_ALPHA * (tokens - self._mean_tokens)
         return Permit(tokens, now, self._epoch)
 
     def _pump(self) -> None:
@@ -292,7 +357,8 @@ class Gate:
             now = self._now()
             wait = self._wait_for(tokens, now)
             if wait > 0:
-                self._arm(now + wait, now)
+                if wait != math.inf:
+                    self._arm(now + wait, now)
                 return
             heapq.heappop(heap)
             fut.set_result(self._grant(tokens, now))
@@ -339,6 +405,8 @@ class Gate:
         permit.released = True
         self._in_flight -= 1
         now = self._now()
+        if outcome == "ok":
+            self._mean_latency += _MEAN_ALPHA * (now - permit.started_at - self._mean_latency)
         if self._tok_bucket is not None and permit.tokens:
             if outcome == "cancelled":
                 self._tok_bucket.refund(permit.tokens)

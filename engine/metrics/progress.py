@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from ..clock import Clock
 from .core import Metrics
+from .report import Priced, _usd
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -57,6 +58,8 @@ class Progress:
             (default: the metrics' clock).
         use_rich: True for a rich bar, False for plain lines, None for rich only when
             ``stream`` is a terminal.
+        prices: endpoint name -> price (``engine.config.Price`` fits); when any is
+            given, the line shows the cost so far.
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class Progress:
         plain_interval_s: float = 10.0,
         clock: Clock | None = None,
         use_rich: bool | None = None,
+        prices: Mapping[str, Priced] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.prices: dict[str, Priced] = dict(prices or {})
         self.stream = stream
         self.interval_s = interval_s
         self.plain_interval_s = plain_interval_s
@@ -95,6 +100,20 @@ class Progress:
             parts.append(f"{name} {_rate(rpm)} rpm {_rate(tpm)} tpm in-flight {e.in_flight}")
         return parts
 
+    def _cost(self) -> str | None:
+        """``cost $X`` so far, ``+?`` when an endpoint in use has no price; None unpriced."""
+        if not self.prices:
+            return None
+        total = 0.0
+        unknown = False
+        for name, e in self.metrics.endpoints.items():
+            price = self.prices.get(name)
+            if price is not None:
+                total += price.cost(e.prompt_tokens, e.completion_tokens)
+            elif e.requests:
+                unknown = True
+        return f"cost {_usd(total)}{'+?' if unknown else ''}"
+
     def _eta(self) -> str:
         m = self.metrics
         if m.items_total is None:
@@ -117,6 +136,9 @@ class Progress:
             *self._endpoint_parts(),
             f"429s {sum(e.http_429 for e in m.endpoints.values())}",
         ]
+        cost = self._cost()
+        if cost is not None:
+            parts.append(cost)
         if with_eta:
             parts.append(f"eta {self._eta()}")
         return " | ".join(parts)
@@ -124,7 +146,8 @@ class Progress:
     def render_line(self) -> str:
         """The plain progress line, e.g.
         ``[  12.3s] items 40/200 (20%) | kept 120 rejected 30 failed 0 | strong 12.5 rpm
-        980 tpm in-flight 31 | 429s 0 | eta 40s``.
+        980 tpm in-flight 31 | 429s 0 | eta 40s``, with ``| cost $0.0123`` before the
+        eta when prices are known.
         """
         m = self.metrics
         finished = m.items_done + m.items_skipped

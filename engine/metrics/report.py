@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -19,6 +21,7 @@ __all__ = (
     "EndpointReport",
     "ItemsReport",
     "LatencyReport",
+    "Priced",
     "Report",
     "RowsReport",
     "StageReport",
@@ -28,6 +31,14 @@ __all__ = (
 )
 
 _MAX_TABLE_ROWS = 12  # per table, so the summary stays within 40 lines
+
+
+class Priced(Protocol):
+    """An endpoint's price (``engine.config.Price`` fits)."""
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for the given token counts."""
+        ...
 
 
 class LatencyReport(msgspec.Struct, kw_only=True):
@@ -65,6 +76,10 @@ class EndpointReport(msgspec.Struct, kw_only=True):
         cache_hits: calls answered from the response cache.
         prompt_tokens: prompt tokens paid for in this run.
         completion_tokens: completion tokens paid for in this run.
+        cached_prompt_tokens: prompt tokens of replayed cache hits (free).
+        cached_completion_tokens: completion tokens of replayed cache hits (free).
+        cost_usd: USD paid for this run's tokens at the endpoint's configured price;
+            None when the endpoint has no price.
         latency_ms: latency of successful attempts.
         ttft_ms: time to first token of streamed attempts.
         mean_in_flight: time-weighted mean of attempts in flight while in use.
@@ -84,6 +99,9 @@ class EndpointReport(msgspec.Struct, kw_only=True):
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    cost_usd: float | None = None
     latency_ms: LatencyReport = msgspec.field(default_factory=LatencyReport)
     ttft_ms: LatencyReport = msgspec.field(default_factory=LatencyReport)
     mean_in_flight: float = 0.0
@@ -157,6 +175,10 @@ class Report(msgspec.Struct, kw_only=True):
         stages: stage name -> totals.
         tokens_per_kept_row: tokens paid for (all endpoints) per kept row; None
             when no row was kept.
+        cost_usd: USD paid in this run (all endpoints); None when an endpoint that
+            sent requests has no price (see ``unpriced``).
+        cost_per_kept_row_usd: ``cost_usd`` per kept row; None when either is unknown.
+        unpriced: endpoints that sent requests but have no price.
         method_report: free-form figures from the method.
         stop_reason: why the run stopped early; None when it completed.
     """
@@ -169,6 +191,9 @@ class Report(msgspec.Struct, kw_only=True):
     endpoints: dict[str, EndpointReport] = msgspec.field(default_factory=dict)
     stages: dict[str, StageReport] = msgspec.field(default_factory=dict)
     tokens_per_kept_row: float | None = None
+    cost_usd: float | None = None
+    cost_per_kept_row_usd: float | None = None
+    unpriced: list[str] = msgspec.field(default_factory=list)
     method_report: dict[str, object] = msgspec.field(default_factory=dict)
     stop_reason: str | None = None
 
@@ -186,7 +211,8 @@ def _latency(hist: Histogram) -> LatencyReport:
     )
 
 
-def _endpoint(stats: EndpointStats, wall_s: float) -> EndpointReport:
+def _endpoint(stats: EndpointStats, wall_s: float, price: Priced | None) -> EndpointReport:
+    cost = None if price is None else price.cost(stats.prompt_tokens, stats.completion_tokens)
     return EndpointReport(
         requests=stats.requests,
         ok=stats.ok,
@@ -197,6 +223,9 @@ def _endpoint(stats: EndpointStats, wall_s: float) -> EndpointReport:
         cache_hits=stats.cache_hits,
         prompt_tokens=stats.prompt_tokens,
         completion_tokens=stats.completion_tokens,
+        cached_prompt_tokens=stats.cached_prompt_tokens,
+        cached_completion_tokens=stats.cached_completion_tokens,
+        cost_usd=cost,
         latency_ms=_latency(stats.latency),
         ttft_ms=_latency(stats.ttft),
         mean_in_flight=stats.mean_in_flight,
@@ -227,6 +256,7 @@ def build_report(
     simulated: bool,
     stop_reason: str | None,
     method_report: dict[str, object] | None = None,
+    prices: Mapping[str, Priced] | None = None,
 ) -> Report:
     """Freeze ``metrics`` into a :class:`Report`.
 
@@ -236,12 +266,19 @@ def build_report(
         simulated: whether any endpoint was simulated.
         stop_reason: why the run stopped early (None when complete).
         method_report: free-form figures from the method.
+        prices: endpoint name -> price (``engine.config.Price`` fits), for the cost
+            figures; an endpoint left out is unpriced. Replayed cache hits cost nothing.
     """
     wall_s = max(0.0, metrics.elapsed())
     rows = metrics.rows
     kept = rows.get("kept", 0)
-    endpoints = {name: _endpoint(s, wall_s) for name, s in metrics.endpoints.items()}
+    prices = prices or {}
+    endpoints = {
+        name: _endpoint(s, wall_s, prices.get(name)) for name, s in metrics.endpoints.items()
+    }
     tokens = sum(e.prompt_tokens + e.completion_tokens for e in endpoints.values())
+    unpriced = sorted(n for n, e in endpoints.items() if e.cost_usd is None and e.requests > 0)
+    cost = None if unpriced else sum(e.cost_usd or 0.0 for e in endpoints.values())
     return Report(
         simulated=simulated,
         method=method,
@@ -253,6 +290,9 @@ def build_report(
         endpoints=endpoints,
         stages={name: _stage(s) for name, s in metrics.stages.items()},
         tokens_per_kept_row=tokens / kept if kept else None,
+        cost_usd=cost,
+        cost_per_kept_row_usd=cost / kept if cost is not None and kept else None,
+        unpriced=unpriced,
         method_report=dict(method_report or {}),
         stop_reason=stop_reason,
     )
@@ -300,6 +340,13 @@ def _num(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _usd(v: float) -> str:
+    """Dollars: $1,234, $12.35, $0.0123."""
+    if v >= 1000:
+        return f"${v:,.0f}"
+    return f"${v:.2f}" if v >= 1 else f"${v:.4f}"
+
+
 def _ms(v: float) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
 
@@ -333,6 +380,21 @@ def _capped(rows: list[list[str]], what: str) -> tuple[list[list[str]], str | No
     return rows[:keep], f"  ... and {len(rows) - keep} more {what}"
 
 
+def _cost_line(report: Report) -> str | None:
+    """The cost line: total and per kept row, or a lower bound naming unpriced endpoints."""
+    if report.cost_usd is not None:
+        if not any(e.cost_usd is not None for e in report.endpoints.values()):
+            return None  # nothing priced and nothing sent: no cost to speak of
+        line = f"cost        {_usd(report.cost_usd)}"
+        if report.cost_per_kept_row_usd is not None:
+            line += f"   ({_usd(report.cost_per_kept_row_usd)} per kept row)"
+        return line
+    priced = [e.cost_usd for e in report.endpoints.values() if e.cost_usd is not None]
+    if not priced:
+        return None
+    return f"cost        at least {_usd(sum(priced))} (no price for {', '.join(report.unpriced)})"
+
+
 def render_summary(report: Report) -> str:
     """A one-screen (at most 40 lines) plain-text summary of ``report``, without markup."""
     title = f"synth-engine run: {report.method}"
@@ -350,11 +412,21 @@ def render_summary(report: Report) -> str:
     rate = it.done / report.wall_s if report.wall_s > 0 else 0.0
     lines.append(f"wall time   {_duration(report.wall_s)}   ({rate:.2f} items/s)")
     tpk = "-" if report.tokens_per_kept_row is None else f"{report.tokens_per_kept_row:.1f}"
-    lines.append(f"tokens/kept {tpk}")
+    cached = sum(
+        e.cached_prompt_tokens + e.cached_completion_tokens for e in report.endpoints.values()
+    )
+    tokens_line = f"tokens/kept {tpk}"
+    if cached:
+        tokens_line += f"   (+{_num(cached)} tokens replayed from the cache, free)"
+    lines.append(tokens_line)
+    cost_line = _cost_line(report)
+    if cost_line:
+        lines.append(cost_line)
     lines.append(f"stopped     {report.stop_reason or 'no (complete)'}")
 
     if report.endpoints:
         lines.append("")
+        priced = any(e.cost_usd is not None for e in report.endpoints.values())
         ep_rows = [
             [
                 name,
@@ -367,27 +439,24 @@ def render_summary(report: Report) -> str:
                 _ms(e.latency_ms.p99),
                 f"{e.mean_in_flight:.1f}/{e.max_in_flight}",
                 f"{_num(e.prompt_tokens)}/{_num(e.completion_tokens)}",
+                *([] if not priced else ["-" if e.cost_usd is None else _usd(e.cost_usd)]),
             ]
             for name, e in report.endpoints.items()
         ]
         ep_rows, more = _capped(ep_rows, "endpoints")
-        lines.extend(
-            _table(
-                [
-                    "endpoint",
-                    "req",
-                    "err",
-                    "429",
-                    "retry",
-                    "cache",
-                    "p50ms",
-                    "p99ms",
-                    "in-flight",
-                    "tok in/out",
-                ],
-                ep_rows,
-            )
-        )
+        headers = [
+            "endpoint",
+            "req",
+            "err",
+            "429",
+            "retry",
+            "cache",
+            "p50ms",
+            "p99ms",
+            "in-flight",
+            "tok in/out",
+        ]
+        lines.extend(_table([*headers, *(["cost"] if priced else [])], ep_rows))
         if more:
             lines.append(more)
 

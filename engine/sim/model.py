@@ -96,7 +96,8 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         hang_s: how long a ``"timeout"`` fault waits before answering.
         slow_body_s: over how long a ``"slow"`` fault dribbles its body.
         usage: report token usage (streams: only with ``stream_options.include_usage``).
-        api_key: require ``Authorization: Bearer <api_key>`` (None: no auth).
+        api_key: require ``Authorization: Bearer <api_key>`` (None: no auth); a list
+            accepts any of its keys (requests are counted per key in ``/sim/stats``).
         max_context_tokens: reject ``prompt_tokens + max_tokens`` above this with 400.
     """
 
@@ -115,7 +116,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     hang_s: float = 30.0
     slow_body_s: float = 5.0
     usage: bool = True
-    api_key: str | None = None
+    api_key: str | list[str] | None = None
     max_context_tokens: int | None = None
 
     def __post_init__(self) -> None:

@@ -116,6 +116,8 @@ class _SimState:
         self.http_429 = 0
         self.bad_requests = 0
         self.unauthorized = 0
+        # Authorized requests per accepted key (by position in settings.api_key).
+        self.by_key = [0] * (len(settings.api_key) if isinstance(settings.api_key, list) else 0)
         self.in_flight = 0
         self.max_in_flight = 0
         self.prompt_tokens = 0
@@ -137,6 +139,7 @@ class _SimState:
             "http_429": self.http_429,
             "bad_requests": self.bad_requests,
             "unauthorized": self.unauthorized,
+            "requests_by_key": list(self.by_key),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": self.prompt_tokens,
@@ -219,7 +222,14 @@ class _SimState:
             self.in_flight -= 1
 
     def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization", "") == f"Bearer {self.settings.api_key}"
+        key = self.settings.api_key
+        keys = [key] if isinstance(key, str) else key or []
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if given not in keys:
+            return False
+        if len(keys) > 1:
+            self.by_key[keys.index(given)] += 1
+        return True
 
     def _unauthorized(self) -> web.Response:
         self.unauthorized += 1

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from engine.clock import FakeClock
+from engine.config import Price
 from engine.metrics import Metrics, Progress
 
 
@@ -64,6 +65,32 @@ def test_render_line_several_endpoints_and_long_eta() -> None:
     assert "judge 0.0 rpm 0.0 tpm in-flight 1" in line
     assert "(0%)" in line
     assert "eta 6h56m" in line  # 99_960 items at 4 items/s
+
+
+def test_render_line_shows_cost_when_priced() -> None:
+    clock = FakeClock()
+    m = _metrics(clock)
+    price = Price(prompt=3.0, completion=15.0)
+    line = Progress(m, stream=io.StringIO(), use_rich=False, prices={"strong": price}).render_line()
+    # 13 attempts paid for 12 x (600 + 300) tokens; the cost comes before the eta.
+    want = price.cost(12 * 600, 12 * 300)
+    assert f"| 429s 1 | cost ${want:.4f} | eta 40s" in line
+    # An endpoint in use without a price makes the figure a lower bound.
+    m.endpoint("judge").on_start()
+    line = Progress(m, stream=io.StringIO(), use_rich=False, prices={"strong": price}).render_line()
+    assert f"cost ${want:.4f}+? |" in line
+    # Without prices, no cost at all.
+    assert "cost" not in Progress(m, stream=io.StringIO(), use_rich=False).render_line()
+
+
+def test_rich_mode_shows_cost() -> None:
+    clock = FakeClock()
+    m = _metrics(clock)
+    out = io.StringIO()
+    p = Progress(m, stream=out, use_rich=True, prices={"strong": Price(prompt=1000.0)})
+    p.tick()
+    p.close()
+    assert f"cost ${12 * 600 * 1000.0 / 1e6:.2f}" in out.getvalue()
 
 
 def test_plain_lines_are_throttled() -> None:

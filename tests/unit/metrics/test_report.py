@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from engine.clock import FakeClock
+from engine.config import Price
 from engine.metrics import Metrics, Report, build_report, render_summary, write_report
 
 
@@ -181,3 +182,132 @@ def test_summary_stays_on_one_screen() -> None:
     assert len(text.splitlines()) <= 40
     assert "more endpoints" in text
     assert "more stages" in text
+
+
+# ----------------------------------------------------------------------- cost
+STRONG = Price(prompt=2.5, completion=10.0)
+TARGET = Price(prompt=0.2, completion=0.6)
+
+
+def test_cost_per_endpoint_total_and_per_kept_row() -> None:
+    m = _metrics()
+    r = build_report(
+        m,
+        method="m",
+        simulated=False,
+        stop_reason=None,
+        prices={"strong": STRONG, "target": TARGET},
+    )
+    strong = (100 * 500 * 2.5 + 100 * 100 * 10.0) / 1e6  # paid tokens only
+    target = (1000 * 0.2 + 800 * 0.6) / 1e6  # the cache hit's 10 + 10 tokens are free
+    assert r.endpoints["strong"].cost_usd == pytest.approx(strong)
+    assert r.endpoints["target"].cost_usd == pytest.approx(target)
+    assert r.cost_usd == pytest.approx(strong + target)
+    assert r.cost_per_kept_row_usd == pytest.approx((strong + target) / 120)
+    assert r.unpriced == []
+    t = r.endpoints["target"]
+    assert (t.cached_prompt_tokens, t.cached_completion_tokens) == (10, 10)
+    assert (t.prompt_tokens, t.completion_tokens) == (1000, 800)
+    assert r.tokens_per_kept_row == pytest.approx((100 * 600 + 1800) / 120)
+
+
+def test_an_unpriced_endpoint_in_use_makes_the_total_unknown() -> None:
+    r = build_report(
+        _metrics(), method="m", simulated=False, stop_reason=None, prices={"strong": STRONG}
+    )
+    assert r.endpoints["strong"].cost_usd == pytest.approx(STRONG.cost(50_000, 10_000))
+    assert r.endpoints["target"].cost_usd is None
+    assert r.cost_usd is None
+    assert r.cost_per_kept_row_usd is None
+    assert r.unpriced == ["target"]
+
+
+def test_an_unpriced_endpoint_that_sent_nothing_does_not_hide_the_cost() -> None:
+    m = _metrics()
+    m.endpoint("replayed").on_cache_hit(50, 50)  # answered from the cache only: free
+    r = build_report(
+        m,
+        method="m",
+        simulated=False,
+        stop_reason=None,
+        prices={"strong": STRONG, "target": TARGET},
+    )
+    assert r.endpoints["replayed"].cost_usd is None
+    assert r.cost_usd == pytest.approx(STRONG.cost(50_000, 10_000) + TARGET.cost(1000, 800))
+
+
+def test_without_prices_nothing_is_priced() -> None:
+    r = build_report(_metrics(), method="m", simulated=False, stop_reason=None)
+    assert all(e.cost_usd is None for e in r.endpoints.values())
+    assert r.cost_usd is None
+    assert r.unpriced == ["strong", "target"]
+    text = render_summary(r)
+    assert "cost" not in text  # no cost line and no cost column
+    assert "+20 tokens replayed from the cache, free" in text
+
+
+def test_no_kept_rows_means_no_cost_per_row() -> None:
+    m = _metrics()
+    m.rows["kept"] = 0
+    r = build_report(
+        m,
+        method="m",
+        simulated=False,
+        stop_reason=None,
+        prices={"strong": STRONG, "target": TARGET},
+    )
+    assert r.cost_usd is not None and r.cost_usd > 0
+    assert r.cost_per_kept_row_usd is None
+    assert r.tokens_per_kept_row is None
+
+
+def test_cost_in_summary_and_json(tmp_path: Path) -> None:
+    prices = {"strong": STRONG, "target": TARGET}
+    r = build_report(_metrics(), method="m", simulated=False, stop_reason=None, prices=prices)
+    assert r.cost_usd is not None and r.cost_per_kept_row_usd is not None
+    text = render_summary(r)
+    lines = text.splitlines()
+    cost = next(line for line in lines if line.startswith("cost"))
+    assert f"${r.cost_usd:.4f}" in cost
+    assert f"${r.cost_per_kept_row_usd:.4f} per kept row" in cost
+    header = next(line for line in lines if line.strip().startswith("endpoint"))
+    assert header.split()[-1] == "cost"
+    strong = next(line for line in lines if line.strip().startswith("strong"))
+    assert strong.split()[-1] == f"${r.endpoints['strong'].cost_usd:.4f}"
+    assert len(header) == len(strong)
+    assert len(lines) <= 40
+    path = tmp_path / "report.json"
+    write_report(path, r)
+    raw = json.loads(path.read_text())
+    assert raw["cost_usd"] == pytest.approx(r.cost_usd)
+    assert raw["cost_per_kept_row_usd"] == pytest.approx(r.cost_per_kept_row_usd)
+    assert raw["unpriced"] == []
+    assert raw["endpoints"]["target"]["cached_prompt_tokens"] == 10
+    assert msgspec.json.decode(path.read_bytes(), type=Report).cost_usd == pytest.approx(r.cost_usd)
+
+
+def test_partly_priced_summary_gives_a_lower_bound() -> None:
+    r = build_report(
+        _metrics(), method="m", simulated=False, stop_reason=None, prices={"strong": STRONG}
+    )
+    text = render_summary(r)
+    cost = next(line for line in text.splitlines() if line.startswith("cost"))
+    low = r.endpoints["strong"].cost_usd
+    assert low is not None
+    assert cost == f"cost        at least ${low:.4f} (no price for target)"
+    target = next(line for line in text.splitlines() if line.strip().startswith("target"))
+    assert target.split()[-1] == "-"
+
+
+def test_large_costs_are_readable() -> None:
+    m = _metrics()
+    r = build_report(
+        m,
+        method="m",
+        simulated=False,
+        stop_reason=None,
+        prices={"strong": Price(prompt=50_000.0, completion=0.0), "target": TARGET},
+    )
+    assert r.cost_usd is not None and r.cost_usd > 1000
+    cost = next(line for line in render_summary(r).splitlines() if line.startswith("cost"))
+    assert f"${r.cost_usd:,.0f}" in cost
