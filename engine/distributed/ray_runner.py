@@ -1,0 +1,502 @@
+"""Run one job on a Ray cluster: partitioned workers, fleet-wide rate leases, one manifest.
+
+The driver (this module, in the process that calls :func:`run_on_ray`):
+
+1. checks ``OUT`` (a fresh output, or one split the same way by the same config);
+2. starts one lease actor per rate-limited endpoint (per key, for a key pool), each
+   holding a :class:`~engine.distributed.lease.ShareLedger` of the fleet's quota;
+3. starts one worker actor per unfinished partition; worker ``k`` of ``n`` runs an
+   ordinary :class:`~engine.Engine` over the items whose index % n == k, writing
+   ``OUT/partitions/k-of-n``, with every leased gate kept on a lease
+   (:class:`~engine.distributed.lease.LeaseClient`);
+4. when every other partition is done, tells worker 0 to build the method's derived
+   datasets over the merged output (methods with a ``finalize`` step only);
+5. writes ``OUT/manifest.json`` merging the partitions' manifests.
+
+Rerunning resumes: finished partitions are skipped, the others resume from their own
+manifests and caches. Ray is imported only when a run starts (``synth-engine[ray]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .. import __version__
+from ..api import Engine, RunResult
+from ..config import Config, config_hash
+from ..errors import ConfigError, EngineError
+from ..io.manifest import Manifest, load_manifest
+from ..io.readers import fingerprint
+from ..methods import METHODS
+from .lease import Grant, LeaseClient, LedgerState, ShareLedger
+from .merge import (
+    PARTITIONS_DIR,
+    check_partitioned_output,
+    merge_manifests,
+    partition_dir,
+)
+
+__all__ = ("RayRunResult", "leased_gates", "partition_config", "run_on_ray")
+
+log = logging.getLogger("engine")
+
+
+class RayRunResult(msgspec.Struct, kw_only=True):
+    """What :func:`run_on_ray` did.
+
+    Attributes:
+        output: the output directory.
+        complete: every partition is complete (the merged manifest says so).
+        already_complete: every partition was complete before this run.
+        stop_reason: why the run stopped early (None when complete).
+        workers: number of partitions (= workers).
+        manifest: the merged manifest (``OUT/manifest.json``).
+        partitions: per partition: ``partition``, ``complete``, ``stop_reason``,
+            ``skipped`` (already complete), ``error``.
+        leases: leased gate -> its ledger's final state.
+        summary: a short text summary.
+    """
+
+    output: Path
+    complete: bool
+    already_complete: bool = False
+    stop_reason: str | None = None
+    workers: int
+    manifest: Manifest | None = None
+    partitions: list[dict[str, Any]] = []
+    leases: dict[str, LedgerState] = {}
+    summary: str = ""
+
+
+def partition_config(config: Config, part: int, parts: int) -> Config:
+    """The config worker ``part`` of ``parts`` runs: its own output directory, and its
+    share (1/parts) of the run's budgets, so that the fleet stays within them.
+    """
+    out = partition_dir(config.resolve(config.run.output), part, parts)
+    run = msgspec.structs.replace(config.run, output=str(out))
+    budget = config.budget
+    if budget.any or budget.stages:
+
+        def split(lim: Any) -> Any:
+            return msgspec.structs.replace(
+                lim,
+                max_cost=None if lim.max_cost is None else lim.max_cost / parts,
+                max_tokens=None if lim.max_tokens is None else max(1, lim.max_tokens // parts),
+                max_requests=None
+                if lim.max_requests is None
+                else max(1, lim.max_requests // parts),
+            )
+
+        budget = split(budget)
+        budget = msgspec.structs.replace(
+            budget, stages={name: split(lim) for name, lim in budget.stages.items()}
+        )
+    return msgspec.structs.replace(config, run=run, budget=budget)
+
+
+def leased_gates(config: Config) -> dict[str, tuple[float | None, float | None]]:
+    """Gate name -> (rpm, tpm) of every gate whose quota the fleet shares.
+
+    Those are the real endpoints with ``rpm`` or ``tpm`` configured, one gate per key of
+    a key pool (each key has its own quota). A simulated endpoint runs inside each
+    worker, so it has no shared quota.
+    """
+    gates: dict[str, tuple[float | None, float | None]] = {}
+    for name, ep in config.endpoints.items():
+        if ep.simulated or (ep.rpm is None and ep.tpm is None):
+            continue
+        envs = ep.key_envs
+        names = [f"{name}#{i}" for i in range(1, len(envs) + 1)] if len(envs) > 1 else [name]
+        for gate in names:
+            gates[gate] = (ep.rpm, ep.tpm)
+    return gates
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "Ray is not installed",
+            hint="pip install 'synth-engine[ray]'",
+        ) from exc
+    return ray
+
+
+# ---------------------------------------------------------------------------- actors
+class _LeaseActor:
+    """One endpoint's ledger, as a Ray actor (methods run one at a time)."""
+
+    def __init__(self, workers: int, term_s: float) -> None:
+        self._ledger = ShareLedger(workers, term_s=term_s)
+
+    def acquire(self, worker: str, busy: bool) -> Grant:
+        return self._ledger.acquire(worker, busy=busy)
+
+    def release(self, worker: str) -> None:
+        self._ledger.release(worker)
+
+    def state(self) -> LedgerState:
+        return self._ledger.state()
+
+
+class _RayLease:
+    """:class:`~engine.distributed.lease.LeaseServer` over a lease actor's handle."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    async def acquire(self, worker: str, busy: bool) -> Grant:
+        grant: Grant = await self._actor.acquire.remote(worker, busy)
+        return grant
+
+    async def release(self, worker: str) -> None:
+        await self._actor.release.remote(worker)
+
+
+class _PartitionWorker:
+    """Runs one partition's Engine inside a Ray worker process (an async actor)."""
+
+    def __init__(
+        self,
+        config: Config,
+        part: int,
+        parts: int,
+        leases: dict[str, Any],
+        builds_derived: bool,
+    ) -> None:
+        self._config = config
+        self._part = part
+        self._parts = parts
+        self._leases = leases
+        self._builds_derived = builds_derived
+        self._stop = asyncio.Event()
+        self._merged: asyncio.Future[Path | None] | None = None
+        self._merge_args: dict[str, Any] = {}
+        self._lost = False
+
+    async def stop(self) -> None:
+        """Finish the items in flight and stop resumably."""
+        self._stop.set()
+
+    async def merged(self, out_dir: str | None, merge_args: dict[str, Any]) -> None:
+        """The driver's answer to :meth:`_wait_merged`: every other partition is done
+        (``out_dir`` is the run's output), or one is not (None).
+        """
+        self._merge_args = merge_args
+        if self._merged is None:
+            self._merged = asyncio.get_running_loop().create_future()
+        if not self._merged.done():
+            self._merged.set_result(Path(out_dir) if out_dir is not None else None)
+
+    async def _wait_merged(self) -> Path | None:
+        """Engine's ``derived_dir`` hook: wait for the driver, then merge every
+        partition's committed rows (this one's included) into ``OUT/manifest.json``.
+        """
+        if self._merged is None:
+            self._merged = asyncio.get_running_loop().create_future()
+        out = await self._merged
+        if out is not None:
+            merge_manifests(out, self._parts, **self._merge_args)
+        return out
+
+    async def run(self) -> dict[str, Any]:
+        """Run (or resume) this partition; return what happened."""
+        k, n = self._part, self._parts
+        config = partition_config(self._config, k, n)
+        worker = f"worker-{k}"
+        derived = self._wait_merged if self._builds_derived else None
+        async with Engine(config, partition=(k, n), derived_dir=derived) as engine:
+            gates = engine.gates
+            for name in self._leases:
+                if name not in gates:
+                    raise ConfigError(f"no gate {name!r} in worker {k} to lease")
+                gates[name].set_share(0.0)  # nothing goes before the first lease
+            run: asyncio.Task[RunResult] | None = None
+
+            def lost() -> None:
+                self._lost = True
+                if run is not None:
+                    run.cancel()
+
+            async with contextlib.AsyncExitStack() as stack:
+                for name, actor in self._leases.items():
+                    await stack.enter_async_context(
+                        LeaseClient(gates[name], _RayLease(actor), worker, on_lost=lost)
+                    )
+                run = asyncio.create_task(engine.run(stop=self._stop), name=f"partition-{k}")
+                try:
+                    result = await run
+                except asyncio.CancelledError:
+                    if not self._lost:
+                        raise
+                    return {
+                        "partition": k,
+                        "complete": False,
+                        "stop_reason": "lost the fleet's lease server",
+                    }
+        return {
+            "partition": k,
+            "complete": result.complete,
+            "already_complete": result.already_complete,
+            "stop_reason": result.stop_reason,
+            "summary": result.summary,
+        }
+
+
+# ---------------------------------------------------------------------------- driver
+def _builds_derived(config: Config) -> bool:
+    entry = METHODS.get(config.run.method)
+    return entry is not None and callable(getattr(entry[1], "finalize", None))
+
+
+def _clear_for_new(out_dir: Path) -> None:
+    """``--force-new``: remove an earlier output's partitions and merged manifest."""
+    old = load_manifest(out_dir)
+    if old is not None:
+        for shard in old.shards:
+            if "/" not in shard.name:
+                with contextlib.suppress(OSError):
+                    (out_dir / shard.name).unlink()
+        with contextlib.suppress(OSError):
+            (out_dir / "manifest.json").unlink()
+    shutil.rmtree(out_dir / PARTITIONS_DIR, ignore_errors=True)
+
+
+async def run_on_ray(
+    config: Config,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    force_new: bool = False,
+    stop: asyncio.Event | None = None,
+    lease_term_s: float = 6.0,
+    worker_cpus: float | None = None,
+    on_started: Callable[[list[Any]], None] | None = None,
+) -> RayRunResult:
+    """Run (or resume) ``config`` on a Ray cluster, split into ``workers`` partitions.
+
+    Args:
+        config: a validated config.
+        address: the cluster to join (``ray.init(address=...)``; None: the one in
+            ``RAY_ADDRESS``, else a new local one). Ignored when Ray is already initialised.
+        workers: partitions (one worker actor each); default the cluster's CPU count.
+            A resumed output must use the same number.
+        force_new: discard an existing output written by another config or split.
+        stop: when set, every worker finishes its items in flight and stops resumably.
+        lease_term_s: how long a rate lease is good for (renewed every third of it).
+        worker_cpus: CPUs each worker reserves (default ``min(1, cluster CPUs / workers)``).
+        on_started: called with the worker actor handles once they are started (tests).
+
+    Raises:
+        ConfigError: Ray is missing, or the config cannot run partitioned.
+        ShardError: ``OUT`` belongs to another config or split.
+        EngineError: a worker failed with it (e.g. a missing API key on a node).
+    """
+    ray = _import_ray()
+    stop = stop or asyncio.Event()
+    out = config.resolve(config.run.output)
+    done = load_manifest(out) if not force_new else None
+    split = done.extra.get("partitions") if done is not None else None
+    if (
+        done is not None
+        and done.complete
+        and done.config_hash == config_hash(config)
+        and isinstance(split, dict)
+        and workers in (None, split.get("count"))
+    ):  # nothing to do: no need to join a cluster
+        n = int(split.get("count", 1))
+        return RayRunResult(
+            output=out,
+            complete=True,
+            already_complete=True,
+            workers=n,
+            manifest=done,
+            summary=f"{out}: already complete ({n} partitions)",
+        )
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        started_ray = True
+    try:
+        return await _drive(
+            ray,
+            config,
+            workers=workers,
+            force_new=force_new,
+            stop=stop,
+            lease_term_s=lease_term_s,
+            worker_cpus=worker_cpus,
+            on_started=on_started,
+        )
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+async def _drive(
+    ray: Any,
+    config: Config,
+    *,
+    workers: int | None,
+    force_new: bool,
+    stop: asyncio.Event,
+    lease_term_s: float,
+    worker_cpus: float | None,
+    on_started: Callable[[list[Any]], None] | None,
+) -> RayRunResult:
+    if config.run.input is None:
+        raise ConfigError(
+            "a Ray run needs run.input (a file every worker can read)", field="run.input"
+        )
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    n = workers if workers is not None else max(1, int(cpus))
+    if n < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {n})")
+    out = config.resolve(config.run.output)
+    chash = config_hash(config)
+    input_path = config.resolve(config.run.input)
+    if force_new:
+        _clear_for_new(out)
+    check_partitioned_output(out, n, config_hash=chash)
+    merge_args: dict[str, Any] = {
+        "config_hash": chash,
+        "input_fingerprint": fingerprint(input_path),
+        "method": config.run.method,
+        "engine_version": __version__,
+        "simulated": config.simulated,
+    }
+    merged = merge_manifests(out, n, **merge_args)  # claims OUT for this split
+    states = merged.extra.get("partitions")
+    done = {
+        int(s["partition"])
+        for s in (states.get("states", []) if isinstance(states, dict) else [])
+        if s.get("complete")
+    }
+    if len(done) == n:
+        return RayRunResult(
+            output=out,
+            complete=True,
+            already_complete=True,
+            workers=n,
+            manifest=merged,
+            summary=f"{out}: already complete ({n} partitions)",
+        )
+    run_id = secrets.token_hex(3)
+    cpu_each = worker_cpus if worker_cpus is not None else min(1.0, cpus / n)
+    lease_cls = ray.remote(_LeaseActor)
+    worker_cls = ray.remote(_PartitionWorker)
+    leases = {
+        gate: lease_cls.options(num_cpus=0, name=f"synth-engine:{run_id}:lease:{gate}").remote(
+            n, lease_term_s
+        )
+        for gate in leased_gates(config)
+    }
+    builds_derived = _builds_derived(config) and 0 not in done
+    handles: dict[int, Any] = {}
+    refs: dict[int, Any] = {}
+    results: dict[int, dict[str, Any]] = {k: {"partition": k, "skipped": True} for k in done}
+    watcher: asyncio.Task[None] | None = None
+    try:
+        for k in range(n):
+            if k in done:
+                continue
+            handles[k] = worker_cls.options(
+                num_cpus=cpu_each,
+                name=f"synth-engine:{run_id}:worker-{k}",
+                max_restarts=0,
+                scheduling_strategy="SPREAD",
+            ).remote(config, k, n, leases, builds_derived and k == 0)
+            refs[k] = handles[k].run.remote()
+        if on_started is not None:
+            on_started([handles[k] for k in sorted(handles)])
+
+        async def forward_stop() -> None:
+            await stop.wait()
+            for h in handles.values():
+                with contextlib.suppress(Exception):
+                    h.stop.remote()
+
+        watcher = asyncio.create_task(forward_stop(), name="ray-stop")
+        others = [k for k in refs if not (builds_derived and k == 0)]
+        results.update(zip(others, await _gather(ray, [refs[k] for k in others]), strict=True))
+        if builds_derived and 0 in refs:
+            # Worker 0 builds the derived datasets once every other partition is done.
+            ready = all(results[k].get("complete") for k in range(1, n))
+            with contextlib.suppress(Exception):
+                await handles[0].merged.remote(str(out) if ready else None, merge_args)
+            results[0] = (await _gather(ray, [refs[0]]))[0]
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        for h in handles.values():
+            with contextlib.suppress(Exception):
+                ray.kill(h)
+        lease_states: dict[str, LedgerState] = {}
+        for gate, actor in leases.items():
+            with contextlib.suppress(Exception):
+                lease_states[gate] = await asyncio.wait_for(actor.state.remote(), 10)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+    errors = [r["error"] for r in results.values() if isinstance(r.get("error"), EngineError)]
+    reasons = [
+        f"partition {k}: {r.get('stop_reason') or r.get('error')}"
+        for k, r in sorted(results.items())
+        if not r.get("skipped") and not r.get("complete")
+    ]
+    stop_reason = "; ".join(reasons) or None
+    manifest = merge_manifests(out, n, stop_reason=stop_reason, final=True, **merge_args)
+    if errors and not manifest.complete:
+        raise errors[0]
+    parts = [
+        {**r, "error": str(r["error"])} if "error" in r else r for _, r in sorted(results.items())
+    ]
+    return RayRunResult(
+        output=out,
+        complete=manifest.complete,
+        stop_reason=None if manifest.complete else stop_reason or "incomplete",
+        workers=n,
+        manifest=manifest,
+        partitions=[{k: v for k, v in p.items() if k != "summary"} for p in parts],
+        leases=lease_states,
+        summary=_summary(manifest, n, lease_states),
+    )
+
+
+async def _gather(ray: Any, refs: list[Any]) -> list[dict[str, Any]]:
+    """Await worker results; a lost or failed worker becomes ``{"error": ...}``."""
+
+    async def one(ref: Any) -> dict[str, Any]:
+        try:
+            res: dict[str, Any] = await ref
+            return res
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            return {"complete": False, "error": cause if cause is not None else exc}
+        except ray.exceptions.RayError as exc:  # the actor died (killed, node lost)
+            return {"complete": False, "error": f"worker lost ({type(exc).__name__})"}
+
+    return list(await asyncio.gather(*(one(r) for r in refs)))
+
+
+def _summary(manifest: Manifest, n: int, leases: dict[str, LedgerState]) -> str:
+    totals = ", ".join(f"{k} {v}" for k, v in manifest.totals.items())
+    lines = [
+        f"{manifest.method} on Ray: {n} partitions, "
+        f"{'complete' if manifest.complete else 'incomplete'}; rows: {totals}"
+    ]
+    for gate, st in sorted(leases.items()):
+        lines.append(
+            f"lease {gate}: {st.grants} grants, {st.expired} expired, "
+            f"peak allocated {st.max_allocated:.3f} of the quota"
+        )
+    return "\n".join(lines)
