@@ -3,17 +3,39 @@ Self-Rubrics complexification, dual-model responses, Contrastive Filtering.
 
 Pipeline (spec: shared methods.md section 1; paper section 4 and App. A.3):
 
-1. ``prepare``: encode every seed (strong) into a use case + up to 3 skills, then mix and
-   match to ``metadata_count`` metadata items (one use case + 1..3 skills sampled without
-   replacement, seeded). Seeds' own metadata come first.
-2. One work item per metadata item: rubrics + actions (strong, once per item: the
-   result is the item's, and replays from the cache on resume), and decode into
-   ``instructions_per_metadata`` basic instructions (strong, zero-shot numbered list).
+1. ``prepare``: encode every seed (strong) into a use case + up to 3 skills and register
+   it, in seed order, in the metadata pool (``OUT/codeclm_pool.sqlite``, see below).
+2. One work item per metadata item, ``metadata_count`` of them, made on demand from the
+   pool (mix and match, App. A.3): the seeds' own metadata come first (deduplicated),
+   then items pairing one use case with 1..max_skills skills sampled without replacement.
+   Rubrics + actions (strong, once per item: the result is the item's, and replays from
+   the cache on resume), and decode into ``instructions_per_metadata`` basic
+   instructions (strong, zero-shot numbered list).
 3. Each instruction then loops: iteration 1 is the basic instruction; later iterations
    apply one random action (improve, strong). Strong and target answer concurrently; the
    judge scores the pair twice with the answers swapped and the scores are averaged;
    gap = strong - target. ``|gap| > theta`` keeps (instruction, better answer), else the
    instruction goes back to improve, up to ``max_iterations``; still unresolved -> rejected.
+
+Memory is flat in the number of seeds and items. ``prepare`` keeps at most
+``encode_concurrency`` encode tasks alive and reads the next seed only when one has room
+(and when it is fewer than ``max(16 x encode_concurrency, 4096)`` seeds ahead of the
+oldest unfinished one). The pool is a SQLite file in the output directory, rebuilt from
+scratch on every run (encodings replay free from the cache, so it comes out the same):
+the distinct use cases and skills (first spelling, case-insensitive), the seeds' own
+metadata, and the failed seeds' rows, each in seed order. Only counters stay in memory.
+``work()`` generates item ``i`` when the scheduler asks for it; the combinations already
+used by earlier items go to a TEMP table of that iteration's own connection.
+
+Sampling of augmented items (a change from the first, in-memory version, which drew
+every item from one random stream): item ``i`` draws from
+``random.Random(f"codeclm:augment:{seed}:{i}")`` a use case uniformly from the distinct
+use cases, ``k`` uniformly in ``1..min(max_skills, distinct skills)`` and ``k`` skills
+uniformly without replacement from the distinct skills (the same distribution per draw
+as before). A combination already taken by a seed or an earlier item is drawn again, at
+most 64 draws per item, and not at all once every combination is taken (the old version
+had a global budget of 50 x metadata_count redraws, which at scale could spin for
+minutes). :func:`augment_metadata` is the in-memory reference of the same procedure.
 
 Determinism: every random choice comes from a ``random.Random`` seeded by the run seed
 and the item's identity, and every call replays from the cache, so a rerun (or a resume
@@ -23,19 +45,24 @@ after a crash) produces the same rows with the same ids.
 from __future__ import annotations
 
 import asyncio
+import copy
+import math
 import random
 import re
+import sqlite3
 from collections import Counter
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
 from ..config import Base
-from ..errors import EndpointError, EngineError, InputError, ParseError
+from ..errors import EndpointError, EngineError, InputError, ParseError, ShardError
 from ..io.readers import read_jsonl
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
+    ChatCaller,
     Generate,
     check_templates,
     concurrently,
@@ -46,8 +73,11 @@ from ..stages import (
 )
 from . import prompts_codeclm as P
 from .base import MethodContext, failed_row
+from .semantic_dedup import REASON as NEAR_DUPLICATE
+from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
+    "POOL_NAME",
     "CodecLMConfig",
     "CodecLMMethod",
     "CodecLMTemplates",
@@ -90,6 +120,8 @@ class CodecLMConfig(Base, frozen=True):
         judge_max_tokens: max tokens of a judge reply.
         encode_concurrency: seeds encoded at once during prepare.
         templates: prompt overrides.
+        semantic_dedup: embedding near-duplicate check of each instruction about to be
+            kept (off by default; docs/dedup.md).
     """
 
     metadata_count: Annotated[int, msgspec.Meta(ge=1)] = 200
@@ -106,6 +138,7 @@ class CodecLMConfig(Base, frozen=True):
     judge_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 32
     encode_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
     templates: CodecLMTemplates = msgspec.field(default_factory=CodecLMTemplates)
+    semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
 
 
 # ------------------------------------------------------------ structured shapes
@@ -219,54 +252,414 @@ def _parse_pair(text: str) -> _Pair:
     return _Pair(assistant_1=round(a), assistant_2=round(b))
 
 
-# --------------------------------------------------------------- pure functions
+# ------------------------------------------------------------ metadata pool
+POOL_NAME = "codeclm_pool.sqlite"
+"""The metadata pool's file in the output directory (rebuilt by every ``prepare``)."""
+
+_REDRAWS = 64  # draws per augmented item while its combination is already taken
+_BATCH = 512  # rows read from the pool at a time
+_SPAN_MIN = 4096  # seeds read ahead of the oldest unfinished encoding (at least)
+
+
+def _sig(use_case: int, skills: Iterable[int]) -> str:
+    """A combination's identity: the use case's id and the sorted set of skill ids."""
+    return f"{use_case}|{','.join(map(str, sorted(set(skills))))}"
+
+
+class _PoolWriter(Protocol):
+    """Where ``prepare`` registers seeds, in seed order (a SQLite file, or memory)."""
+
+    own_count: int
+    failed_count: int
+    use_case_count: int
+    skill_count: int
+
+    def use_case_id(self, key: str, text: str, seed_id: str) -> int:
+        """The id of use case ``key`` (lower-cased), added with its first spelling if new."""
+        ...
+
+    def skill_id(self, key: str, text: str) -> int:
+        """The id of skill ``key`` (lower-cased), added with its first spelling if new."""
+        ...
+
+    def add_own(self, md: Metadata, sig: str) -> None:
+        """Add a seed's own metadata unless combination ``sig`` is already there."""
+        ...
+
+    def add_failed(self, row: dict[str, Any]) -> None:
+        """Append the failed row of a seed that could not be read or encoded."""
+        ...
+
+
+class _PoolReader(Protocol):
+    """Random access into a built pool, with a combination set private to one reader."""
+
+    def own(self, start: int, n: int) -> list[Metadata]:
+        """Seeds' own metadata ``start .. start + n`` (deduplicated, in seed order)."""
+        ...
+
+    def use_case(self, i: int) -> tuple[str, str]:
+        """Distinct use case ``i``: its first spelling and the seed it came from."""
+        ...
+
+    def skill(self, i: int) -> str:
+        """Distinct skill ``i`` (first spelling)."""
+        ...
+
+    def taken(self, sig: str) -> bool:
+        """Whether a seed's own metadata or an item this reader produced has ``sig``."""
+        ...
+
+    def take(self, sig: str) -> None:
+        """Record that this reader produced combination ``sig``."""
+        ...
+
+    def failed(self, start: int, n: int) -> list[dict[str, Any]]:
+        """Failed seed rows ``start .. start + n`` (in seed order)."""
+        ...
+
+
+def _register(pool: _PoolWriter, md: Metadata, count: int) -> None:
+    """Add one encoded seed to ``pool``.
+
+    Its use case and skills join the vocabularies; its own metadata is kept while fewer
+    than ``count`` are and its combination is new.
+    """
+    uc = pool.use_case_id(md.use_case.lower(), md.use_case, md.seed_id)
+    skills = [pool.skill_id(s.lower(), s) for s in md.skills]
+    if pool.own_count < count:
+        pool.add_own(md, _sig(uc, skills))
+
+
+def _combinations(use_cases: int, skills: int, max_skills: int, cap: int) -> int:
+    """How many distinct (use case, 1..max_skills skills) combinations exist, at most ``cap``."""
+    total = 0
+    for k in range(1, min(max_skills, skills) + 1):
+        total += use_cases * math.comb(skills, k)
+        if total >= cap:
+            return cap
+    return total
+
+
+def _generate(
+    pool: _PoolReader,
+    *,
+    own: int,
+    use_cases: int,
+    skills: int,
+    count: int,
+    max_skills: int,
+    seed: int,
+) -> Iterator[Metadata]:
+    """The ``count`` metadata items of a pool, one at a time (CodecLM App. A.3).
+
+    Items ``0 .. own - 1`` are the seeds' own metadata. Item ``i`` after them draws from
+    ``random.Random(f"codeclm:augment:{seed}:{i}")``: a use case uniformly from the
+    distinct use cases, ``k`` uniformly in ``1..min(max_skills, skills)``, then ``k``
+    skills uniformly without replacement from the distinct skills. While that
+    combination is already taken (by a seed or an earlier item) and an untaken one
+    exists, it draws again, at most ``_REDRAWS`` times in all.
+    """
+    own = min(own, count)
+    for start in range(0, own, _BATCH):
+        yield from pool.own(start, min(_BATCH, own - start))
+    if own >= count or not use_cases or not skills:
+        return
+    most = min(max_skills, skills)
+    room = _combinations(use_cases, skills, max_skills, count) - own  # untaken ones
+    for i in range(own, count):
+        rng = random.Random(f"codeclm:augment:{seed}:{i}")
+        for _ in range(_REDRAWS):
+            uc = rng.randrange(use_cases)
+            picked = rng.sample(range(skills), rng.randint(1, most))
+            sig = _sig(uc, picked)
+            fresh = room > 0 and not pool.taken(sig)
+            if fresh or room <= 0:
+                break
+        if fresh:
+            pool.take(sig)
+            room -= 1
+        text, seed_id = pool.use_case(uc)
+        yield Metadata(use_case=text, skills=tuple(pool.skill(j) for j in picked), seed_id=seed_id)
+
+
+class _MemoryPool:
+    """A pool in memory: the reference implementation, for small inputs and tests."""
+
+    def __init__(self) -> None:
+        self.own_count = self.failed_count = self.use_case_count = self.skill_count = 0
+        self._use_cases: dict[str, int] = {}
+        self._use_case_list: list[tuple[str, str]] = []
+        self._skills: dict[str, int] = {}
+        self._skill_list: list[str] = []
+        self._own: list[Metadata] = []
+        self._own_sigs: set[str] = set()
+        self._failed: list[dict[str, Any]] = []
+        self._taken: set[str] = set()
+
+    def use_case_id(self, key: str, text: str, seed_id: str) -> int:
+        if key not in self._use_cases:
+            self._use_cases[key] = len(self._use_case_list)
+            self._use_case_list.append((text, seed_id))
+            self.use_case_count += 1
+        return self._use_cases[key]
+
+    def skill_id(self, key: str, text: str) -> int:
+        if key not in self._skills:
+            self._skills[key] = len(self._skill_list)
+            self._skill_list.append(text)
+            self.skill_count += 1
+        return self._skills[key]
+
+    def add_own(self, md: Metadata, sig: str) -> None:
+        if sig not in self._own_sigs:
+            self._own_sigs.add(sig)
+            self._own.append(md)
+            self.own_count += 1
+
+    def add_failed(self, row: dict[str, Any]) -> None:
+        self._failed.append(row)
+        self.failed_count += 1
+
+    def reader(self) -> _MemoryPool:
+        """A view of this pool with its own (empty) set of taken combinations."""
+        view = copy.copy(self)
+        view._taken = set()
+        return view
+
+    def own(self, start: int, n: int) -> list[Metadata]:
+        return self._own[start : start + n]
+
+    def use_case(self, i: int) -> tuple[str, str]:
+        return self._use_case_list[i]
+
+    def skill(self, i: int) -> str:
+        return self._skill_list[i]
+
+    def taken(self, sig: str) -> bool:
+        return sig in self._own_sigs or sig in self._taken
+
+    def take(self, sig: str) -> None:
+        self._taken.add(sig)
+
+    def failed(self, start: int, n: int) -> list[dict[str, Any]]:
+        return self._failed[start : start + n]
+
+
+_SCHEMA = (
+    "CREATE TABLE use_case (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+    " text TEXT NOT NULL, seed_id TEXT NOT NULL)",
+    "CREATE TABLE skill (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, text TEXT NOT NULL)",
+    "CREATE TABLE own (pos INTEGER PRIMARY KEY, metadata BLOB NOT NULL)",
+    "CREATE TABLE own_sig (sig TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE failed (pos INTEGER PRIMARY KEY, row BLOB NOT NULL)",
+)
+_SELECT_USE_CASE = "SELECT id FROM use_case WHERE key = ?"
+_INSERT_USE_CASE = "INSERT INTO use_case VALUES (?, ?, ?, ?)"
+_SELECT_SKILL = "SELECT id FROM skill WHERE key = ?"
+_INSERT_SKILL = "INSERT INTO skill VALUES (?, ?, ?)"
+_CACHE_KIB = 2048  # SQLite page cache per connection (the pool itself stays on disk)
+_json_encoder = msgspec.json.Encoder()
+_own_decoder = msgspec.json.Decoder(Metadata)
+_row_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _pool_error(path: Path, exc: sqlite3.Error | OSError, action: str) -> ShardError:
+    return ShardError(
+        f"cannot {action} the CodecLM metadata pool ({exc})",
+        path=str(path),
+        hint="check free disk space; the pool is rebuilt from cached replies on the next run",
+    )
+
+
+class _SqlitePoolWriter:
+    """Builds the pool file from scratch; nothing but counters stays in memory.
+
+    Raises:
+        ShardError: the file cannot be created or written (from any method).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.own_count = self.failed_count = self.use_case_count = self.skill_count = 0
+        try:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise _pool_error(path, exc, "create") from exc
+        try:
+            # The file is scratch, rebuilt on every run: no journal, no fsync.
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{_CACHE_KIB}"):
+                self._db.execute(f"PRAGMA {pragma}")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _pool_error(path, exc, "create") from exc
+
+    def _lookup(self, select: str, insert: str, key: str, values: tuple[Any, ...]) -> int | None:
+        """The id of ``key`` if it is known; else insert ``values`` and return None."""
+        try:
+            row = self._db.execute(select, (key,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            self._db.execute(insert, values)
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+        return None
+
+    def use_case_id(self, key: str, text: str, seed_id: str) -> int:
+        n = self.use_case_count
+        found = self._lookup(_SELECT_USE_CASE, _INSERT_USE_CASE, key, (n, key, text, seed_id))
+        if found is None:
+            self.use_case_count += 1
+            return n
+        return found
+
+    def skill_id(self, key: str, text: str) -> int:
+        n = self.skill_count
+        found = self._lookup(_SELECT_SKILL, _INSERT_SKILL, key, (n, key, text))
+        if found is None:
+            self.skill_count += 1
+            return n
+        return found
+
+    def add_own(self, md: Metadata, sig: str) -> None:
+        try:
+            if self._db.execute("INSERT OR IGNORE INTO own_sig VALUES (?)", (sig,)).rowcount:
+                self._db.execute(
+                    "INSERT INTO own VALUES (?, ?)", (self.own_count, _json_encoder.encode(md))
+                )
+                self.own_count += 1
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+
+    def add_failed(self, row: dict[str, Any]) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO failed VALUES (?, ?)", (self.failed_count, _json_encoder.encode(row))
+            )
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+        self.failed_count += 1
+
+    def finish(self) -> None:
+        """Commit and close."""
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+        finally:
+            self._db.close()
+
+    def abandon(self) -> None:
+        """Close without committing (the next ``prepare`` rebuilds the file)."""
+        self._db.close()
+
+
+class _SqlitePoolReader:
+    """Reads a built pool file; taken combinations go to a private TEMP table.
+
+    Raises:
+        ShardError: the file cannot be opened or read (from any method).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _pool_error(path, exc, "open") from exc
+        try:
+            self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            self._db.execute("PRAGMA temp_store=FILE")
+            self._db.execute("CREATE TEMP TABLE taken (sig TEXT PRIMARY KEY) WITHOUT ROWID")
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _pool_error(path, exc, "read") from exc
+        self._pending = 0
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "read") from exc
+
+    def own(self, start: int, n: int) -> list[Metadata]:
+        rows = self._query(
+            "SELECT metadata FROM own WHERE pos >= ? ORDER BY pos LIMIT ?", (start, n)
+        )
+        return [_own_decoder.decode(blob) for (blob,) in rows]
+
+    def use_case(self, i: int) -> tuple[str, str]:
+        ((text, seed_id),) = self._query("SELECT text, seed_id FROM use_case WHERE id = ?", (i,))
+        return str(text), str(seed_id)
+
+    def skill(self, i: int) -> str:
+        ((text,),) = self._query("SELECT text FROM skill WHERE id = ?", (i,))
+        return str(text)
+
+    def taken(self, sig: str) -> bool:
+        ((found,),) = self._query(
+            "SELECT EXISTS (SELECT 1 FROM temp.taken WHERE sig = ?1)"
+            " OR EXISTS (SELECT 1 FROM own_sig WHERE sig = ?1)",
+            (sig,),
+        )
+        return bool(found)
+
+    def take(self, sig: str) -> None:
+        try:
+            self._db.execute("INSERT INTO temp.taken VALUES (?)", (sig,))
+            self._pending += 1
+            if self._pending >= _BATCH:  # bounded transactions on the temp table
+                self._db.execute("COMMIT")
+                self._db.execute("BEGIN")
+                self._pending = 0
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "read") from exc
+
+    def failed(self, start: int, n: int) -> list[dict[str, Any]]:
+        rows = self._query("SELECT row FROM failed WHERE pos >= ? ORDER BY pos LIMIT ?", (start, n))
+        return [_row_decoder.decode(blob) for (blob,) in rows]
+
+    def close(self) -> None:
+        """Close (the TEMP table goes with the connection)."""
+        self._db.close()
+
+
 def augment_metadata(
     encodings: list[Metadata], count: int, *, max_skills: int, seed: int
 ) -> list[Metadata]:
-    """Mix and match seed metadata up to ``count`` items (CodecLM App. A.3).
+    """Mix and match seed metadata up to ``count`` items (CodecLM App. A.3), in memory.
 
-    The seeds' own metadata come first (deduplicated); the rest pair one use case,
-    sampled from all extracted use cases, with 1..max_skills skills sampled without
-    replacement from the union of all skills. Combinations already present are
-    re-drawn (a bounded number of times). Deterministic in ``seed``.
+    The reference for what :class:`CodecLMMethod` streams from its on-disk pool: the
+    seeds' own metadata come first (deduplicated by use case and skill set, ignoring
+    case); each further item ``i`` pairs one use case, drawn uniformly from the distinct
+    use cases (first spelling, and the first seed that named it), with 1..max_skills
+    skills drawn uniformly without replacement from the distinct skills, from a
+    ``random.Random`` seeded by ``seed`` and ``i`` alone. A combination already present
+    is re-drawn (at most 64 draws per item) while an unused one exists.
     """
-    out: list[Metadata] = []
-    seen: set[tuple[str, frozenset[str]]] = set()
+    pool = _MemoryPool()
     for md in encodings:
-        sig = (md.use_case.lower(), frozenset(s.lower() for s in md.skills))
-        if sig not in seen and len(out) < count:
-            seen.add(sig)
-            out.append(md)
-    use_cases: list[Metadata] = []
-    uc_seen: set[str] = set()
-    for md in encodings:
-        if md.use_case.lower() not in uc_seen:
-            uc_seen.add(md.use_case.lower())
-            use_cases.append(md)
-    skills: list[str] = []
-    sk_seen: set[str] = set()
-    for md in encodings:
-        for s in md.skills:
-            if s.lower() not in sk_seen:
-                sk_seen.add(s.lower())
-                skills.append(s)
-    if not use_cases or not skills:
-        return out
-    rng = random.Random(f"codeclm:augment:{seed}")
-    tries = 0
-    while len(out) < count:
-        base = rng.choice(use_cases)
-        k = rng.randint(1, min(max_skills, len(skills)))
-        picked = tuple(rng.sample(skills, k))
-        sig = (base.use_case.lower(), frozenset(s.lower() for s in picked))
-        tries += 1
-        if sig in seen and tries < 50 * count:
-            continue
-        seen.add(sig)
-        out.append(Metadata(use_case=base.use_case, skills=picked, seed_id=base.seed_id))
-    return out
+        _register(pool, md, count)
+    return list(
+        _generate(
+            pool.reader(),
+            own=pool.own_count,
+            use_cases=pool.use_case_count,
+            skills=pool.skill_count,
+            count=count,
+            max_skills=max_skills,
+            seed=seed,
+        )
+    )
 
 
+# --------------------------------------------------------------- pure functions
 def swap_average(first: tuple[float, float], swapped: tuple[float, float]) -> tuple[float, float]:
     """Scores of (strong, target) from two judge calls with the answers swapped.
 
@@ -359,9 +752,11 @@ class CodecLMMethod:
             params={"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens},
             observer_for=obs,
         )
-        self.metadata: list[Metadata] = []
-        self.seed_failures: list[RowOut] = []
         self.total: int | None = None
+        self.metadata_items = 0
+        self.seeds_failed = 0
+        self._pool_path: Path | None = None
+        self._own = self._use_cases = self._skills = 0
         self.kept_by_iteration: Counter[int] = Counter()
         self.rejected = 0
         self.failed_by_stage: Counter[str] = Counter()
@@ -369,90 +764,188 @@ class CodecLMMethod:
         self.short_decodes = 0
         self.seeds_read = 0
         self.judge_pairs = 0
+        # Kept instructions; rebuilt on resume from the committed kept rows.
+        self.semantic = semantic_dedup(
+            cfg.semantic_dedup,
+            ctx.config,
+            method=self.name,
+            logger=ctx.log,
+            text_field="instruction",
+        )
 
     # ---------------------------------------------------------------- prepare
     async def prepare(self) -> None:
-        """Encode all seeds (concurrently), then augment to ``metadata_count`` items.
+        """Encode every seed and build the metadata pool in ``OUT/codeclm_pool.sqlite``.
+
+        Seeds are read one at a time and encoded by at most ``encode_concurrency`` tasks;
+        results are registered in seed order (whatever order they finish in), so the
+        pool, and with it every item, is the same on every run. The pool file is rebuilt
+        from scratch each time (the encodings replay from the response cache).
 
         Raises:
+            InputError: the input holds no record.
+            EngineError: no seed could be encoded.
             EndpointError: a seed could not be encoded because the endpoint failed; the
                 run stops (resumable) rather than build a metadata pool that a rerun
                 would build differently.
+            ShardError: the pool file cannot be written.
+        """
+        config = self.ctx.config
+        out_dir = config.resolve(config.run.output)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _pool_error(out_dir / POOL_NAME, exc, "create") from exc
+        path = out_dir / POOL_NAME
+        self._pool_path = None
+        self.seeds_read = 0
+        pool = _SqlitePoolWriter(path)
+        try:
+            await self._encode_seeds(pool)
+            if self.seeds_read == 0:
+                raise InputError(
+                    "input holds no seed records (each line must be a JSON object with an instruction)",
+                    path=str(self.ctx.input_path),
+                )
+            if pool.use_case_count == 0:
+                raise EngineError(
+                    "no seed could be encoded into metadata; check the input and the strong endpoint"
+                )
+        except BaseException:
+            pool.abandon()
+            raise
+        pool.finish()
+        self._pool_path = path
+        self._own = pool.own_count
+        self._use_cases = pool.use_case_count
+        self._skills = pool.skill_count
+        self.seeds_failed = pool.failed_count
+        self.metadata_items = self.cfg.metadata_count
+        self.total = self.metadata_items + self.seeds_failed
+
+    async def _encode_seeds(self, pool: _PoolWriter) -> None:
+        """Encode the input's seeds into ``pool`` with a bounded window of tasks.
+
+        At most ``encode_concurrency`` encode tasks exist at a time, and a seed is read
+        only when there is room and it is fewer than ``span`` seeds ahead of the oldest
+        unregistered one, so the results waiting for their turn stay bounded too.
         """
         strong = self.ctx.callers["strong"]
-        limit = asyncio.Semaphore(self.cfg.encode_concurrency)
-        results: dict[int, Metadata | RowOut] = {}
+        concurrency = self.cfg.encode_concurrency
+        span = max(16 * concurrency, _SPAN_MIN)
+        count = self.cfg.metadata_count
+        room = asyncio.Semaphore(concurrency)
+        advanced = asyncio.Event()
+        ready: dict[int, Metadata | RowOut] = {}
+        head = 0  # the next seed (by position) to register
 
-        async def encode(item: Item) -> None:
-            async with limit:
-                try:
-                    enc = await self.encode(strong, {"instruction": item.data["instruction"]})
-                except ParseError as exc:
-                    results[item.index] = failed_row(
-                        self.name, item.key, source=item.source, stage="encode", error=exc
-                    )
-                    return
-            skills = tuple(s.strip() for s in enc.skills if s.strip())[: self.cfg.max_skills]
-            if not enc.use_case.strip() or not skills:
-                results[item.index] = failed_row(
-                    self.name,
-                    item.key,
-                    source=item.source,
-                    stage="encode",
-                    error=ParseError("empty use case or skills", stage="encode"),
-                )
-                return
-            results[item.index] = Metadata(
-                use_case=enc.use_case.strip(), skills=skills, seed_id=item.key
-            )
+        def settle(n: int, value: Metadata | RowOut) -> None:
+            nonlocal head
+            ready[n] = value
+            while head in ready:
+                done = ready.pop(head)
+                if isinstance(done, Metadata):
+                    _register(pool, done, count)
+                else:
+                    pool.add_failed(done[1])
+                head += 1
+            advanced.set()
+
+        async def encode(n: int, item: Item) -> None:
+            try:
+                settle(n, await self._encode_one(strong, item))
+            finally:
+                room.release()
 
         async with asyncio.TaskGroup() as tg:
-            for rec in read_jsonl(self.ctx.input_path, required=("instruction",)):
+            for n, rec in enumerate(read_jsonl(self.ctx.input_path, required=("instruction",))):
                 self.seeds_read += 1
+                while n - head >= span:
+                    advanced.clear()
+                    await advanced.wait()
                 if isinstance(rec, BadInput):
-                    results[rec.index] = failed_row(
-                        self.name, rec.key, source=rec.source, stage="input", error=rec.reason
+                    settle(
+                        n,
+                        failed_row(
+                            self.name, rec.key, source=rec.source, stage="input", error=rec.reason
+                        ),
                     )
                     continue
-                tg.create_task(encode(rec))
-        if self.seeds_read == 0:
-            raise InputError(
-                "input holds no seed records (each line must be a JSON object with an instruction)",
-                path=str(self.ctx.input_path),
+                await room.acquire()
+                tg.create_task(encode(n, rec))
+
+    async def _encode_one(self, strong: ChatCaller, item: Item) -> Metadata | RowOut:
+        """One seed's metadata, or its failed row when the reply does not parse."""
+        try:
+            enc = await self.encode(strong, {"instruction": item.data["instruction"]})
+        except ParseError as exc:
+            return failed_row(self.name, item.key, source=item.source, stage="encode", error=exc)
+        skills = tuple(s.strip() for s in enc.skills if s.strip())[: self.cfg.max_skills]
+        if not enc.use_case.strip() or not skills:
+            return failed_row(
+                self.name,
+                item.key,
+                source=item.source,
+                stage="encode",
+                error=ParseError("empty use case or skills", stage="encode"),
             )
-        encodings: list[Metadata] = []
-        for index in sorted(results):
-            value = results[index]
-            if isinstance(value, Metadata):
-                encodings.append(value)
-            else:
-                self.seed_failures.append(value)
-        if not encodings:
-            raise EngineError(
-                "no seed could be encoded into metadata; check the input and the strong endpoint"
-            )
-        self.metadata = augment_metadata(
-            encodings, self.cfg.metadata_count, max_skills=self.cfg.max_skills, seed=self.ctx.seed
+        return Metadata(use_case=enc.use_case.strip(), skills=skills, seed_id=item.key)
+
+    def metadata(self) -> Iterator[Metadata]:
+        """The ``metadata_count`` metadata items, generated lazily from the pool.
+
+        Raises:
+            RuntimeError: :meth:`prepare` has not built the pool.
+            ShardError: the pool file cannot be read.
+        """
+        reader = self._reader()
+        try:
+            yield from self._metadata(reader)
+        finally:
+            reader.close()
+
+    def _reader(self) -> _SqlitePoolReader:
+        if self._pool_path is None:
+            raise RuntimeError("CodecLMMethod.prepare() must build the metadata pool first")
+        return _SqlitePoolReader(self._pool_path)
+
+    def _metadata(self, reader: _PoolReader) -> Iterator[Metadata]:
+        return _generate(
+            reader,
+            own=self._own,
+            use_cases=self._use_cases,
+            skills=self._skills,
+            count=self.metadata_items,
+            max_skills=self.cfg.max_skills,
+            seed=self.ctx.seed,
         )
-        self.total = len(self.metadata) + len(self.seed_failures)
 
     def work(self) -> Iterator[Item | BadInput]:
-        """Metadata items, then one item per seed that failed to encode (as failed rows)."""
-        for i, md in enumerate(self.metadata):
-            yield Item(
-                index=i,
-                key=f"meta-{i}",
-                data={"use_case": md.use_case, "skills": list(md.skills), "seed_id": md.seed_id},
-                source=f"metadata:{i}",
-            )
-        base = len(self.metadata)
-        for j, (_, row) in enumerate(self.seed_failures):
-            yield Item(
-                index=base + j,
-                key=str(row["seed_id"]),
-                data={"failed": row},
-                source=str(row["source"]),
-            )
+        """Metadata items (made on demand), then one item per seed that failed to encode."""
+        reader = self._reader()
+        try:
+            for i, md in enumerate(self._metadata(reader)):
+                yield Item(
+                    index=i,
+                    key=f"meta-{i}",
+                    data={
+                        "use_case": md.use_case,
+                        "skills": list(md.skills),
+                        "seed_id": md.seed_id,
+                    },
+                    source=f"metadata:{i}",
+                )
+            base = self.metadata_items
+            for start in range(0, self.seeds_failed, _BATCH):
+                for j, row in enumerate(reader.failed(start, _BATCH), start):
+                    yield Item(
+                        index=base + j,
+                        key=str(row["seed_id"]),
+                        data={"failed": row},
+                        source=str(row["source"]),
+                    )
+        finally:
+            reader.close()
 
     # ---------------------------------------------------------------- process
     async def process(self, item: Item) -> list[RowOut]:
@@ -504,6 +997,8 @@ class CodecLMMethod:
         cfg = self.cfg
         rng = random.Random(f"codeclm:{self.ctx.seed}:{item.key}:{j}")
         instruction = basic
+        if self.semantic is not None:
+            self.semantic.warm_up()  # loads once, in a worker thread, while calls run
         base_row: dict[str, Any] = {
             "id": row_id(self.name, item.key, j),
             "metadata": {"use_case": md.use_case, "skills": list(md.skills)},
@@ -563,19 +1058,23 @@ class CodecLMMethod:
                 scores = {"strong": s_strong, "target": s_target, "gap": gap}
                 decision = route(gap, iteration, theta=cfg.theta, max_iterations=cfg.max_iterations)
                 if decision == "keep":
-                    self.kept_by_iteration[iteration] += 1
                     better = "strong" if gap > 0 else "target"
-                    return (
-                        "kept",
-                        {
-                            **base_row,
-                            "instruction": instruction,
-                            "response": strong_ans if gap > 0 else target_ans,
-                            "response_source": better,
-                            "iteration": iteration,
-                            "scores": scores,
-                        },
-                    )
+                    kept = {
+                        **base_row,
+                        "instruction": instruction,
+                        "response": strong_ans if gap > 0 else target_ans,
+                        "response_source": better,
+                        "iteration": iteration,
+                        "scores": scores,
+                    }
+                    # Checked (and added to the index) only when kept: the kept text is
+                    # the one that must not repeat, and the one a resume rebuilds from.
+                    if self.semantic is not None:
+                        dup = await self.semantic.check_one(base_row["id"], instruction)
+                        if dup is not None:
+                            return ("rejected", {**kept, "filter": NEAR_DUPLICATE, **dup.fields()})
+                    self.kept_by_iteration[iteration] += 1
+                    return ("kept", kept)
                 history.append(
                     {"iteration": iteration, "instruction": instruction, "scores": scores}
                 )
@@ -613,8 +1112,8 @@ class CodecLMMethod:
         kept = sum(self.kept_by_iteration.values())
         return {
             "seeds_read": self.seeds_read,
-            "seeds_failed": len(self.seed_failures),
-            "metadata_items": len(self.metadata),
+            "seeds_failed": self.seeds_failed,
+            "metadata_items": self.metadata_items,
             "instructions": self.instructions,
             "short_decodes": self.short_decodes,
             "kept": kept,
@@ -626,4 +1125,5 @@ class CodecLMMethod:
             "failed_by_stage": dict(self.failed_by_stage),
             "judge_calls": 2 * self.judge_pairs,
             "note": "counts cover the items processed by this invocation (resumed items are skipped)",
+            **({"semantic_dedup": self.semantic.report()} if self.semantic is not None else {}),
         }

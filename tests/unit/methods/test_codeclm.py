@@ -539,11 +539,12 @@ async def test_prepare_builds_metadata(tmp_path: Path) -> None:
     script = Script()
     method, observers, _ = make_method(tmp_path, script, metadata_count=6)
     await method.prepare()
-    assert len(method.metadata) == 6
-    assert method.metadata[0] == Metadata(
+    metadata = list(method.metadata())
+    assert len(metadata) == 6
+    assert metadata[0] == Metadata(
         "Code debugging", ("Python programming", "Error diagnosis"), "seed-01"
     )
-    assert method.metadata[1] == Metadata(
+    assert metadata[1] == Metadata(
         "Email writing", ("Polite tone", "Concise writing", "Request framing"), "seed-02"
     )
     items = list(method.work())
@@ -700,7 +701,7 @@ async def test_parse_failure_in_encode_becomes_a_failed_seed_row(tmp_path: Path)
     failed = [row for kind, row in rows if kind == "failed"]
     assert len(failed) == 1
     assert failed[0]["stage"] == "encode" and failed[0]["seed_id"] == "seed-02"
-    assert all(md.seed_id == "seed-01" for md in method.metadata)
+    assert all(md.seed_id == "seed-01" for md in method.metadata())
     assert observers.by_stage["encode"].parse_errors == 3  # 1 try + 2 parse retries
     assert method.total == 4
 
