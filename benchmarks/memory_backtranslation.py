@@ -4,10 +4,12 @@ For each size, writes a synthetic JSONL corpus of N distinct segments into a tem
 runs ``python -m engine run configs/backtranslation.toml`` on it in a subprocess, with the
 in-process simulated endpoints at latency 0. Each run is measured in its own wrapper
 process (``--one``) so ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` is that run's
-peak RSS alone. Prints a table and writes ``benchmarks/results/memory_backtranslation.json``.
+peak RSS alone. Sizes already in the results file and not re-measured are kept, each
+row with its own date and commit. Prints a table and writes
+``benchmarks/results/memory_backtranslation.json``.
 
-    python benchmarks/memory_backtranslation.py                  # 10k and 100k
-    python benchmarks/memory_backtranslation.py --sizes 10000 1000000 --timeout 7200
+    python -m benchmarks.memory_backtranslation                  # 10k and 100k
+    python -m benchmarks.memory_backtranslation --sizes 1000000 --timeout 7200
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, write_result
+from benchmarks._common import (
+    ROOT,
+    exit_on_sigterm,
+    loadavg,
+    machine,
+    results_dir,
+    write_result,
+)
 
 __all__ = ("main", "measure_one", "write_corpus")
 
@@ -67,6 +76,7 @@ def measure_one(n: int, timeout: float) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         manifest = json.loads((out / "manifest.json").read_text()) if proc.returncode == 0 else {}
+        m = machine()
         return {
             "segments": n,
             "returncode": proc.returncode,
@@ -75,31 +85,45 @@ def measure_one(n: int, timeout: float) -> dict[str, Any]:
             "totals": manifest.get("totals"),
             "complete": manifest.get("complete"),
             "stderr_tail": proc.stderr[-500:] if proc.returncode else "",
+            "date": m["date"],
+            "commit": m["commit"],
+            "loadavg_after": loadavg(),
         }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """Measure each size in its own wrapper process; print and save the table."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default 10000 100000")
     ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--quick", action="store_true", help="1k and 10k; writes results/quick/")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    exit_on_sigterm()
     if args.one is not None:
         sys.stdout.write(json.dumps(measure_one(args.one, args.timeout)) + "\n")
-        return
-    rows: list[dict[str, Any]] = []
-    for n in args.sizes:
+        return 0
+    sizes = args.sizes or ([1_000, 10_000] if args.quick else [10_000, 100_000])
+    fresh: list[dict[str, Any]] = []
+    for n in sizes:
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--timeout", str(args.timeout)],
+            [sys.executable, "-m", "benchmarks.memory_backtranslation", "--one", str(n)]
+            + ["--timeout", str(args.timeout)],
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=args.timeout + 120,
             check=True,
         )
-        rows.append(json.loads(proc.stdout))
-        r = rows[-1]
+        fresh.append(json.loads(proc.stdout))
+        r = fresh[-1]
         sys.stderr.write(f"{n} segments: {r['peak_rss_mib']} MiB, {r['wall_s']} s\n")
+    path = results_dir(args.quick) / "memory_backtranslation.json"
+    earlier = json.loads(path.read_text())["runs"] if path.exists() else []
+    measured = {r["segments"] for r in fresh}
+    rows = sorted(
+        [r for r in earlier if r["segments"] not in measured] + fresh, key=lambda r: r["segments"]
+    )
     base = rows[0]["peak_rss_mib"]
     for r in rows:
         r["rss_ratio_vs_smallest"] = round(r["peak_rss_mib"] / base, 3) if base else None
@@ -110,12 +134,21 @@ def main() -> None:
         for r in rows
     ]
     sys.stdout.write("\n".join(lines) + "\n")
-    path = write_result(
+    big = [r for r in rows if r["segments"] >= 1_000_000]
+    met = all((r["rss_ratio_vs_smallest"] or 99) <= 1.2 for r in big) if big else None
+    out = write_result(
         "memory_backtranslation",
-        {"sim": {"latency_ms": 0}, "max_items_in_flight": 256, "runs": rows},
+        {
+            "sim": {"latency_ms": 0},
+            "max_items_in_flight": 256,
+            "runs": rows,
+            "acceptance": {"target": "RSS(1M) <= 1.2 x RSS(10k)", "met": met},
+        },
+        quick=args.quick,
     )
-    sys.stdout.write(f"wrote {path}\n")
+    sys.stdout.write(f"wrote {out}\n")
+    return 0 if all(r["returncode"] == 0 for r in fresh) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

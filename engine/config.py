@@ -147,7 +147,9 @@ class EndpointConfig(Base, frozen=True):
         connect_timeout_s: TCP connect deadline.
         max_retries: retries of a retryable failure before the item fails.
         stream: stream responses (SSE) to measure time to first token.
-        structured_output: ask for JSON via ``response_format`` json_schema.
+        structured_output: ask for JSON via ``response_format``: true or "json_schema" (the
+            OpenAI shape), "json_object" (``{"type": "json_object", "schema": ...}``, the
+            shape llama-cpp-python turns into a grammar), false: parse text.
         params: extra request parameters sent with every call (top_p, seed, stop...).
         price: the model's price (USD per 1M tokens), for the cost report and budgets.
         sim: settings of the simulated endpoint when ``base_url = "sim"``.
@@ -164,7 +166,7 @@ class EndpointConfig(Base, frozen=True):
     connect_timeout_s: PositiveFloat = 10.0
     max_retries: NonNegInt = 5
     stream: bool = False
-    structured_output: bool = True
+    structured_output: bool | Literal["json_schema", "json_object"] = True
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     price: Price | None = None
     sim: dict[str, Any] = msgspec.field(default_factory=dict)

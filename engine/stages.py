@@ -2,15 +2,17 @@
 
 A method is a composition of these. ``Generate`` renders a template into chat messages,
 asks a model (through a :class:`ChatCaller`, normally :class:`engine.llm.Caller`) for
-structured JSON when the endpoint supports ``response_format`` json_schema, decodes it
-with msgspec into a typed Struct, and falls back to a tolerant text parser when it does
-not. A reply that does not parse is asked again (a new sample, so a new cache key) a
-bounded number of times, then raises :class:`~engine.errors.ParseError`.
+structured JSON when the endpoint supports ``response_format`` (json_schema, or a schema
+inside json_object as llama-cpp-python's grammar takes it), decodes it with msgspec into a
+typed Struct, and falls back to a tolerant text parser when it does not. A reply that
+does not parse is asked again (a new sample, so a new cache key) a bounded number of
+times, then raises :class:`~engine.errors.ParseError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -60,7 +62,9 @@ class ChatCaller(Protocol):
     model: str
 
     @property
-    def structured_output(self) -> bool: ...
+    def structured_output(self) -> bool | str:
+        """False: plain text; True or "json_schema"; "json_object" (schema inside)."""
+        ...
 
     async def chat(
         self,
@@ -294,18 +298,15 @@ class Generate(Generic[T]):
         self.parse_retries = parse_retries
         self._observer = observer_for(name) if observer_for is not None else None
         self._decoder = msgspec.json.Decoder(schema) if schema is not None else None
-        self._response_format = (
-            {
+        self._response_format: dict[str, Any] | None = None
+        self._json_object_format: dict[str, Any] | None = None
+        if schema is not None:
+            wire = wire_schema if wire_schema is not None else json_schema(schema)
+            self._response_format = {
                 "type": "json_schema",
-                "json_schema": {
-                    "name": name,
-                    "strict": True,
-                    "schema": wire_schema if wire_schema is not None else json_schema(schema),
-                },
+                "json_schema": {"name": name, "strict": True, "schema": wire},
             }
-            if schema is not None
-            else None
-        )
+            self._json_object_format = {"type": "json_object", "schema": wire}
 
     def messages(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
         """The chat messages for ``values``."""
@@ -316,14 +317,34 @@ class Generate(Generic[T]):
         return msgs
 
     def parse(self, text: str, *, structured: bool) -> T:
-        """Decode a reply (JSON when ``structured``, else the text parser)."""
+        """Decode a reply (JSON when ``structured``, else the text parser).
+
+        A structured reply that does not decode strictly is read leniently before it
+        counts as a parse error: JSON with raw control characters inside its strings (a
+        grammar engine such as llama.cpp's lets newlines through) is accepted, and a reply
+        that is not JSON at all (a server that ignored ``response_format``) goes to the
+        text parser. JSON cut short stays an error: its fragments are not read as text.
+        """
         if structured and self._decoder is not None:
             try:
                 return self._decoder.decode(text)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise ParseError(
-                    f"reply is not the expected JSON ({exc})", stage=self.name
-                ) from exc
+                error = exc
+            reason = str(error)
+            if not isinstance(error, msgspec.ValidationError):  # not JSON, strictly
+                assert self.schema is not None
+                try:
+                    return msgspec.convert(json.loads(text, strict=False), self.schema)
+                except ValueError as lenient:  # also msgspec.ValidationError
+                    reason = f"{reason}; read leniently: {lenient}"
+            if not text.lstrip().startswith(("{", "[")):
+                try:
+                    return self.parse_text(text)
+                except ParseError:
+                    pass
+            raise ParseError(
+                f"reply is not the expected JSON ({reason})", stage=self.name
+            ) from error
         return self.parse_text(text)
 
     async def __call__(
@@ -344,10 +365,13 @@ class Generate(Generic[T]):
             EndpointError: the call itself failed.
         """
         msgs = self.messages(values)
-        structured = caller.structured_output and self._response_format is not None
+        mode = caller.structured_output
+        structured = bool(mode) and self._response_format is not None
         call_params = {**self.params, **params}
         if structured:
-            call_params["response_format"] = self._response_format
+            call_params["response_format"] = (
+                self._json_object_format if mode == "json_object" else self._response_format
+            )
         obs = self._observer
         last: ParseError | None = None
         for attempt in range(self.parse_retries + 1):

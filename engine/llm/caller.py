@@ -99,7 +99,9 @@ class Caller:
         params: default request parameters merged under each call's (the endpoint's
             extra params from the config).
         stream: stream responses (SSE) to measure time to first token.
-        structured_output: the endpoint honours ``response_format`` json_schema.
+        structured_output: the endpoint honours ``response_format``: True or
+            ``"json_schema"``, ``"json_object"`` (a schema inside a json_object format, as
+            llama-cpp-python takes it), or False (plain text).
         observer: metrics sink.
         ledger: the run's spending ledger (counts every attempt by stage and enforces
             budgets; None: not counted).
@@ -116,7 +118,7 @@ class Caller:
         retry: RetryPolicy | None = None,
         params: dict[str, Any] | None = None,
         stream: bool = False,
-        structured_output: bool = True,
+        structured_output: bool | str = True,
         observer: CallObserver | None = None,
         ledger: Ledger | None = None,
     ) -> None:

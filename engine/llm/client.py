@@ -9,6 +9,7 @@ pacing and caching are the caller's and the gate's business, not this module's.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,6 +74,13 @@ def _retry_after(headers: Any) -> float | None:
         with contextlib.suppress(ValueError):
             return max(0.0, float(value))
     return None
+
+
+# A request the server's own validation rejected, sent back as HTTP 500 by servers that
+# wrap every exception (llama-cpp-python reports pydantic's "1 validation error: ...
+# 'loc': ('body', 'response_format', 'type') ..." that way): the request is wrong, so
+# another attempt cannot help.
+_REQUEST_VALIDATION = re.compile(r"^\d+ validation errors?\b.*'loc': \('body'", re.S)
 
 
 @contextlib.contextmanager
@@ -188,6 +196,8 @@ class Client:
             return AuthError(
                 message + "; check the API key in the endpoint's api_key_env variable", **kw
             )
+        if status >= 500 and _REQUEST_VALIDATION.match(message):
+            return BadRequest(message, **kw)
         if status == 408 or status >= 500 or status == 409:
             return ServerError(message, retry_after=_retry_after(headers), **kw)
         return BadRequest(message, **kw)

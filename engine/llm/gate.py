@@ -44,15 +44,27 @@ _DECREASE = 0.75
 # like, with Gradient2's default tolerance of 2): each latency is divided by the
 # *uncongested* latency of requests with a similar output length (log2 buckets of
 # completion tokens), tracked as a low quantile by an asymmetric average that falls fast
-# (_BASE_DOWN) and rises slowly (_BASE_UP, so a server that is permanently slower is
-# relearned over a few thousand requests). A short-run average of that ratio above the
-# tolerance means a queue is building. Comparing like with like keeps output-length
-# variety and steady jitter from reading as congestion (tests/unit/llm/test_gate_learning.py).
+# (_BASE_DOWN) and rises slowly (_BASE_UP, at most that fraction of itself per request, so
+# a server that is permanently slower is relearned over a few thousand requests while a
+# long queue cannot drag the baseline up with it). A short-run average of that ratio above
+# the tolerance means a queue is building; the limit then shrinks once per window of
+# `limit` requests, in proportion to how far over the tolerance the ratio is (Gradient2's
+# tolerance / ratio, between _LATENCY_MIN_FACTOR and _LATENCY_DECREASE), so a server that
+# queues 64 requests it serves one at a time is brought down in a few windows, not dozens.
+# After such a cut the gate probes (as BBR's ProbeRTT), the first time and then at most
+# once per _PROBE_INTERVAL requests: it lets the requests in flight finish, sends one
+# request alone and lowers the baseline to that latency. A baseline first learned during a
+# burst (a server juggling 64 connections is slower even per request) is thus corrected,
+# and the limit settles near twice the server's useful parallelism (the tolerance).
+# Comparing like with like keeps output-length variety and steady jitter from reading as
+# congestion (tests/unit/llm/test_gate_learning.py, test_gate_queueing.py).
 _LATENCY_TOLERANCE = 2.0
 _SHORT_ALPHA = 0.1
 _BASE_DOWN = 0.03
 _BASE_UP = 0.0005
 _LATENCY_DECREASE = 0.9
+_LATENCY_MIN_FACTOR = 0.5
+_PROBE_INTERVAL = 200
 _MEAN_ALPHA = 0.05  # smoothing of the running means behind expected_wait()
 
 
@@ -147,6 +159,10 @@ class Gate:
         self._successes_since_change = 0
         self._lat_base: dict[int, float] = {}  # log2(completion tokens) -> uncongested latency
         self._lat_ratio = 1.0  # short-run average of latency / uncongested latency
+        # Probing the uncongested latency after a latency cut: 1 while the requests in
+        # flight drain (nothing is granted), 2 while the one probe request is alone.
+        self._probe = 0
+        self._since_probe = _PROBE_INTERVAL  # successes since the last probe
         # Grants made before a limit was known, charged to the bucket once one is learned.
         self._first_grant_at: float | None = None
         self._granted_requests = 0
@@ -322,8 +338,14 @@ class Gate:
             wait = max(wait, self._tok_bucket.time_until_capped(tokens))
         return wait
 
+    def _full(self) -> bool:
+        """No room for another request now (the limit, or a probe draining or alone)."""
+        if self._probe:
+            return self._probe == 2 or self._in_flight > 0
+        return self._in_flight >= self._limit
+
     def _try_grant(self, tokens: int) -> Permit | None:
-        if self._in_flight >= self._limit:
+        if self._full():
             return None
         now = self._now()
         if self._wait_for(tokens, now) > 0:
@@ -341,6 +363,8 @@ class Gate:
         if self._tok_bucket is not None and tokens > 0:
             self._tok_bucket.charge(tokens)
         self._in_flight += 1
+        if self._probe == 1:
+            self._probe = 2  # this request is the probe: alone until it returns
         self._mean_tokens += _MEAN_ALPHA * (tokens - self._mean_tokens)
         return Permit(tokens, now, self._epoch)
 
@@ -352,7 +376,7 @@ class Gate:
             if fut.done():  # cancelled while waiting
                 heapq.heappop(heap)
                 continue
-            if self._in_flight >= self._limit:
+            if self._full():
                 return  # a release will pump again
             now = self._now()
             wait = self._wait_for(tokens, now)
@@ -426,7 +450,9 @@ class Gate:
             self._decrease(permit)
         elif outcome == "ok":
             self._consecutive_429 = 0
-            self._on_success(latency, completion_tokens)
+            self._on_success(latency, completion_tokens, alone=self._probe == 2)
+        if self._probe == 2 and self._in_flight == 0:
+            self._probe = 0  # the probe is back (or failed): the limit applies again
         self._pump()
 
     def _learn(self, rate: RateInfo) -> None:
@@ -479,24 +505,37 @@ class Gate:
         self._successes_since_change = 0
         self._limit = max(self._min, math.floor(self._limit * _DECREASE))
 
-    def _on_success(self, latency: float | None, completion_tokens: int | None) -> None:
+    def _on_success(
+        self, latency: float | None, completion_tokens: int | None, *, alone: bool = False
+    ) -> None:
         if not self.adapting:
             return
         if latency is not None and latency > 0:
+            self._since_probe += 1
             bucket = max(0, int(completion_tokens or 0)).bit_length()
             base = self._lat_base.get(bucket)
+            if alone and base is not None and latency < base:
+                base = self._lat_base[bucket] = latency  # the probe: nothing queued ahead
             if base is None:
                 self._lat_base[bucket] = latency
             else:
                 self._lat_ratio += _SHORT_ALPHA * (latency / base - self._lat_ratio)
-                step = _BASE_DOWN if latency < base else _BASE_UP
-                self._lat_base[bucket] = base + step * (latency - base)
+                if latency < base:
+                    self._lat_base[bucket] = base + _BASE_DOWN * (latency - base)
+                else:
+                    self._lat_base[bucket] = base + _BASE_UP * min(latency - base, base)
                 if self._lat_ratio > _LATENCY_TOLERANCE:
                     if self._successes_since_change >= self._limit:
+                        factor = min(_LATENCY_DECREASE, _LATENCY_TOLERANCE / self._lat_ratio)
+                        factor = max(_LATENCY_MIN_FACTOR, factor)
+                        limit = max(self._min, math.floor(self._limit * factor))
+                        if limit < self._limit and self._since_probe >= _PROBE_INTERVAL:
+                            self._probe = 1
+                            self._since_probe = 0
                         self._epoch += 1
                         self._successes_since_change = 0
-                        self._limit = max(self._min, math.floor(self._limit * _LATENCY_DECREASE))
-                        self._lat_ratio = 1.0  # judge the new limit afresh
+                        self._limit = limit
+                        self._lat_ratio = _LATENCY_TOLERANCE  # the next samples decide
                     else:
                         self._successes_since_change += 1
                     return

@@ -43,9 +43,13 @@ class Pool:
         self._next = 0
 
     @property
-    def structured_output(self) -> bool:
-        """JSON schema output only if every member honours it."""
-        return all(m.structured_output for m in self.members)
+    def structured_output(self) -> bool | str:
+        """The members' structured output mode when they all share one, else plain text."""
+        modes = {
+            m.structured_output if m.structured_output is not True else "json_schema"
+            for m in self.members
+        }
+        return modes.pop() if len(modes) == 1 else False
 
     def pick(self) -> Caller:
         """The member where a call would start soonest; among those that could start
