@@ -74,6 +74,8 @@ def machine_section(results: dict[str, dict[str, Any]]) -> list[str]:
         (m.get("cpu_model"), m.get("cpus"), m.get("memory_gib"), m.get("python"), m.get("platform"))
         for m in (d.get("machine", {}) for d in results.values())
     }
+    if any(m[0] for m in machines):  # older files did not record the CPU model
+        machines = {m for m in machines if m[0]}
     lines = ["## Machine and provenance", ""]
     for model, cpus, mem, py, plat in sorted(machines, key=str):
         lines.append(
@@ -92,8 +94,7 @@ def machine_section(results: dict[str, dict[str, Any]]) -> list[str]:
         "is kept (every attempt is in the JSON); `python -m benchmarks.grid --rerun-noisy`",
         "re-measures the cells that ran above 25% later and keeps the quieter figure. Figures",
         "taken above ~25% foreign CPU are pessimistic: the client had less than its share of",
-        "the 2 cores. Commits marked",
-        "`+dirty` had uncommitted changes under `engine/` at the time.",
+        "the 2 cores. Commits marked `+dirty` had uncommitted changes under `engine/`.",
         "",
     ]
     rows = []
