@@ -30,8 +30,8 @@ from ..errors import (
 from .wire import (
     ErrorBody,
     RateInfo,
+    SseAccumulator,
     Usage,
-    chunk_decoder,
     completion_decoder,
     encoder,
     error_decoder,
@@ -239,40 +239,24 @@ class Client:
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, start: float, rate: RateInfo | None
     ) -> ChatResult:
-        parts: dict[int, list[str]] = {}
-        reasons: dict[int, str | None] = {}
-        usage: Usage | None = None
+        acc = SseAccumulator()
         ttft: float | None = None
-        done = False
-        async for line in resp.content:
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                done = True
+        async for data in resp.content.iter_any():
+            if acc.feed(data) and ttft is None:
+                ttft = self._clock() - start
+            if acc.done:
                 break
-            chunk = chunk_decoder.decode(data)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices:
-                text = choice.delta.content
-                if text:
-                    if ttft is None:
-                        ttft = self._clock() - start
-                    parts.setdefault(choice.index, []).append(text)
-                if choice.finish_reason is not None:
-                    reasons[choice.index] = choice.finish_reason
-                elif choice.index not in reasons:
-                    reasons[choice.index] = None
-        if not done:
+        else:
+            acc.finish()
+        if not acc.done:
             raise MalformedResponse("stream ended before [DONE]", endpoint=self.name)
-        indices = sorted(set(parts) | set(reasons))
+        indices = acc.indices()
         if not indices:
             raise MalformedResponse("stream carried no choices", endpoint=self.name)
         return ChatResult(
-            texts=["".join(parts.get(i, ())) for i in indices],
-            finish_reasons=[reasons.get(i) for i in indices],
-            usage=usage,
+            texts=["".join(acc.parts.get(i, ())) for i in indices],
+            finish_reasons=[acc.reasons.get(i) for i in indices],
+            usage=acc.usage,
             rate=rate,
             latency=self._clock() - start,
             ttft=ttft,

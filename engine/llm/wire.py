@@ -22,6 +22,7 @@ __all__ = (
     "ErrorDetail",
     "Message",
     "RateInfo",
+    "SseAccumulator",
     "Usage",
     "chunk_decoder",
     "completion_decoder",
@@ -128,6 +129,7 @@ class RateInfo(msgspec.Struct, kw_only=True):
 encoder = msgspec.json.Encoder()
 completion_decoder = msgspec.json.Decoder(ChatCompletion)
 chunk_decoder = msgspec.json.Decoder(ChatChunk)
+chunks_decoder = msgspec.json.Decoder(list[ChatChunk])
 error_decoder = msgspec.json.Decoder(ErrorBody)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -194,3 +196,84 @@ def parse_rate_headers(headers: Any) -> RateInfo | None:
         remaining_tokens=_number(rt),
         reset_tokens=parse_duration(get("x-ratelimit-reset-tokens")),
     )
+
+
+class SseAccumulator:
+    """Assemble a streamed chat completion from raw SSE bytes, read in whatever pieces arrive.
+
+    The client hands over each network read (:meth:`feed`), not each line: the ``data:``
+    payloads of all complete lines in a read are decoded in one msgspec call, as a JSON
+    array, so a body that arrives in one piece costs one decode instead of one per event
+    (and one aiohttp read instead of one per line). A line cut by a read boundary waits
+    for the next read. Lines other than ``data:`` (comments, ``event:``, ``id:``, blank
+    separators) are skipped; ``data: [DONE]`` ends the stream.
+
+    Raises:
+        msgspec.DecodeError: a payload is not a chat-completion chunk (the caller maps it
+            to :class:`~engine.errors.MalformedResponse`).
+    """
+
+    __slots__ = ("_pending", "done", "parts", "reasons", "usage")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self.done = False
+        self.parts: dict[int, list[str]] = {}
+        self.reasons: dict[int, str | None] = {}
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> bool:
+        """Take one read; True if it carried content text (for time to first token)."""
+        if self._pending:
+            data = self._pending + data
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._pending = data
+            return False
+        self._pending = data[end + 1 :]
+        payloads = [
+            line[5:].strip() for line in data[:end].split(b"\n") if line.startswith(b"data:")
+        ]
+        if b"[DONE]" in payloads:
+            del payloads[payloads.index(b"[DONE]") :]
+            self.done = True
+        if not payloads:
+            return False
+        if len(payloads) == 1:
+            chunks = [chunk_decoder.decode(payloads[0])]
+        else:
+            chunks = chunks_decoder.decode(b"[" + b",".join(payloads) + b"]")
+            if len(chunks) != len(payloads):  # a payload that was not one JSON value
+                raise msgspec.DecodeError("SSE payloads do not decode one chunk each")
+        return self._add(chunks)
+
+    def _add(self, chunks: list[ChatChunk]) -> bool:
+        parts = self.parts
+        reasons = self.reasons
+        text_seen = False
+        for chunk in chunks:
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            for choice in chunk.choices:
+                text = choice.delta.content
+                index = choice.index
+                if text:
+                    text_seen = True
+                    if index in parts:
+                        parts[index].append(text)
+                    else:
+                        parts[index] = [text]
+                if choice.finish_reason is not None:
+                    reasons[index] = choice.finish_reason
+                elif index not in reasons:
+                    reasons[index] = None
+        return text_seen
+
+    def finish(self) -> None:
+        """Take a last line the server sent without a final newline."""
+        if self._pending and not self.done:
+            self.feed(b"\n")
+
+    def indices(self) -> list[int]:
+        """The choice indices seen, in order."""
+        return sorted(set(self.parts) | set(self.reasons))

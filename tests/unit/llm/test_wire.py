@@ -10,6 +10,7 @@ from engine.llm.wire import (
     ChatChunk,
     ChatCompletion,
     RateInfo,
+    SseAccumulator,
     chunk_decoder,
     completion_decoder,
     encoder,
@@ -182,3 +183,92 @@ def test_decode_errors() -> None:
 def test_encoder_round_trip() -> None:
     payload = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 5}
     assert msgspec.json.decode(encoder.encode(payload)) == payload
+
+
+def _event(index: int, content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    chunk = {"id": "c", "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + encoder.encode(chunk) + b"\n\n"
+
+
+_STREAM = (
+    b": keep-alive comment\n\n"
+    + b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+    + _event(0, "Hel")
+    + _event(1, "Bon")
+    + b"event: message\r\n"  # CRLF line ends and an event: field are tolerated
+    + b"data:"
+    + encoder.encode({"choices": [{"index": 0, "delta": {"content": "lo"}}]})
+    + b"\r\n\r\n"
+    + _event(1, "jour", "stop")
+    + _event(0, None, "length")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+def _assemble(pieces: list[bytes]) -> SseAccumulator:
+    acc = SseAccumulator()
+    for piece in pieces:
+        acc.feed(piece)
+        if acc.done:
+            break
+    else:
+        acc.finish()
+    return acc
+
+
+def test_sse_accumulator_same_result_for_every_read_boundary() -> None:
+    whole = _assemble([_STREAM])
+    assert whole.done
+    assert {i: "".join(p) for i, p in whole.parts.items()} == {0: "Hello", 1: "Bonjour"}
+    assert whole.reasons == {0: "length", 1: "stop"}
+    assert whole.usage is not None and whole.usage.total_tokens == 7
+    assert whole.indices() == [0, 1]
+    for cut in range(1, len(_STREAM)):  # two reads, cut at every byte
+        acc = _assemble([_STREAM[:cut], _STREAM[cut:]])
+        assert (acc.done, acc.parts, acc.reasons, acc.usage) == (
+            whole.done,
+            whole.parts,
+            whole.reasons,
+            whole.usage,
+        ), cut
+    one_byte = _assemble([_STREAM[i : i + 1] for i in range(len(_STREAM))])
+    assert one_byte.parts == whole.parts and one_byte.done
+
+
+def test_sse_accumulator_reports_text_for_ttft() -> None:
+    acc = SseAccumulator()
+    assert acc.feed(b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n') is False
+    assert acc.feed(_event(0, "")) is False  # empty content is not a first token
+    assert acc.feed(_event(0, "x")[:10]) is False  # a cut line waits for its end
+    assert acc.feed(_event(0, "x")[10:]) is True
+
+
+def test_sse_accumulator_done_stops_and_missing_done_is_seen() -> None:
+    acc = SseAccumulator()
+    acc.feed(_event(0, "a") + b"data: [DONE]\n\n" + _event(0, "after"))
+    assert acc.done and acc.parts == {0: ["a"]}
+    cut = SseAccumulator()
+    cut.feed(_event(0, "a"))
+    cut.finish()
+    assert not cut.done
+    unterminated = SseAccumulator()
+    unterminated.feed(_event(0, "a") + b"data: [DONE]")  # last line without a newline
+    assert not unterminated.done
+    unterminated.finish()
+    assert unterminated.done
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _event(0, "a") + b'data: {"choices": [\n\n',  # cut JSON beside a good event
+        b'data: {"choices":[]}, {"choices":[]}\n\n' + _event(0, "a"),  # two values in one
+        b'data: {"choices":[]}, {"choices":[]}\n\n',  # ... also when alone in a read
+        b'data: {"choices": "nope"}\n\n',
+    ],
+)
+def test_sse_accumulator_rejects_malformed_payloads(body: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):  # ValidationError is a DecodeError
+        SseAccumulator().feed(body)
