@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import ConfigError
+from ..serving import LoopbackServer
 from .core import _GROWTH, _MIN_S, EndpointStats, Histogram, Metrics, StageStats
 from .report import Priced
 
@@ -291,7 +292,7 @@ class MetricsCollector:
 
 
 # ------------------------------------------------------------------- exporter
-class PrometheusExporter:
+class PrometheusExporter(LoopbackServer):
     """Serves ``GET /metrics`` for one run's metrics on the current event loop.
 
     Use as ``async with PrometheusExporter(metrics, port=0) as exp: ... exp.url ...``.
@@ -319,6 +320,7 @@ class PrometheusExporter:
         port: int = 0,
         prices: Mapping[str, Priced] | None = None,
     ) -> None:
+        super().__init__(host=host, port=port)
         if not 0 <= port <= 65535:
             raise ConfigError(
                 f"metrics port {port} is not a TCP port",
@@ -330,10 +332,6 @@ class PrometheusExporter:
 
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
-        self.host = host
-        self._requested_port = port
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition for an ``Accept`` header: ``(body, content type)``.
@@ -350,56 +348,29 @@ class PrometheusExporter:
         body, content_type = self.render(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    def build_app(self) -> web.Application:
+        """An application serving ``GET /metrics``."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        return app
+
     async def start(self) -> None:
         """Start listening (idempotent).
 
         Raises:
             ConfigError: the address cannot be bound (e.g. the port is taken).
         """
-        if self._runner is not None:
-            return
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._requested_port).start()
+            await super().start()
         except OSError as exc:
-            await runner.cleanup()
             raise ConfigError(
                 f"cannot serve metrics on {self.host}:{self._requested_port} "
                 f"({exc.strerror or exc})",
                 field="metrics_port",
                 hint="choose a free port, or 0 for any free one",
             ) from exc
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = int(runner.addresses[0][1]) if runner.addresses else self._requested_port
-        self._runner = runner
-
-    async def aclose(self) -> None:
-        """Stop listening (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> PrometheusExporter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    @property
-    def port(self) -> int:
-        """The TCP port it listens on (the real one when started with port 0)."""
-        if self._port is None:
-            raise RuntimeError("PrometheusExporter is not started")
-        return self._port
 
     @property
     def url(self) -> str:
         """The scrape URL, e.g. ``http://127.0.0.1:PORT/metrics``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return self.address("/metrics")

@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from engine.clock import monotonic
+from engine.serving import LoopbackServer
 
 from .faults import FaultPlan
 from .model import (
@@ -599,7 +600,7 @@ def make_app(settings: SimSettings) -> web.Application:
     return app
 
 
-class SimServer:
+class SimServer(LoopbackServer):
     """Runs the simulated endpoint on a TCP port in the current event loop.
 
     Use as ``async with SimServer(settings) as server: ... server.url ...``.
@@ -611,63 +612,25 @@ class SimServer:
     """
 
     def __init__(self, settings: SimSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(
+            host=host,
+            port=port,
+            runner_options={
+                "handler_cancellation": True,
+                "shutdown_timeout": _SHUTDOWN_TIMEOUT_S,
+            },
+            site_options={"backlog": 4096, "reuse_address": True},
+        )
         self.settings = settings
-        self.host = host
-        self._requested_port = port
-        self._port: int | None = None
-        self._app: web.Application | None = None
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        """Start listening (idempotent)."""
-        if self._runner is not None:
-            return
-        app = make_app(self.settings)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            handler_cancellation=True,
-            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
-        )
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self._requested_port, backlog=4096, reuse_address=True
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = int(runner.addresses[0][1]) if runner.addresses else self._requested_port
-        self._app = app
-        self._runner = runner
-
-    async def aclose(self) -> None:
-        """Stop listening and close open connections (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> SimServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    @property
-    def port(self) -> int:
-        """The TCP port it listens on (the real one when started with port 0)."""
-        if self._port is None:
-            raise RuntimeError("SimServer is not started")
-        return self._port
+    def build_app(self) -> web.Application:
+        """The simulated endpoint's application."""
+        return make_app(self.settings)
 
     @property
     def url(self) -> str:
         """Base URL for OpenAI clients, e.g. ``http://127.0.0.1:PORT/v1``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return self.address("/v1")
 
     def stats(self) -> dict[str, Any]:
         """The same counters ``GET /sim/stats`` returns."""
