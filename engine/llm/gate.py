@@ -480,6 +480,12 @@ class Gate:
             self._req_bucket.clamp(rate.remaining_requests - self._in_flight)
         if rate.remaining_tokens is not None and self._tok_bucket is not None:
             self._tok_bucket.clamp(rate.remaining_tokens)
+        if self._adaptive == "auto" and (self._limit < self._max or self._probe):
+            if not self.adapting:
+                # Known limits bound the endpoint from now on (buckets pace, 429s pause):
+                # cuts AIMD made while they were unknown no longer apply.
+                self._limit = self._max
+                self._probe = 0
 
     def _on_rate_limited(self, permit: Permit, retry_after: float | None, now: float) -> None:
         self._consecutive_429 += 1

@@ -62,3 +62,29 @@ async def test_latency_growing_with_load_lowers_the_limit() -> None:
         latency = 0.05 * (1 + i / 300)  # a queue building up: latency keeps rising
         gate.release(permit, outcome="ok", latency=latency, completion_tokens=50)
     assert gate.state().concurrency_limit < 64
+
+
+async def test_auto_mode_restores_the_ceiling_once_limits_are_learned() -> None:
+    """AIMD cuts made while no limit was known stop binding when headers give one."""
+    clock = FakeClock()
+    gate = Gate("e", max_concurrency=64, clock=clock, call_later=clock.call_later)
+    assert gate.adapting
+    for _ in range(3):  # three congestion events, each a new epoch, each a cut
+        gate.release(await gate.acquire(0), outcome="overloaded")
+    assert gate.state().concurrency_limit < 32
+    gate.release(await gate.acquire(0), outcome="ok", rate=RateInfo(limit_requests=6000))
+    assert not gate.adapting
+    assert gate.state().concurrency_limit == 64
+    permits = [await gate.acquire(0) for _ in range(64)]  # 64 in flight at once again
+    assert gate.state().in_flight == 64
+    for permit in permits:
+        gate.release(permit, outcome="overloaded")  # no longer cut: limits are known
+    assert gate.state().concurrency_limit == 64
+
+
+async def test_fixed_adaptive_mode_keeps_its_cuts_after_learning() -> None:
+    clock = FakeClock()
+    gate = Gate("e", max_concurrency=64, clock=clock, call_later=clock.call_later, adaptive=True)
+    gate.release(await gate.acquire(0), outcome="overloaded")
+    gate.release(await gate.acquire(0), outcome="ok", rate=RateInfo(limit_requests=6000))
+    assert gate.adapting and gate.state().concurrency_limit < 64
