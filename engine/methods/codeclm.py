@@ -120,8 +120,8 @@ class CodecLMConfig(Base, frozen=True):
         judge_max_tokens: max tokens of a judge reply.
         encode_concurrency: seeds encoded at once during prepare.
         templates: prompt overrides.
-        semantic_dedup: embedding near-duplicate check of each instruction about to be
-            kept (off by default; docs/dedup.md).
+        semantic_dedup: embedding near-duplicate check of each instruction before its
+            responses are paid for and again when it is kept (off by default; docs/dedup.md).
     """
 
     metadata_count: Annotated[int, msgspec.Meta(ge=1)] = 200
@@ -1021,6 +1021,23 @@ class CodecLMMethod:
                         depth,
                     )
                     instruction = improved.improved_instruction
+                if self.semantic is not None:
+                    # Before paying for two responses and two judge calls: an instruction
+                    # already near a kept one is dropped now (the check at keep decides
+                    # for pairs in flight at the same time).
+                    dup = await self.semantic.probe(base_row["id"], instruction)
+                    if dup is not None:
+                        return (
+                            "rejected",
+                            {
+                                **base_row,
+                                "instruction": instruction,
+                                "iteration": iteration,
+                                "filter": NEAR_DUPLICATE,
+                                **dup.fields(),
+                                "history": history,
+                            },
+                        )
                 stage = "respond"
                 strong_ans, target_ans = await concurrently(
                     self._call(self.respond, "strong", {"instruction": instruction}, depth),
@@ -1101,6 +1118,9 @@ class CodecLMMethod:
             self.failed_by_stage[stage] += 1
             _, row = failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)
             return ("failed", {**row, **base_row, "instruction": instruction, "history": history})
+        finally:
+            if self.semantic is not None:
+                self.semantic.forget(base_row["id"])
         raise AssertionError("unreachable: route() rejects at max_iterations")
 
     async def _call(self, gen: Generate[Any], role: str, values: dict[str, Any], depth: int) -> Any:

@@ -97,13 +97,19 @@ class SemanticDedupConfig(Base, frozen=True):
 
 # ------------------------------------------------------------------ async front
 class _Request:
-    __slots__ = ("entries", "future")
+    __slots__ = ("entries", "future", "probe", "vectors")
 
     def __init__(
-        self, entries: list[tuple[str, str]], future: asyncio.Future[list[Duplicate | None]]
+        self,
+        entries: list[tuple[str, str]],
+        future: asyncio.Future[list[Duplicate | None]],
+        *,
+        probe: bool = False,
     ) -> None:
         self.entries = entries
         self.future = future
+        self.probe = probe  # query only: admit nothing, keep the embeddings for later
+        self.vectors: list[Matrix | None] = [None] * len(entries)  # known embeddings
 
 
 class SemanticDedup:
@@ -137,8 +143,15 @@ class SemanticDedup:
         self._ready: asyncio.Future[None] | None = None
         self._queue: deque[_Request] = deque()
         self._busy = False
+        # row id -> (text, embedding) of a probe() that found no duplicate, so that the
+        # admitting check of the same text does not embed it again (popped there or by
+        # forget(); the loop alone touches it).
+        self._probed: dict[str, tuple[str, Matrix]] = {}
         self.checked = 0
         self.dropped = 0
+        self.probed = 0
+        self.dropped_by_probe = 0
+        self.reused = 0
         self.rebuilt = 0
         self.batches = 0
         self.embedded = 0
@@ -205,19 +218,40 @@ class SemanticDedup:
             ConfigError: the model could not be loaded (the run stops).
             EngineError: embedding failed (the run stops).
         """
+        return await self._submit(entries, probe=False)
+
+    async def check_one(self, row_id: str, text: str) -> Duplicate | None:
+        """:meth:`check` of one instruction."""
+        return (await self.check([(row_id, text)]))[0]
+
+    async def probe(self, row_id: str, text: str) -> Duplicate | None:
+        """Whether ``text`` is a near duplicate of an admitted instruction, admitting nothing.
+
+        For a method that pays for calls between choosing an instruction and keeping it
+        (CodecLM's responses and judge): probing first skips those calls for an
+        instruction that would be dropped anyway. The admitting :meth:`check` still
+        decides (two near duplicates probed at once both pass here); it reuses the
+        embedding made here for the same ``row_id`` and text. Call :meth:`forget` when
+        the row ends without that check.
+        """
+        return (await self._submit([(row_id, text)], probe=True))[0]
+
+    def forget(self, row_id: str) -> None:
+        """Drop the embedding a :meth:`probe` kept for ``row_id`` (no-op if none)."""
+        self._probed.pop(row_id, None)
+
+    async def _submit(
+        self, entries: Sequence[tuple[str, str]], *, probe: bool
+    ) -> list[Duplicate | None]:
         if not entries:
             return []
         self.warm_up()
         assert self._ready is not None
         await asyncio.shield(self._ready)
-        request = _Request(list(entries), asyncio.get_running_loop().create_future())
+        request = _Request(list(entries), asyncio.get_running_loop().create_future(), probe=probe)
         self._queue.append(request)
         self._pump()
         return await request.future
-
-    async def check_one(self, row_id: str, text: str) -> Duplicate | None:
-        """:meth:`check` of one instruction."""
-        return (await self.check([(row_id, text)]))[0]
 
     def _pump(self) -> None:
         """Submit the next batch if none is running (called on the loop)."""
@@ -236,21 +270,53 @@ class SemanticDedup:
             size += len(head.entries)
         if not batch:
             return
+        for r in batch:
+            if not r.probe:  # an admitting check reuses the embedding of its probe
+                for i, (row_id, text) in enumerate(r.entries):
+                    kept = self._probed.pop(row_id, None)
+                    if kept is not None and kept[0] == text:
+                        r.vectors[i] = kept[1]
         self._busy = True
-        entries = [e for r in batch for e in r.entries]
-        job = asyncio.get_running_loop().run_in_executor(None, self._admit, entries)
+        job = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
         job.add_done_callback(functools.partial(self._deliver, batch))
 
-    def _admit(self, entries: list[tuple[str, str]]) -> list[Duplicate | None]:
+    def _work(self, batch: list[_Request]) -> list[list[Duplicate | None]]:
+        """Embed what is not embedded yet; admit the checks' entries, then query the
+        probes' (worker thread; the batch's vectors are filled in for the loop)."""
         assert self._embedder is not None
-        vectors = self._encode(self._embedder, [text for _, text in entries])
-        verdicts = self.index.admit([i for i, _ in entries], vectors)
+        missing = [(r, i) for r in batch for i, v in enumerate(r.vectors) if v is None]
+        if missing:
+            fresh = self._encode(self._embedder, [r.entries[i][1] for r, i in missing])
+            for (r, i), vector in zip(missing, fresh, strict=True):
+                r.vectors[i] = vector
+        reused = sum(len(r.entries) for r in batch) - len(missing)
+        checks = [r for r in batch if not r.probe]
+        probes = [r for r in batch if r.probe]
+        verdicts: dict[int, list[Duplicate | None]] = {}
+        if checks:
+            entries = [e for r in checks for e in r.entries]
+            found = self.index.admit([i for i, _ in entries], _stack(checks))
+            at = 0
+            for r in checks:
+                verdicts[id(r)] = found[at : at + len(r.entries)]
+                at += len(r.entries)
+            self.checked += len(entries)
+            self.dropped += sum(v is not None for v in found)
+        if probes:
+            found = self.index.query(_stack(probes))
+            at = 0
+            for r in probes:
+                verdicts[id(r)] = found[at : at + len(r.entries)]
+                at += len(r.entries)
+            self.probed += len(found)
+            self.dropped_by_probe += sum(v is not None for v in found)
         self.batches += 1
-        self.checked += len(entries)
-        self.dropped += sum(v is not None for v in verdicts)
-        return verdicts
+        self.reused += reused
+        return [verdicts[id(r)] for r in batch]
 
-    def _deliver(self, batch: list[_Request], job: asyncio.Future[list[Duplicate | None]]) -> None:
+    def _deliver(
+        self, batch: list[_Request], job: asyncio.Future[list[list[Duplicate | None]]]
+    ) -> None:
         self._busy = False
         if job.cancelled():
             for r in batch:
@@ -262,12 +328,16 @@ class SemanticDedup:
                     err = exc if isinstance(exc, EngineError) else EngineError(str(exc))
                     r.future.set_exception(err)
         else:
-            verdicts = job.result()
-            at = 0
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_result(verdicts[at : at + len(r.entries)])
-                at += len(r.entries)
+            for r, verdicts in zip(batch, job.result(), strict=True):
+                if r.future.done():
+                    continue
+                if r.probe:
+                    for (row_id, text), vector, verdict in zip(
+                        r.entries, r.vectors, verdicts, strict=True
+                    ):
+                        if verdict is None and vector is not None:
+                            self._probed[row_id] = (text, vector)
+                r.future.set_result(verdicts)
         self._pump()
 
     # -------------------------------------------------------------- report
@@ -278,6 +348,9 @@ class SemanticDedup:
             "threshold": self.cfg.threshold,
             "checked": self.checked,
             "dropped": self.dropped,
+            "probed": self.probed,
+            "dropped_before_calls": self.dropped_by_probe,
+            "embeddings_reused": self.reused,
             "indexed": len(self.index),
             "rebuilt_from_output": self.rebuilt,
             "batches": self.batches,
@@ -285,6 +358,16 @@ class SemanticDedup:
             "embed_s": round(self.embed_s, 3),
             "embeddings_per_s": round(self.embedded / self.embed_s, 1) if self.embed_s else None,
         }
+
+
+def _stack(requests: list[_Request]) -> Matrix:
+    """The requests' embeddings, in order, as one matrix (all filled in by then)."""
+    import numpy as np
+
+    vectors = [v for r in requests for v in r.vectors if v is not None]
+    assert len(vectors) == sum(len(r.entries) for r in requests)
+    out: Matrix = np.stack(vectors)
+    return out
 
 
 # ------------------------------------------------------------ method helpers

@@ -146,6 +146,45 @@ class SemanticIndex:
             j = int(np.argmax(sims))
             return float(sims[j]), self._ids[j]
 
+    def _best(self, vectors: Matrix, n: int) -> tuple[Any, Any]:
+        """Best cosine and its row, among the first ``n`` rows, for each vector (locked)."""
+        import numpy as np
+
+        best = np.full(len(vectors), -np.inf, dtype=np.float32)
+        where = np.zeros(len(vectors), dtype=np.int64)
+        m = self._matrix
+        if m is None:
+            return best, where
+        if m.shape[1] != vectors.shape[1]:
+            raise ValueError(
+                f"embedding size {vectors.shape[1]} differs from the index's {m.shape[1]}"
+            )
+        for start in range(0, n, _SCAN_ROWS):
+            block = m[start : min(n, start + _SCAN_ROWS)] @ vectors.T  # (rows, batch)
+            j = np.argmax(block, axis=0)
+            s = block[j, np.arange(len(vectors))]
+            better = s > best
+            best[better] = s[better]
+            where[better] = j[better] + start
+        return best, where
+
+    def query(self, vectors: Matrix) -> list[Duplicate | None]:
+        """Check each vector against the index as it stands, inserting nothing.
+
+        Returns:
+            Per vector: None (not a near duplicate of an indexed row) or the verdict.
+        """
+        if not len(vectors):
+            return []
+        with self._lock:
+            best, where = self._best(vectors, len(self._ids))
+            return [
+                Duplicate(similarity=float(sim), duplicate_of=self._ids[int(at)])
+                if sim > self.threshold
+                else None
+                for sim, at in zip(best, where, strict=True)
+            ]
+
     def admit(self, ids: Sequence[str], vectors: Matrix) -> list[Duplicate | None]:
         """Check each vector in order and insert those that are not near duplicates.
 
@@ -164,15 +203,7 @@ class SemanticIndex:
         with self._lock:
             m = self._reserve(len(ids), int(vectors.shape[1]))
             n = len(self._ids)
-            best = np.full(len(ids), -np.inf, dtype=np.float32)
-            where = np.zeros(len(ids), dtype=np.int64)
-            for start in range(0, n, _SCAN_ROWS):
-                block = m[start : min(n, start + _SCAN_ROWS)] @ vectors.T  # (rows, batch)
-                j = np.argmax(block, axis=0)
-                s = block[j, np.arange(len(ids))]
-                better = s > best
-                best[better] = s[better]
-                where[better] = j[better] + start
+            best, where = self._best(vectors, n)
             out: list[Duplicate | None] = []
             for i, row_id in enumerate(ids):
                 sim, at = float(best[i]), int(where[i])

@@ -237,6 +237,65 @@ async def test_one_request_is_checked_in_its_order() -> None:
     assert await d.check([]) == []
 
 
+def test_query_inserts_nothing_and_agrees_with_admit() -> None:
+    index = SemanticIndex(0.9)
+    assert index.query(rows(unit(1, 0))) == [None]  # empty index
+    index.admit(["a"], rows(unit(1, 0)))
+    near, far = unit(1, 0.1), unit(0, 1)
+    (dup, fresh) = index.query(rows(near, far))
+    assert fresh is None and dup is not None and dup.duplicate_of == "a"
+    assert dup.similarity == pytest.approx(float(unit(1, 0) @ near))
+    assert len(index) == 1  # nothing inserted
+    assert index.admit(["n", "f"], rows(near, far)) == [dup, None]
+    with pytest.raises(ValueError, match="embedding size"):
+        index.query(rows(unit(1, 0, 0)))
+
+
+async def test_probe_admits_nothing_and_its_embedding_is_reused_by_the_check() -> None:
+    vecs = {"a": unit(1, 0.01), "a2": unit(1, 0.02), "b": unit(0, 1), "b2": unit(0.02, 1)}
+    embedder = FakeEmbedder(vecs)
+    d = dedup(embedder)
+    assert await d.probe("1", "a") is None
+    assert len(d.index) == 0  # a probe admits nothing
+    assert await d.check_one("1", "a") is None  # kept: embedded once, at the probe
+    assert embedder.batches == [["a"]]
+    probed = await d.probe("2", "a2")
+    assert probed is not None and probed.duplicate_of == "1"
+    assert await d.probe("3", "b") is None
+    assert await d.check_one("3", "b2") is None  # the text changed since the probe: embedded
+    assert embedder.batches == [["a"], ["a2"], ["b"], ["b2"]]
+    assert await d.probe("4", "b") is not None  # b2 is in the index now
+    report = d.report()
+    assert (report["probed"], report["dropped_before_calls"], report["embeddings_reused"]) == (
+        4,
+        2,
+        1,
+    )
+    assert (report["checked"], report["dropped"], report["indexed"]) == (2, 0, 2)
+    assert d._probed == {}  # popped by the checks; duplicates are never kept
+
+
+async def test_forget_drops_a_probe_and_concurrent_probes_are_settled_by_the_check() -> None:
+    vecs = {"a": unit(1, 0.01), "a2": unit(1, 0.02), "c": unit(0, 1)}
+    embedder = FakeEmbedder(vecs)
+    d = dedup(embedder)
+    # Two near duplicates probed together both pass: neither is in the index yet.
+    assert await asyncio.gather(d.probe("1", "a"), d.probe("2", "a2")) == [None, None]
+    assert set(d._probed) == {"1", "2"}
+    first, second = await asyncio.gather(d.check_one("1", "a"), d.check_one("2", "a2"))
+    assert first is None and second is not None and second.duplicate_of == "1"
+    assert sum(len(b) for b in embedder.batches) == 2  # both checks reused their probes
+    assert await d.probe("3", "a") is not None
+    assert "3" not in d._probed  # a duplicate's embedding is not kept
+    assert await d.probe("4", "c") is None
+    assert "4" in d._probed
+    d.forget("4")  # the row ended without its check (rejected by the judge, failed)
+    d.forget("never-probed")  # no-op
+    assert d._probed == {}
+    assert await d.check_one("4", "c") is None  # forgotten: embedded again
+    assert embedder.batches[-1] == ["c"]
+
+
 def _write_output(out: Path, rows_by_kind: dict[str, list[dict[str, Any]]]) -> None:
     sink, _ = ShardSink.open(
         out,
@@ -853,10 +912,12 @@ class CodecRole:
     def __init__(self, role: str, instructions: list[str]) -> None:
         self.name = self.model = role
         self.instructions = instructions
+        self.stages: list[str] = []
 
     async def chat(self, messages: list[dict[str, Any]], **params: Any) -> Reply:
         content = str(messages[-1]["content"])
         stage = params.get("stage")
+        self.stages.append(str(stage))
         if stage == "encode":
             return Reply("Use case: Writing help\nSkills: Poetry, Explaining")
         if stage == "decode":
@@ -867,6 +928,28 @@ class CodecRole:
             strong_first = content.index("STRONG") < content.index("TARGET")
             return Reply("8 4" if strong_first else "4 8")
         return Reply(f"{self.name.upper()} answer.")
+
+
+class SequentialCodecRole(CodecRole):
+    """A CodecRole whose k-th decode answers ``decodes[k]`` and whose encode names a use
+    case after the seed (so each seed is its own metadata item)."""
+
+    def __init__(self, role: str, decodes: list[list[str]]) -> None:
+        super().__init__(role, [])
+        self.decodes = decodes
+
+    async def chat(self, messages: list[dict[str, Any]], **params: Any) -> Reply:
+        content = str(messages[-1]["content"])
+        stage = params.get("stage")
+        if stage == "encode":
+            self.stages.append("encode")
+            topic = "Poetry" if "poem" in content else "Hashing"
+            return Reply(f"Use case: {topic} help\nSkills: {topic}")
+        if stage == "decode":
+            self.stages.append("decode")
+            lines = self.decodes[self.stages.count("decode") - 1]
+            return Reply("\n".join(f"{i}. {t}" for i, t in enumerate(lines, 1)))
+        return await super().chat(messages, **params)
 
 
 async def test_codeclm_checks_each_instruction_when_it_is_kept(
@@ -925,7 +1008,72 @@ enabled = true
     assert dup["filter"] == dup["reason"] == "near_duplicate"
     assert dup["duplicate_of"] == poem["id"] and dup["similarity"] > DEFAULT_THRESHOLD
     assert {dup["instruction"], poem["instruction"]} == {instructions[0], instructions[2]}
-    assert dup["response"] == "STRONG answer." and dup["scores"]["gap"] > 0  # paid, then dropped
+    # The three pairs of one item run at once: all pass the probe (nothing is kept
+    # yet), so the duplicate's calls are paid and the check at keep drops it.
+    assert dup["response"] == "STRONG answer." and dup["scores"]["gap"] > 0
     report = method.report()
     assert report["kept"] == 2
-    assert report["semantic_dedup"]["dropped"] == 1 and report["semantic_dedup"]["indexed"] == 2
+    sd = report["semantic_dedup"]
+    assert (sd["probed"], sd["dropped_before_calls"], sd["dropped"], sd["indexed"]) == (3, 0, 1, 2)
+    assert sd["embeddings_reused"] == 3  # each instruction embedded once, at its probe
+    assert method.semantic._probed == {}  # type: ignore[attr-defined]  # nothing left behind
+
+
+async def test_codeclm_drops_a_near_duplicate_before_paying_for_its_responses(
+    tmp_path: Path, minilm: SentenceTransformerEmbedder
+) -> None:
+    poem, poem2 = (
+        "Write a short poem about the ocean at night.",
+        "Write a short poem about the ocean at night!",
+    )
+    seeds = [{"instruction": "Write a poem."}, {"instruction": "Explain hashing."}]
+    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeds))
+    (tmp_path / "c.toml").write_text(
+        """[run]
+method = "codeclm"
+input = "seeds.jsonl"
+output = "out"
+
+[endpoints.e]
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+
+[roles]
+strong = "e"
+
+[method.codeclm]
+metadata_count = 2
+instructions_per_metadata = 1
+
+[method.codeclm.semantic_dedup]
+enabled = true
+"""
+    )
+    config = load_config(tmp_path / "c.toml")
+    callers = {r: SequentialCodecRole(r, [[poem], [poem2]]) for r in ("strong", "target", "judge")}
+    stages: dict[str, Counts] = {}
+    ctx = MethodContext(
+        config=config,
+        callers=dict(callers),
+        input_path=config.resolve("seeds.jsonl"),
+        stage=lambda name: stages.setdefault(name, Counts()),
+    )
+    method = create_method(config, ctx)
+    method.semantic = SemanticDedup(  # type: ignore[attr-defined]
+        SemanticDedupConfig(enabled=True), embedder=lambda: minilm
+    )
+    await method.prepare()
+    out: list[RowOut] = []
+    for item in method.work():  # one after the other: the poem is kept before its twin
+        out += await method.process(item)  # type: ignore[arg-type]
+    assert [k for k, _ in out] == ["kept", "rejected"]
+    (_, kept), (_, dup) = out
+    assert kept["instruction"] == poem and dup["instruction"] == poem2
+    assert dup["filter"] == dup["reason"] == "near_duplicate" and dup["duplicate_of"] == kept["id"]
+    # Dropped before its responses: no response, no scores, no calls paid for it.
+    assert "response" not in dup and "scores" not in dup and dup["iteration"] == 1
+    assert callers["target"].stages == ["respond"]  # the kept pair's response only
+    assert callers["judge"].stages.count("judge") == 2  # the kept pair's two orders
+    sd = method.report()["semantic_dedup"]
+    assert (sd["probed"], sd["dropped_before_calls"], sd["dropped"], sd["indexed"]) == (2, 1, 0, 1)
+    assert method.semantic._probed == {}  # type: ignore[attr-defined]
