@@ -22,7 +22,10 @@ arrived first, which for concurrently processed items depends on timing (see
 Resume: when the method gives a row source (LAB, CodecLM), the index is rebuilt, in the
 same worker thread before the first check, from the rows the output directory has already
 committed (``engine.io.shards.iter_rows``), so a resumed run does not keep a duplicate of a
-committed row. SELF-GUIDE checks in ``prepare``, which a resume replays from the cache.
+committed row. Admitted embeddings are appended to ``OUT/semantic_dedup.vectors``
+(:mod:`engine.methods.semantic_store`) and the rebuild reads a committed row's embedding
+from there instead of embedding it again. SELF-GUIDE checks in ``prepare``, which a
+resume replays from the cache.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from .semantic_index import (
     SentenceTransformerEmbedder,
 )
 from .semantic_index import REASON as REASON
+from .semantic_store import VectorStore, vector_key
 
 if TYPE_CHECKING:
     from .semantic_index import Matrix
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = (
     "DEFAULT_THRESHOLD",
     "REASON",
+    "STORE_NAME",
     "SemanticDedup",
     "SemanticDedupConfig",
     "committed_texts",
@@ -71,6 +76,9 @@ DEFAULT_THRESHOLD = 0.89
 """Cosine above which an instruction is a near duplicate (measured: docs/dedup.md)."""
 
 _REBUILD_CHUNK = 1024
+
+STORE_NAME = "semantic_dedup.vectors"
+"""The file in the output directory that keeps admitted embeddings for a resume."""
 
 log = logging.getLogger("engine")
 
@@ -122,6 +130,8 @@ class SemanticDedup:
             on resume (called once, in the worker thread, before the first check).
         model_name: the model's name in the report.
         logger: where the load is logged.
+        store: where admitted embeddings are kept for the next resume's rebuild (None:
+            nowhere; see :mod:`engine.methods.semantic_store`).
     """
 
     def __init__(
@@ -132,8 +142,10 @@ class SemanticDedup:
         committed: Callable[[], Iterable[tuple[str, str]]] | None = None,
         model_name: str = "",
         logger: logging.Logger | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         self.cfg = cfg
+        self.store = store
         self.index = SemanticIndex(cfg.threshold)
         self.model_name = model_name or cfg.model or DEFAULT_MODEL_NAME
         self._factory = embedder
@@ -153,6 +165,7 @@ class SemanticDedup:
         self.dropped_by_probe = 0
         self.reused = 0
         self.rebuilt = 0
+        self.rebuilt_from_store = 0
         self.batches = 0
         self.embedded = 0
         self.embed_s = 0.0
@@ -175,24 +188,63 @@ class SemanticDedup:
         embedder = self._factory()
         self.load_s = time.perf_counter() - t0
         if self._committed is not None:
-            chunk: list[tuple[str, str]] = []
-            for entry in self._committed():
-                chunk.append(entry)
-                if len(chunk) >= _REBUILD_CHUNK:
-                    self._add(embedder, chunk)
-                    chunk = []
-            self._add(embedder, chunk)
+            if self.store is not None:
+                self.store.open()
+            try:
+                chunk: list[tuple[str, str]] = []
+                for entry in self._committed():
+                    chunk.append(entry)
+                    if len(chunk) >= _REBUILD_CHUNK:
+                        self._add(embedder, chunk)
+                        chunk = []
+                self._add(embedder, chunk)
+            finally:
+                if self.store is not None:
+                    self.store.close()
         self._embedder = embedder
-        rebuilt = f"; index rebuilt from {self.rebuilt} committed rows" if self._committed else ""
+        rebuilt = (
+            f"; index rebuilt from {self.rebuilt} committed rows "
+            f"({self.rebuilt_from_store} embeddings read from {self.store.path.name})"
+            if self._committed and self.store is not None
+            else f"; index rebuilt from {self.rebuilt} committed rows"
+            if self._committed
+            else ""
+        )
         self._log.info(
             "semantic dedup: %s loaded in %.1fs%s", self.model_name, self.load_s, rebuilt
         )
 
     def _add(self, embedder: Embedder, entries: list[tuple[str, str]]) -> None:
-        if entries:
-            vectors = self._encode(embedder, [text for _, text in entries])
-            self.index.add([i for i, _ in entries], vectors)
-            self.rebuilt += len(entries)
+        """Index committed rows: stored embeddings where the store has them, else embed."""
+        import numpy as np
+
+        if not entries:
+            return
+        keys = [vector_key(i, t) for i, t in entries]
+        found = self.store.lookup(keys) if self.store is not None else [None] * len(entries)
+        missing = [k for k, v in enumerate(found) if v is None]
+        if missing:
+            fresh = self._encode(embedder, [entries[k][1] for k in missing])
+            for k, vector in zip(missing, fresh, strict=True):
+                found[k] = vector
+            self._keep([keys[k] for k in missing], fresh)
+        self.index.add([i for i, _ in entries], np.stack([v for v in found if v is not None]))
+        self.rebuilt += len(entries)
+        self.rebuilt_from_store += len(entries) - len(missing)
+
+    def _keep(self, keys: list[bytes], vectors: Matrix) -> None:
+        """Append embeddings to the store; on a write error, warn once and stop storing."""
+        if self.store is None or not keys:
+            return
+        try:
+            self.store.append(keys, vectors)
+        except OSError as exc:
+            self._log.warning(
+                "semantic dedup: cannot write %s (%s); embeddings are not kept for resume",
+                self.store.path,
+                exc.strerror or exc,
+            )
+            self.store = None
 
     def _encode(self, embedder: Embedder, texts: list[str]) -> Matrix:
         t0 = time.perf_counter()
@@ -295,13 +347,17 @@ class SemanticDedup:
         verdicts: dict[int, list[Duplicate | None]] = {}
         if checks:
             entries = [e for r in checks for e in r.entries]
-            found = self.index.admit([i for i, _ in entries], _stack(checks))
+            vectors = _stack(checks)
+            found = self.index.admit([i for i, _ in entries], vectors)
             at = 0
             for r in checks:
                 verdicts[id(r)] = found[at : at + len(r.entries)]
                 at += len(r.entries)
             self.checked += len(entries)
             self.dropped += sum(v is not None for v in found)
+            admitted = [k for k, v in enumerate(found) if v is None]
+            if admitted and self.store is not None:
+                self._keep([vector_key(*entries[k]) for k in admitted], vectors[admitted])
         if probes:
             found = self.index.query(_stack(probes))
             at = 0
@@ -353,6 +409,7 @@ class SemanticDedup:
             "embeddings_reused": self.reused,
             "indexed": len(self.index),
             "rebuilt_from_output": self.rebuilt,
+            "rebuilt_from_stored_embeddings": self.rebuilt_from_store,
             "batches": self.batches,
             "load_s": round(self.load_s, 3),
             "embed_s": round(self.embed_s, 3),
@@ -453,12 +510,14 @@ def semantic_dedup(
     if model and config.resolve(model).is_dir():
         model = str(config.resolve(model))
     committed = None
+    store = None
     if text_field is not None:
         out_dir = config.resolve(config.run.output)
         field = text_field
         committed = functools.partial(
             committed_texts, out_dir, field, kinds=kinds, skip_filters=skip_filters
         )
+        store = VectorStore(out_dir / STORE_NAME, cfg.model or DEFAULT_MODEL_NAME)
     return SemanticDedup(
         cfg,
         embedder=functools.partial(
@@ -467,4 +526,5 @@ def semantic_dedup(
         committed=committed,
         model_name=cfg.model,
         logger=logger,
+        store=store,
     )

@@ -220,6 +220,9 @@ async def test_lab_drops_near_duplicates_and_resumes_against_committed_rows(
     assert code == 0, err
     second = _report(out)
     assert second["semantic_dedup"]["rebuilt_from_output"] == 4  # alpha's kept questions
+    # ... from the embeddings run 1 stored beside its shards, not by embedding them again.
+    assert second["semantic_dedup"]["rebuilt_from_stored_embeddings"] == 4
+    assert first["semantic_dedup"]["rebuilt_from_stored_embeddings"] == 0
     assert second["semantic_dedup"]["dropped"] == 2
     assert second["dropped_by_filter"]["near_duplicate"] == 2
     assert second["per_leaf"]["compositional_skills/beta"]["dropped"]["near_duplicate"] == 2

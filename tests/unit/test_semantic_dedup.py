@@ -280,7 +280,7 @@ async def test_forget_drops_a_probe_and_concurrent_probes_are_settled_by_the_che
     embedder = FakeEmbedder(vecs)
     d = dedup(embedder)
     # Two near duplicates probed together both pass: neither is in the index yet.
-    assert await asyncio.gather(d.probe("1", "a"), d.probe("2", "a2")) == [None, None]
+    assert list(await asyncio.gather(d.probe("1", "a"), d.probe("2", "a2"))) == [None, None]
     assert set(d._probed) == {"1", "2"}
     first, second = await asyncio.gather(d.check_one("1", "a"), d.check_one("2", "a2"))
     assert first is None and second is not None and second.duplicate_of == "1"
