@@ -358,7 +358,7 @@ class Engine:
                 self._overlap_all_busy += all(busy)
             if watchdog > 0:
                 now = self.metrics.clock()
-                idle = now - self.metrics.last_progress_at
+                idle = now - self.metrics.last_activity_at()
                 if idle > watchdog and now - warned_at > watchdog:
                     warned_at = now
                     detail = ", ".join(
@@ -366,7 +366,11 @@ class Engine:
                         for n, e in self._endpoints.items()
                         for st in (e.gate.state(),)
                     )
-                    log.warning("no progress for %.0f s (%s)", idle, detail)
+                    log.warning(
+                        "no progress for %.0f s: no call answered, no row written (%s)",
+                        idle,
+                        detail,
+                    )
 
     def _overlap(self) -> dict[str, Any]:
         """How often every endpoint had calls in flight at once (sampled every 0.1 s)."""

@@ -62,7 +62,8 @@ class RunConfig(Base, frozen=True):
         max_items_in_flight: input items processed at once (bounds memory).
         shard_records: rows per output shard before it is committed and rotated.
         progress: "auto" (a bar on a terminal, plain lines otherwise), "rich", "plain", "off".
-        watchdog_s: report stuck work after this many seconds without progress (0: off).
+        watchdog_s: report stuck work after this many seconds with no call answered and no
+            row written (0: off).
     """
 
     method: str = "codeclm"

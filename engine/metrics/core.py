@@ -161,6 +161,7 @@ class EndpointStats:
         concurrency_limit: the gate's current concurrency limit (set by the engine).
         rpm_limit: requests-per-minute limit, configured or learned (set by the engine).
         tpm_limit: tokens-per-minute limit, configured or learned (set by the engine).
+        last_ok_at: clock time a call was last answered (by the endpoint or the cache).
     """
 
     __slots__ = (
@@ -180,6 +181,7 @@ class EndpointStats:
         "errors",
         "http_429",
         "in_flight",
+        "last_ok_at",
         "latency",
         "max_in_flight",
         "name",
@@ -195,6 +197,7 @@ class EndpointStats:
     def __init__(self, name: str, *, clock: Clock = monotonic) -> None:
         self.name = name
         self.clock = clock
+        self.last_ok_at = -math.inf
         self.requests = 0
         self.ok = 0
         self.errors: dict[str, int] = {}
@@ -262,6 +265,7 @@ class EndpointStats:
             self.in_flight -= 1
         if ok:
             self.ok += 1
+            self.last_ok_at = now
             self.latency.record(latency_s)
             if ttft_s is not None:
                 self.ttft.record(ttft_s)
@@ -291,6 +295,7 @@ class EndpointStats:
     def on_cache_hit(self, prompt_tokens: int, completion_tokens: int) -> None:
         """A call was answered from the response cache (nothing was sent)."""
         self.cache_hits += 1
+        self.last_ok_at = self.clock()
         self.cached_prompt_tokens += prompt_tokens
         self.cached_completion_tokens += completion_tokens
 
@@ -479,6 +484,13 @@ class Metrics:
     def elapsed(self) -> float:
         """Seconds since the metrics were created."""
         return self.clock() - self.started_at
+
+    def last_activity_at(self) -> float:
+        """Clock time a row was last written or a call last answered (for the watchdog:
+        a long prepare phase, e.g. CodecLM encoding a million seeds, writes no rows but
+        is not stuck)."""
+        answered = max((ep.last_ok_at for ep in self.endpoints.values()), default=-math.inf)
+        return max(self.last_progress_at, answered)
 
     def mark_progress(self) -> None:
         """Record that the run made progress now (see ``last_progress_at``)."""

@@ -286,8 +286,9 @@ class MetricsCollector:
             value=now - m.started_at,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            PREFIX + "idle_seconds", "Seconds since an item last finished (the watchdog's figure).",
-            value=now - m.last_progress_at,
+            PREFIX + "idle_seconds",
+            "Seconds since a call was last answered or a row written (the watchdog's figure).",
+            value=now - m.last_activity_at(),
         )  # fmt: skip
 
 

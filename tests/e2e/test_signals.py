@@ -138,3 +138,27 @@ def test_watchdog_reports_stuck_work(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "no progress for" in proc.stderr and "in flight" in proc.stderr
+
+
+def test_watchdog_stays_quiet_while_calls_are_answered_without_rows(tmp_path: Path) -> None:
+    """CodecLM encodes every seed before its first row: answered calls are progress."""
+    proc = run_cli(
+        "run",
+        str(CONFIGS / "demo.toml"),
+        "--quiet",
+        "--set",
+        f"run.output={tmp_path / 'out'}",
+        "--set",
+        "run.watchdog_s=0.6",
+        "--set",
+        "endpoints.strong.max_concurrency=2",
+        "--set",
+        "endpoints.strong.sim={latency_ms = 100}",  # 22 seeds: ~1.1 s of encoding, no rows
+        "--set",
+        "method.codeclm.metadata_count=2",
+        "--set",
+        "method.codeclm.instructions_per_metadata=2",
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no progress" not in proc.stderr

@@ -302,3 +302,24 @@ def test_snapshot_is_json() -> None:
     assert ep["concurrency_limit"] == 8.0
     assert decoded["stages"]["gen"]["calls"] == 1
     assert decoded["elapsed_s"] == pytest.approx(0.3)
+
+
+def test_activity_counts_answered_calls_as_well_as_rows() -> None:
+    """The watchdog's clock: a prepare phase answers calls without writing rows."""
+    clock = FakeClock(100.0)
+    m = Metrics(clock=clock)
+    assert m.last_activity_at() == 100.0  # created
+    ep = m.endpoint("strong")
+    clock.advance(5.0)
+    ep.on_start()
+    ep.on_finish(0.1, False, "timeout", 0, 0, None)  # a failure is not activity
+    assert m.last_activity_at() == 100.0
+    ep.on_start()
+    ep.on_finish(0.1, True, None, 10, 5, None)
+    assert m.last_activity_at() == 105.0 and m.last_progress_at == 100.0
+    clock.advance(5.0)
+    m.endpoint("judge").on_cache_hit(10, 5)  # replayed from the cache on resume
+    assert m.last_activity_at() == 110.0
+    clock.advance(5.0)
+    m.add_row("kept")
+    assert m.last_activity_at() == 115.0
