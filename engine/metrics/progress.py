@@ -101,18 +101,30 @@ class Progress:
         return parts
 
     def _cost(self) -> str | None:
-        """``cost $X`` so far, ``+?`` when an endpoint in use has no price; None unpriced."""
+        """``cost $X`` so far, ``+?`` when an endpoint in use has no price; None unpriced.
+
+        With a known item total, it adds a projection at this invocation's cost per
+        finished item, e.g. ``cost $0.0270 (~$0.1350 at end)``: a rough figure (work
+        done before the first item finishes, such as CodecLM's encoding, is spread over
+        the items), shown so that a run heading past its budget is seen early.
+        """
         if not self.prices:
             return None
+        m = self.metrics
         total = 0.0
         unknown = False
-        for name, e in self.metrics.endpoints.items():
+        for name, e in m.endpoints.items():
             price = self.prices.get(name)
             if price is not None:
                 total += price.cost(e.prompt_tokens, e.completion_tokens)
             elif e.requests:
                 unknown = True
-        return f"cost {_usd(total)}{'+?' if unknown else ''}"
+        text = f"cost {_usd(total)}{'+?' if unknown else ''}"
+        if m.items_total is not None and m.items_done > 0 and not unknown:
+            remaining = m.items_total - m.items_done - m.items_skipped
+            if remaining > 0:
+                text += f" (~{_usd(total + total / m.items_done * remaining)} at end)"
+        return text
 
     def _eta(self) -> str:
         m = self.metrics
@@ -146,8 +158,8 @@ class Progress:
     def render_line(self) -> str:
         """The plain progress line, e.g.
         ``[  12.3s] items 40/200 (20%) | kept 120 rejected 30 failed 0 | strong 12.5 rpm
-        980 tpm in-flight 31 | 429s 0 | eta 40s``, with ``| cost $0.0123`` before the
-        eta when prices are known.
+        980 tpm in-flight 31 | 429s 0 | eta 40s``, with ``| cost $0.0123 (~$0.0615 at
+        end)`` before the eta when prices are known.
         """
         m = self.metrics
         finished = m.items_done + m.items_skipped

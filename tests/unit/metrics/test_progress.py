@@ -74,8 +74,13 @@ def test_render_line_shows_cost_when_priced() -> None:
     line = Progress(m, stream=io.StringIO(), use_rich=False, prices={"strong": price}).render_line()
     # 13 attempts paid for 12 x (600 + 300) tokens; the cost comes before the eta.
     want = price.cost(12 * 600, 12 * 300)
-    assert f"| 429s 1 | cost ${want:.4f} | eta 40s" in line
-    # An endpoint in use without a price makes the figure a lower bound.
+    # 40 of 200 items done: projected at the same cost per item, 5x.
+    assert f"| 429s 1 | cost ${want:.4f} (~${5 * want:.4f} at end) | eta 40s" in line
+    m.items_skipped = 100  # resumed: only 60 to go, at this invocation's cost per item
+    line = Progress(m, stream=io.StringIO(), use_rich=False, prices={"strong": price}).render_line()
+    assert f"cost ${want:.4f} (~${want * 2.5:.4f} at end)" in line
+    m.items_skipped = 0
+    # An endpoint in use without a price makes the figure a lower bound, not projected.
     m.endpoint("judge").on_start()
     line = Progress(m, stream=io.StringIO(), use_rich=False, prices={"strong": price}).render_line()
     assert f"cost ${want:.4f}+? |" in line
