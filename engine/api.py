@@ -126,6 +126,8 @@ class Engine:
         derived_dir: for a partitioned run, awaited once this partition's items are
             committed: the merged output to build the method's derived datasets from, or
             None when other partitions are unfinished (this run then stops resumably).
+        after_prepare: awaited once the method's global phase (``prepare``) is done and
+            before any item starts (``engine.distributed`` copies the cache then).
         metrics_port: serve Prometheus metrics on this port while the engine is open
             (0: a free port; None: no endpoint); needs ``synth-engine[metrics]``.
         metrics_host: interface for the metrics endpoint (loopback by default).
@@ -143,6 +145,7 @@ class Engine:
         force_new: bool = False,
         partition: tuple[int, int] | None = None,
         derived_dir: Callable[[], Awaitable[Path | None]] | None = None,
+        after_prepare: Callable[[], Awaitable[None]] | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
@@ -154,6 +157,7 @@ class Engine:
         self._force_new = force_new
         self._partition = partition
         self._derived_dir = derived_dir
+        self._after_prepare = after_prepare
         self._sims: list[Any] = []
         self._endpoints: dict[str, _Endpoint] = {}
         self.metrics = Metrics()
@@ -545,6 +549,8 @@ class Engine:
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(self._monitor(), name="monitor"))
             await method.prepare()
+            if self._after_prepare is not None:
+                await self._after_prepare()
             self.metrics.items_total = total = getattr(method, "total", None)
             if total is not None and self._partition is not None:
                 k, n = self._partition

@@ -36,6 +36,7 @@ from ..config import Config, config_hash
 from ..errors import ConfigError, EngineError
 from ..io.manifest import Manifest, load_manifest
 from ..io.readers import fingerprint
+from ..llm.cache import copy_cache
 from ..methods import METHODS
 from .lease import Grant, LeaseClient, LedgerState, ShareLedger
 from .merge import (
@@ -173,12 +174,15 @@ class _PartitionWorker:
         parts: int,
         leases: dict[str, Any],
         builds_derived: bool,
+        share_cache_to: list[str] | None = None,
     ) -> None:
         self._config = config
         self._part = part
         self._parts = parts
         self._leases = leases
         self._builds_derived = builds_derived
+        self._share_to = [Path(p) for p in share_cache_to or ()]
+        self._prepared = asyncio.Event()
         self._stop = asyncio.Event()
         self._merged: asyncio.Future[Path | None] | None = None
         self._merge_args: dict[str, Any] = {}
@@ -198,6 +202,20 @@ class _PartitionWorker:
         if not self._merged.done():
             self._merged.set_result(Path(out_dir) if out_dir is not None else None)
 
+    async def prepared(self) -> None:
+        """Return once this partition's global phase is done and its cache copied to
+        the partitions named in ``share_cache_to`` (see :func:`run_on_ray`)."""
+        await self._prepared.wait()
+
+    async def _share_cache(self) -> None:
+        """Engine's ``after_prepare`` hook: copy this partition's response cache, which
+        now holds every call of the method's global phase, to the other partitions."""
+        source = partition_dir(self._config.resolve(self._config.run.output), 0, self._parts)
+        for target in self._share_to:
+            target.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(copy_cache, source / "cache.sqlite", target / "cache.sqlite")
+        self._prepared.set()
+
     async def _wait_merged(self) -> Path | None:
         """Engine's ``derived_dir`` hook: wait for the driver, then merge every
         partition's committed rows (this one's included) into ``OUT/manifest.json``.
@@ -215,7 +233,10 @@ class _PartitionWorker:
         config = partition_config(self._config, k, n)
         worker = f"worker-{k}"
         derived = self._wait_merged if self._builds_derived else None
-        async with Engine(config, partition=(k, n), derived_dir=derived) as engine:
+        share = self._share_cache if self._share_to else None
+        async with Engine(
+            config, partition=(k, n), derived_dir=derived, after_prepare=share
+        ) as engine:
             gates = engine.gates
             for name in self._leases:
                 if name not in gates:
@@ -254,6 +275,12 @@ class _PartitionWorker:
 
 
 # ---------------------------------------------------------------------------- driver
+def _has_global_phase(config: Config) -> bool:
+    """The method's ``prepare`` makes calls over the whole input (CodecLM, SELF-GUIDE)."""
+    entry = METHODS.get(config.run.method)
+    return entry is not None and bool(getattr(entry[1], "global_phase", False))
+
+
 def _builds_derived(config: Config) -> bool:
     entry = METHODS.get(config.run.method)
     return entry is not None and callable(getattr(entry[1], "finalize", None))
@@ -402,31 +429,54 @@ async def _drive(
         for gate in leased_gates(config)
     }
     builds_derived = _builds_derived(config) and 0 not in done
+    # The global phase is paid once: partition 0 runs it, then its cache is copied to
+    # every partition that has none yet, which replays it from there (docs/scale-out.md).
+    share_to = (
+        [
+            partition_dir(out, k, n)
+            for k in range(1, n)
+            if k not in done and not (partition_dir(out, k, n) / "cache.sqlite").exists()
+        ]
+        if n > 1 and _has_global_phase(config)
+        else []
+    )
     handles: dict[int, Any] = {}
     refs: dict[int, Any] = {}
     results: dict[int, dict[str, Any]] = {k: {"partition": k, "skipped": True} for k in done}
     watcher: asyncio.Task[None] | None = None
+
+    def start(k: int, share: list[Path]) -> None:
+        handles[k] = worker_cls.options(
+            num_cpus=cpu_each,
+            name=f"synth-engine:{run_id}:worker-{k}",
+            max_restarts=0,
+            scheduling_strategy="SPREAD",
+        ).remote(config, k, n, leases, builds_derived and k == 0, [str(p) for p in share])
+        refs[k] = handles[k].run.remote()
+
+    async def forward_stop() -> None:
+        await stop.wait()
+        for h in handles.values():
+            with contextlib.suppress(Exception):
+                h.stop.remote()
+
     try:
-        for k in range(n):
-            if k in done:
-                continue
-            handles[k] = worker_cls.options(
-                num_cpus=cpu_each,
-                name=f"synth-engine:{run_id}:worker-{k}",
-                max_restarts=0,
-                scheduling_strategy="SPREAD",
-            ).remote(config, k, n, leases, builds_derived and k == 0)
-            refs[k] = handles[k].run.remote()
+        watcher = asyncio.create_task(forward_stop(), name="ray-stop")
+        if share_to and 0 in done:
+            source = partition_dir(out, 0, n) / "cache.sqlite"
+            if source.exists():  # partition 0 finished in an earlier run: copy here
+                for target in share_to:
+                    target.mkdir(parents=True, exist_ok=True)
+                    await asyncio.to_thread(copy_cache, source, target / "cache.sqlite")
+        elif share_to:
+            start(0, share_to)
+            await _until_prepared(ray, handles[0], refs[0])
+        if not stop.is_set():
+            for k in range(n):
+                if k not in done and k not in handles:
+                    start(k, [])
         if on_started is not None:
             on_started([handles[k] for k in sorted(handles)])
-
-        async def forward_stop() -> None:
-            await stop.wait()
-            for h in handles.values():
-                with contextlib.suppress(Exception):
-                    h.stop.remote()
-
-        watcher = asyncio.create_task(forward_stop(), name="ray-stop")
         others = [k for k in refs if not (builds_derived and k == 0)]
         results.update(zip(others, await _gather(ray, [refs[k] for k in others]), strict=True))
         if builds_derived and 0 in refs:
@@ -470,6 +520,23 @@ async def _drive(
         leases=lease_states,
         summary=_summary(manifest, n, lease_states),
     )
+
+
+async def _until_prepared(ray: Any, handle: Any, run_ref: Any) -> None:
+    """Wait until worker 0 has shared its global phase, or its run has ended (an error
+    or a stop: the others then run the phase themselves, as without sharing)."""
+    prepared = asyncio.ensure_future(_awaited(handle.prepared.remote()))
+    ended = asyncio.ensure_future(_awaited(run_ref))
+    try:
+        await asyncio.wait({prepared, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        prepared.cancel()
+        ended.cancel()
+        await asyncio.gather(prepared, ended, return_exceptions=True)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 async def _gather(ray: Any, refs: list[Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ loss may drop the last few, and those are re-requested, never half-read.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import msgspec
 from ..errors import ShardError
 from .wire import Usage
 
-__all__ = ("CachedResponse", "ResponseCache", "request_key")
+__all__ = ("CachedResponse", "ResponseCache", "copy_cache", "request_key")
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
 
@@ -117,3 +118,37 @@ class ResponseCache:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+def copy_cache(source: Path, target: Path) -> None:
+    """Write a consistent copy of the cache at ``source`` to ``target`` (atomically).
+
+    Uses SQLite's online backup through a connection of its own, so the store may be in
+    use (by this process, WAL mode) meanwhile; the copy holds every response committed
+    when it starts. It is written beside ``target`` and renamed into place, so a crash
+    leaves either no ``target`` or a whole one. For the same host only: SQLite's WAL
+    mode needs the writer's shared memory, which network filesystems do not share.
+
+    Raises:
+        ShardError: either file cannot be read or written.
+    """
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        tmp.unlink(missing_ok=True)
+        src = sqlite3.connect(str(source))
+        try:
+            dst = sqlite3.connect(str(tmp))
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        os.replace(tmp, target)
+    except (sqlite3.Error, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ShardError(
+            f"cannot copy the response cache to {target} ({exc})",
+            path=str(source),
+            hint="check free disk space and permissions",
+        ) from exc

@@ -684,6 +684,7 @@ class CodecLMMethod:
     """The CodecLM pipeline."""
 
     name = "codeclm"
+    global_phase = True  # encodes every seed and augments the metadata pool before the first item
 
     def __init__(self, cfg: CodecLMConfig, ctx: MethodContext) -> None:
         t = cfg.templates

@@ -331,6 +331,9 @@ class SelfGuideMethod:
     """The SELF-GUIDE method (see the module docstring)."""
 
     name = "selfguide"
+    global_phase = (
+        True  # runs its input-generation rounds over the whole task before the first item
+    )
 
     def __init__(self, cfg: SelfGuideConfig, ctx: MethodContext) -> None:
         self.cfg = cfg

@@ -236,3 +236,39 @@ async def test_fleet_shares_one_quota_and_never_exceeds_it(
     seconds = [int(s) for s, *_ in per_second]
     busy = [c for s, c, *_ in per_second if seconds[0] + 3 <= s < seconds[-1]]
     assert sum(busy) >= 0.85 * rpm / 60.0 * len(busy)
+
+
+def codeclm_config(url: str, out: Path) -> Config:
+    sets = [f"run.output={out}", "run.shard_records=8"]
+    sets += ["method.codeclm.metadata_count=8", "method.codeclm.instructions_per_metadata=2"]
+    for ep in ("strong", "target"):
+        sets += [
+            f"endpoints.{ep}.base_url={url}",
+            f"endpoints.{ep}.sim={{}}",
+            f"endpoints.{ep}.adaptive_concurrency=false",
+        ]
+    return load_config(CONFIGS / "demo.toml", sets)
+
+
+async def test_codeclm_global_phase_is_paid_once_and_shared(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """Partition 0 encodes the seeds; its cache is copied to partition 1, which replays
+    the phase from it: the fleet pays exactly the calls of a single-process run."""
+    with sim_process("--latency-ms", "2", cwd=ROOT) as url:
+        before = stats(url)["requests"]
+        expected = await single_process(codeclm_config(url, tmp_path / "single"))
+        single_calls = stats(url)["requests"] - before
+        before = stats(url)["requests"]
+        result = await run_on_ray(codeclm_config(url, tmp_path / "ray"), workers=2)
+        ray_calls = stats(url)["requests"] - before
+    assert result.complete
+    assert rows(tmp_path / "ray") == expected
+    assert ray_calls == single_calls  # before sharing: + one encode call per seed
+    part1 = partition_dir(tmp_path / "ray", 1, 2)
+    manifest = load_manifest(part1)
+    assert manifest is not None and manifest.complete
+    report = json.loads((part1 / "report.json").read_text())
+    replayed = report["endpoints"]["strong"]["cache_hits"]
+    assert replayed >= 22  # the 22 seeds' encode calls, at least, came from the copy
+    assert not list(part1.glob("*.partial"))
