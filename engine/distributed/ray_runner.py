@@ -477,6 +477,9 @@ async def _drive(
                     start(k, [])
         if on_started is not None:
             on_started([handles[k] for k in sorted(handles)])
+        for k in range(n):  # stopped while worker 0 ran the global phase alone
+            if k not in done and k not in refs:
+                results[k] = {"partition": k, "complete": False, "stop_reason": "stopped"}
         others = [k for k in refs if not (builds_derived and k == 0)]
         results.update(zip(others, await _gather(ray, [refs[k] for k in others]), strict=True))
         if builds_derived and 0 in refs:
@@ -526,13 +529,15 @@ async def _until_prepared(ray: Any, handle: Any, run_ref: Any) -> None:
     """Wait until worker 0 has shared its global phase, or its run has ended (an error
     or a stop: the others then run the phase themselves, as without sharing)."""
     prepared = asyncio.ensure_future(_awaited(handle.prepared.remote()))
+    # The run's own result is awaited again later (_gather); this waiter is left to end
+    # with it rather than cancelled, and its outcome is retrieved here so none is lost.
     ended = asyncio.ensure_future(_awaited(run_ref))
+    ended.add_done_callback(lambda f: f.cancelled() or f.exception())
     try:
         await asyncio.wait({prepared, ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         prepared.cancel()
-        ended.cancel()
-        await asyncio.gather(prepared, ended, return_exceptions=True)
+        await asyncio.gather(prepared, return_exceptions=True)
 
 
 async def _awaited(ref: Any) -> Any:

@@ -202,14 +202,11 @@ class SemanticDedup:
                 if self.store is not None:
                     self.store.close()
         self._embedder = embedder
-        rebuilt = (
-            f"; index rebuilt from {self.rebuilt} committed rows "
-            f"({self.rebuilt_from_store} embeddings read from {self.store.path.name})"
-            if self._committed and self.store is not None
-            else f"; index rebuilt from {self.rebuilt} committed rows"
-            if self._committed
-            else ""
-        )
+        rebuilt = ""
+        if self._committed is not None:
+            rebuilt = f"; index rebuilt from {self.rebuilt} committed rows"
+            if self.store is not None:
+                rebuilt += f" ({self.rebuilt_from_store} embeddings read from {STORE_NAME})"
         self._log.info(
             "semantic dedup: %s loaded in %.1fs%s", self.model_name, self.load_s, rebuilt
         )

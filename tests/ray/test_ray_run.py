@@ -238,8 +238,8 @@ async def test_fleet_shares_one_quota_and_never_exceeds_it(
     assert sum(busy) >= 0.85 * rpm / 60.0 * len(busy)
 
 
-def codeclm_config(url: str, out: Path) -> Config:
-    sets = [f"run.output={out}", "run.shard_records=8"]
+def codeclm_config(url: str, out: Path, *extra: str) -> Config:
+    sets = [f"run.output={out}", "run.shard_records=8", *extra]
     sets += ["method.codeclm.metadata_count=8", "method.codeclm.instructions_per_metadata=2"]
     for ep in ("strong", "target"):
         sets += [
@@ -272,3 +272,28 @@ async def test_codeclm_global_phase_is_paid_once_and_shared(
     replayed = report["endpoints"]["strong"]["cache_hits"]
     assert replayed >= 22  # the 22 seeds' encode calls, at least, came from the copy
     assert not list(part1.glob("*.partial"))
+
+
+async def test_stop_during_the_shared_phase_then_rerun_completes_exactly(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """A stop while worker 0 runs the global phase alone: partition 1 never started; the
+    rerun finishes the phase, shares it, and the output equals a single-process run."""
+    with sim_process("--latency-ms", "2", cwd=ROOT) as fast:
+        expected = await single_process(codeclm_config(fast, tmp_path / "single"))
+    with sim_process("--latency-ms", "200", cwd=ROOT) as slow:
+        # One encode at a time: worker 0's phase takes 22 x 0.2 s; stop well before.
+        config = codeclm_config(slow, tmp_path / "ray", "endpoints.strong.max_concurrency=1")
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        first = await run_on_ray(config, workers=2, stop=stop)
+    assert not first.complete
+    by_part = {p["partition"]: p for p in first.partitions}
+    assert by_part[1] == {"partition": 1, "complete": False, "stop_reason": "stopped"}
+    with sim_process("--latency-ms", "2", cwd=ROOT) as fast:
+        again = await run_on_ray(
+            codeclm_config(fast, tmp_path / "ray", "endpoints.strong.max_concurrency=1"),
+            workers=2,
+        )
+    assert again.complete
+    assert rows(tmp_path / "ray") == expected
