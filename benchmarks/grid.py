@@ -21,6 +21,7 @@ attempt is kept and all are recorded.
     python -m benchmarks.grid [--quick] [--servers sim nginx]
     python -m benchmarks.grid --rerun-noisy [--budget-s 2000]   # re-measure noisy cells
     python -m benchmarks.grid --concurrency 1024 --latency-ms 1000 --merge
+    python -m benchmarks.grid --stream on --no-quota-cells --merge   # streamed cells only
 """
 
 from __future__ import annotations
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-pct", type=float, default=25.0, help="foreign CPU %% = noisy")
     ap.add_argument("--max-wait", type=float, default=None, help="seconds to wait for quiet (15)")
     ap.add_argument("--no-quota-cells", action="store_true")
+    ap.add_argument(
+        "--stream",
+        choices=("both", "on", "off"),
+        default="both",
+        help="which cells: streamed, plain or both (with --merge, to re-measure one kind)",
+    )
     ap.add_argument("--name", default="grid", help="results file name (default grid)")
     ap.add_argument(
         "--merge",
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.servers
         for lat in lats
         for c in cs
-        for stream in (False, True)
+        for stream in {"both": (False, True), "on": (True,), "off": (False,)}[args.stream]
     ]
     quotas: list[tuple[float | None, float | None]] = []
     if "nginx" in args.servers and not args.no_quota_cells:
@@ -348,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "attempts": args.attempts,
         "noise_pct": args.noise_pct,
         "servers": args.servers,
+        "stream": args.stream,
     }
     extra: dict[str, Any] = {}
     if args.merge and earlier_path.exists():

@@ -86,6 +86,7 @@ def measure(n: int, url: str, timeout: float, in_flight: int = 256) -> dict[str,
         out = Path(tmp) / "out"
         stderr_path = Path(tmp) / "stderr.txt"
         load0 = loadavg()
+        started = machine()  # the code the run imports is the tree as it is now
         t0 = time.perf_counter()
         with stderr_path.open("w") as err:
             proc = subprocess.Popen(
@@ -132,8 +133,9 @@ def measure(n: int, url: str, timeout: float, in_flight: int = 256) -> dict[str,
         "complete": manifest.get("complete"),
         "method_report": report.get("method_report") if isinstance(report, dict) else None,
         "stderr_tail": stderr[-500:] if status else "",
-        "date": m["date"],
-        "commit": m["commit"],
+        "date": started["date"],
+        "commit": started["commit"],
+        "finished": m["date"],
         "loadavg_before": load0,
         "loadavg_after": loadavg(),
     }
