@@ -952,17 +952,20 @@ class SequentialCodecRole(CodecRole):
         return await super().chat(messages, **params)
 
 
-async def test_codeclm_checks_each_instruction_when_it_is_kept(
-    tmp_path: Path, minilm: SentenceTransformerEmbedder
-) -> None:
-    instructions = [
-        "Write a short poem about the ocean at night.",
-        "Explain how a hash table handles collisions.",
-        "Write a short poem about the ocean at night!",
-    ]
-    (tmp_path / "seeds.jsonl").write_text(json.dumps({"instruction": "Write a poem."}) + "\n")
+async def _run_codeclm(
+    tmp_path: Path,
+    seeds: list[str],
+    counts: tuple[int, int],
+    callers: dict[str, CodecRole],
+    embedder: SentenceTransformerEmbedder,
+) -> tuple[Any, list[RowOut]]:
+    """A CodecLM method with semantic dedup on ``embedder``, its items processed one
+    after the other; ``counts`` = (metadata_count, instructions_per_metadata)."""
+    (tmp_path / "seeds.jsonl").write_text(
+        "".join(json.dumps({"instruction": seed}) + "\n" for seed in seeds)
+    )
     (tmp_path / "c.toml").write_text(
-        """[run]
+        f"""[run]
 method = "codeclm"
 input = "seeds.jsonl"
 output = "out"
@@ -975,15 +978,14 @@ model = "m"
 strong = "e"
 
 [method.codeclm]
-metadata_count = 1
-instructions_per_metadata = 3
+metadata_count = {counts[0]}
+instructions_per_metadata = {counts[1]}
 
 [method.codeclm.semantic_dedup]
 enabled = true
 """
     )
     config = load_config(tmp_path / "c.toml")
-    callers = {r: CodecRole(r, instructions) for r in ("strong", "target", "judge")}
     stages: dict[str, Counts] = {}
     ctx = MethodContext(
         config=config,
@@ -993,12 +995,26 @@ enabled = true
     )
     method = create_method(config, ctx)
     assert getattr(method, "semantic", None) is not None
-    cfg = SemanticDedupConfig(enabled=True)
-    method.semantic = SemanticDedup(cfg, embedder=lambda: minilm)  # type: ignore[attr-defined]
+    method.semantic = SemanticDedup(  # type: ignore[attr-defined]
+        SemanticDedupConfig(enabled=True), embedder=lambda: embedder
+    )
     await method.prepare()
     out: list[RowOut] = []
     for item in method.work():
         out += await method.process(item)  # type: ignore[arg-type]
+    return method, out
+
+
+async def test_codeclm_checks_each_instruction_when_it_is_kept(
+    tmp_path: Path, minilm: SentenceTransformerEmbedder
+) -> None:
+    instructions = [
+        "Write a short poem about the ocean at night.",
+        "Explain how a hash table handles collisions.",
+        "Write a short poem about the ocean at night!",
+    ]
+    callers = {r: CodecRole(r, instructions) for r in ("strong", "target", "judge")}
+    method, out = await _run_codeclm(tmp_path, ["Write a poem."], (1, 3), callers, minilm)
     kept = [r for k, r in out if k == "kept"]
     dups = [r for k, r in out if k == "rejected"]
     assert len(kept) == 2 and len(dups) == 1
@@ -1016,7 +1032,7 @@ enabled = true
     sd = report["semantic_dedup"]
     assert (sd["probed"], sd["dropped_before_calls"], sd["dropped"], sd["indexed"]) == (3, 0, 1, 2)
     assert sd["embeddings_reused"] == 3  # each instruction embedded once, at its probe
-    assert method.semantic._probed == {}  # type: ignore[attr-defined]  # nothing left behind
+    assert method.semantic._probed == {}  # nothing left behind
 
 
 async def test_codeclm_drops_a_near_duplicate_before_paying_for_its_responses(
@@ -1026,46 +1042,11 @@ async def test_codeclm_drops_a_near_duplicate_before_paying_for_its_responses(
         "Write a short poem about the ocean at night.",
         "Write a short poem about the ocean at night!",
     )
-    seeds = [{"instruction": "Write a poem."}, {"instruction": "Explain hashing."}]
-    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeds))
-    (tmp_path / "c.toml").write_text(
-        """[run]
-method = "codeclm"
-input = "seeds.jsonl"
-output = "out"
-
-[endpoints.e]
-base_url = "http://127.0.0.1:9/v1"
-model = "m"
-
-[roles]
-strong = "e"
-
-[method.codeclm]
-metadata_count = 2
-instructions_per_metadata = 1
-
-[method.codeclm.semantic_dedup]
-enabled = true
-"""
-    )
-    config = load_config(tmp_path / "c.toml")
     callers = {r: SequentialCodecRole(r, [[poem], [poem2]]) for r in ("strong", "target", "judge")}
-    stages: dict[str, Counts] = {}
-    ctx = MethodContext(
-        config=config,
-        callers=dict(callers),
-        input_path=config.resolve("seeds.jsonl"),
-        stage=lambda name: stages.setdefault(name, Counts()),
+    # One item after the other: the poem is kept before its twin is probed.
+    method, out = await _run_codeclm(
+        tmp_path, ["Write a poem.", "Explain hashing."], (2, 1), dict(callers), minilm
     )
-    method = create_method(config, ctx)
-    method.semantic = SemanticDedup(  # type: ignore[attr-defined]
-        SemanticDedupConfig(enabled=True), embedder=lambda: minilm
-    )
-    await method.prepare()
-    out: list[RowOut] = []
-    for item in method.work():  # one after the other: the poem is kept before its twin
-        out += await method.process(item)  # type: ignore[arg-type]
     assert [k for k, _ in out] == ["kept", "rejected"]
     (_, kept), (_, dup) = out
     assert kept["instruction"] == poem and dup["instruction"] == poem2
@@ -1076,4 +1057,4 @@ enabled = true
     assert callers["judge"].stages.count("judge") == 2  # the kept pair's two orders
     sd = method.report()["semantic_dedup"]
     assert (sd["probed"], sd["dropped_before_calls"], sd["dropped"], sd["indexed"]) == (2, 1, 0, 1)
-    assert method.semantic._probed == {}  # type: ignore[attr-defined]
+    assert method.semantic._probed == {}
