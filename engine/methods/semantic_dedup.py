@@ -346,10 +346,7 @@ class SemanticDedup:
             entries = [e for r in checks for e in r.entries]
             vectors = _stack(checks)
             found = self.index.admit([i for i, _ in entries], vectors)
-            at = 0
-            for r in checks:
-                verdicts[id(r)] = found[at : at + len(r.entries)]
-                at += len(r.entries)
+            _hand_out(checks, found, verdicts)
             self.checked += len(entries)
             self.dropped += sum(v is not None for v in found)
             admitted = [k for k, v in enumerate(found) if v is None]
@@ -357,10 +354,7 @@ class SemanticDedup:
                 self._keep([vector_key(*entries[k]) for k in admitted], vectors[admitted])
         if probes:
             found = self.index.query(_stack(probes))
-            at = 0
-            for r in probes:
-                verdicts[id(r)] = found[at : at + len(r.entries)]
-                at += len(r.entries)
+            _hand_out(probes, found, verdicts)
             self.probed += len(found)
             self.dropped_by_probe += sum(v is not None for v in found)
         self.batches += 1
@@ -412,6 +406,18 @@ class SemanticDedup:
             "embed_s": round(self.embed_s, 3),
             "embeddings_per_s": round(self.embedded / self.embed_s, 1) if self.embed_s else None,
         }
+
+
+def _hand_out(
+    requests: list[_Request],
+    found: list[Duplicate | None],
+    into: dict[int, list[Duplicate | None]],
+) -> None:
+    """Split the verdicts of the requests' entries, in order, back into one list each."""
+    at = 0
+    for r in requests:
+        into[id(r)] = found[at : at + len(r.entries)]
+        at += len(r.entries)
 
 
 def _stack(requests: list[_Request]) -> Matrix:
