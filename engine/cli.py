@@ -1,7 +1,10 @@
 """The ``synth-engine`` command line: run | validate | bench | sim | inspect.
 
 The only module that prints or exits. Exit codes: 0 done; 1 runtime error; 2 bad config
-or input; 3 stopped early but resumable (budget, watchdog); 130 interrupted (resumable).
+or input, or the output is locked by another run; 3 stopped early but resumable (budget,
+watchdog); 4 stopped because an endpoint failed as a whole (key refused, limits a request
+cannot fit, a wait over max_wait_s), resumable; 5 finished, but no row was kept;
+130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -27,6 +31,30 @@ __all__ = ("main",)
 
 T = TypeVar("T")
 log = logging.getLogger("engine")
+
+# Signals that stop a run gracefully: Ctrl+C, a service manager's stop, a closed terminal.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_EXIT_BY_HALT = {"budget": 3, "watchdog": 3, "endpoint": 4}
+EXIT_NOTHING_KEPT = 5
+
+
+def _stop_exit_code(stop_reason: str | None) -> int:
+    """The exit code of a run that stopped early, from its stop reason's label."""
+    reason = stop_reason or ""
+    if reason in ("stopped", "cancelled"):
+        return 130
+    return _EXIT_BY_HALT.get(reason.split(":", 1)[0], 3)
+
+
+def _advice(stop_reason: str | None) -> str:
+    label = (stop_reason or "").split(":", 1)[0]
+    if label == "budget":
+        return "raise the limit (e.g. --set budget.max_cost=...) and run again to resume"
+    if label == "endpoint":
+        return (
+            "fix the endpoint (its key, limits or quota) and run the same command again to resume"
+        )
+    return "run the same command again to resume"
 
 
 def _raise_fd_limit(want: int = 65536) -> None:
@@ -147,7 +175,13 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="comma list: 500,502,503,429,timeout,reset,malformed,truncated,slow",
     )
-    sim.add_argument("--api-key", default=None, help="require this bearer key")
+    sim.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="require the bearer key held in this environment variable (a key on the "
+        "command line would be visible to every user of the machine)",
+    )
 
     bench = sub.add_parser("bench", help="measure throughput of an OpenAI-compatible endpoint")
     bench.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
@@ -175,11 +209,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .methods import method_config
+    from .redaction import display_url
 
     config = load_config(args.config, args.overrides)
     method_config(config)
     eps = ", ".join(
-        f"{n} ({'simulated' if e.simulated else e.base_url}, {e.model})"
+        f"{n} ({'simulated' if e.simulated else display_url(e.base_url)}, {e.model})"
         for n, e in config.endpoints.items()
     )
     print(f"{args.config}: OK — method {config.run.method}; endpoints: {eps}")
@@ -209,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 log.warning("exiting now; finished rows are kept and the run stays resumable")
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
         progress = None if args.quiet else sys.stderr
@@ -228,7 +263,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 except asyncio.CancelledError:
                     return 130
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in _STOP_SIGNALS:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         if result.already_complete:
@@ -240,16 +275,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(result.summary)
             print(f"output      {result.output}")
         if result.complete:
-            return 0
-        again = (
-            "raise the limit (e.g. --set budget.max_cost=...) and run again to resume"
-            if (result.stop_reason or "").startswith("budget")
-            else "run the same command again to resume"
+            return _nothing_kept(result.manifest)
+        print(
+            f"stopped early ({result.stop_reason}); {_advice(result.stop_reason)}",
+            file=sys.stderr,
         )
-        print(f"stopped early ({result.stop_reason}); {again}", file=sys.stderr)
-        return 130 if result.stop_reason in ("stopped", "cancelled") else 3
+        return _stop_exit_code(result.stop_reason)
 
     return _run_async(main)
+
+
+def _nothing_kept(manifest: Any) -> int:
+    """0, or :data:`EXIT_NOTHING_KEPT` (with a line saying why) when a finished run kept no row."""
+    totals = dict(getattr(manifest, "totals", None) or {})
+    if totals.get("kept", 0) or not totals.get("items", 0):
+        return 0
+    failed, rejected = totals.get("failed", 0), totals.get("rejected", 0)
+    why = (
+        f"every item failed ({failed} failed rows; see failed-*.jsonl for each error)"
+        if not rejected
+        else f"{rejected} rows rejected by the filters, {failed} failed"
+    )
+    print(f"synth-engine: warning: the run finished but kept no row: {why}", file=sys.stderr)
+    return EXIT_NOTHING_KEPT
 
 
 def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
@@ -268,7 +316,7 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
             elif task is not None:
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
         try:
@@ -288,12 +336,12 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
             print(result.summary)
             print(f"output      {result.output}")
         if result.complete:
-            return 0
+            return _nothing_kept(result.manifest)
         print(
-            f"stopped early ({result.stop_reason}); run the same command again to resume",
+            f"stopped early ({result.stop_reason}); {_advice(result.stop_reason)}",
             file=sys.stderr,
         )
-        return 130 if stop.is_set() else 3
+        return 130 if stop.is_set() else _stop_exit_code(result.stop_reason)
 
     return _run_async(main)
 
@@ -302,6 +350,15 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from .sim import SimSettings, serve_forever
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    api_key: str | None = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(
+                f"synth-engine: error: environment variable {args.api_key_env} is not set",
+                file=sys.stderr,
+            )
+            return 2
     settings = SimSettings(
         seed=args.seed,
         model=args.model,
@@ -312,7 +369,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         tpm=args.tpm,
         fault_rate=args.fault_rate,
         faults=faults,
-        api_key=args.api_key,
+        api_key=api_key,
     )
 
     _raise_fd_limit()
@@ -354,7 +411,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .io.manifest import load_manifest
+    from .io.manifest import load_manifest, verify_shards
 
     out = Path(args.output)
     manifest = load_manifest(out)
@@ -364,8 +421,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    problems = verify_shards(out, manifest)
+    if problems:
+        print(
+            f"{out}: CORRUPT: {len(problems)} shard(s) do not match the manifest:", file=sys.stderr
+        )
+        for problem in problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        print(
+            "  to rebuild it: run again with --force-new (it keeps OUT/cache.sqlite, so every "
+            "response already paid for replays for free)",
+            file=sys.stderr,
+        )
+        return 1
     state = (
-        "complete" if manifest.complete else f"incomplete ({manifest.stop_reason or 'interrupted'})"
+        "complete (verified)"
+        if manifest.complete
+        else f"incomplete ({manifest.stop_reason or 'interrupted'})"
     )
     sim = " [SIMULATED ENDPOINT]" if manifest.simulated else ""
     print(f"{out}: {manifest.method}, {state}{sim}")
