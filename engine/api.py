@@ -101,7 +101,8 @@ _SPOOL = "input.jsonl"
 # After a stop, calls that cannot start within this many seconds give up (their items
 # are left undone), so a paused endpoint cannot hold the drain.
 _DRAIN_GRACE_S = 5.0
-# After the watchdog stops a stalled run, items still in flight this long are abandoned.
+# After the watchdog stops a stalled run, items still in flight this long (at most; at
+# most run.watchdog_stop_s too) are abandoned.
 _STALL_GRACE_S = 30.0
 
 _HALT_ADVICE = {
@@ -419,7 +420,7 @@ class Engine:
                     stop.set()
                 elif (
                     self._stall is not None
-                    and now - stalled_at > _STALL_GRACE_S
+                    and now - stalled_at > min(_STALL_GRACE_S, stop_after)
                     and self._guarded is not None
                     and not self._guarded.done()
                 ):

@@ -33,7 +33,10 @@ LOCK_NAME = ".lock"
 
 
 def _holder_text() -> str:
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    program = os.path.basename(sys.argv[0]) if sys.argv else "python"
+    if program in ("__main__.py", "synth-engine", "-c", ""):
+        program = "synth-engine" if program != "-c" else "python -c"
+    command = " ".join([program, *sys.argv[1:]])
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
     return f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {command[:200]}"
 

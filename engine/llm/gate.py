@@ -409,7 +409,9 @@ class Gate:
             if wait > 0:
                 if wait == math.inf:
                     return  # held: no lease (set_share pumps again)
-                if wait > self._max_wait:
+                # Under a fleet's lease the buckets refill at the share's rate: that much
+                # of the wait is the fleet's pacing, not the server's doing.
+                if wait * self._share > self._max_wait:
                     self._fail(
                         EndpointUnusable(
                             f"the endpoint's limits would hold the next call for {wait:,.0f} s, "
