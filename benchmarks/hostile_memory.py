@@ -4,7 +4,7 @@ The hostile server of the test suite (``python -m tests.hostile MODE``) runs in 
 process, so only the client is measured. This process makes ``--concurrency`` calls at
 once through :class:`engine.llm.client.Client` with ``max_response_bytes = --limit-mib``;
 each must end with ``ResponseTooLarge``. The figure is the growth of the peak RSS
-(``ru_maxrss``) over the RSS before the calls, against the bound the reliability promise
+(``VmHWM``) over the RSS before the calls, against the bound the reliability promise
 states: limit x calls in flight + a constant.
 
     python -m benchmarks.hostile_memory --json
@@ -40,7 +40,13 @@ def _rss_mib() -> float:
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM (this process image's peak), not ru_maxrss: the latter survives exec, so a
+    # child of a big process (a test runner) would report its parent's peak.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _serve(mode: str, attack: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -122,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for mode in args.modes:
-        # Each mode in a fresh process: ru_maxrss is a high-water mark of the process.
+        # Each mode in a fresh process: VmHWM is a high-water mark of the process.
         if len(args.modes) > 1:
             out = subprocess.run(
                 [

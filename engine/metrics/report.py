@@ -435,6 +435,13 @@ def render_summary(report: Report) -> str:
     if cost_line:
         lines.append(cost_line)
     lines.append(f"stopped     {report.stop_reason or 'no (complete)'}")
+    if r.kept == 0 and (r.failed or r.rejected):
+        why = (
+            f"every item failed ({r.failed} failed rows; each says its stage and error)"
+            if not r.rejected
+            else f"{r.rejected} rejected by the filters, {r.failed} failed"
+        )
+        lines.append(f"NOTHING KEPT {why}")
 
     if report.endpoints:
         lines.append("")

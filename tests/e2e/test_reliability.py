@@ -177,6 +177,8 @@ def _paused_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
         from tests.hostile import Hostile, proxied
 
         async def behave(n, request, fetch):
+            with open(COUNTER, "w") as f:
+                f.write(str(n))
             if n > 4:
                 return web.json_response({"error": {"message": "slow down"}}, status=429,
                                          headers={"Retry-After": "300"})
@@ -190,7 +192,7 @@ def _paused_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
 
         asyncio.run(main())
         """
-    )
+    ).replace("COUNTER", repr(str(tmp_path / "requests")))
     server = subprocess.Popen(
         [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
@@ -216,7 +218,13 @@ def test_a_stop_drains_even_while_the_endpoint_is_paused(
     run, out = _paused_run(tmp_path)
     server: subprocess.Popen[str] = run._server  # type: ignore[attr-defined]
     try:
-        time.sleep(3.0)  # the endpoint is now paused for 300 s
+        deadline = time.monotonic() + 60
+        counter = tmp_path / "requests"
+        # A 429 with Retry-After 300 was answered: the endpoint is paused for 5 minutes.
+        while not (counter.exists() and counter.read_text() and int(counter.read_text()) > 4):
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)
         assert run.poll() is None
         sent = time.monotonic()
         run.send_signal(sig)
@@ -314,11 +322,13 @@ def test_an_over_long_line_is_never_read_whole(tmp_path: Path) -> None:
         f.write(b'"}\n{"instruction": "after"}\n')
     script = textwrap.dedent(
         f"""
-        import resource
         from pathlib import Path
         from engine.io.readers import read_jsonl
         kinds = [type(r).__name__ for r in read_jsonl(Path({str(big)!r}))]
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        # VmHWM, not ru_maxrss: the latter survives exec, so a child of a big pytest
+        # process would report its parent's peak.
+        status = Path("/proc/self/status").read_text()
+        peak = int(status.split("VmHWM:")[1].split()[0]) // 1024
         print(kinds, peak)
         """
     )
