@@ -202,9 +202,8 @@ def _ni_task(doc: dict[str, Any], where: str, stem: str) -> tuple[Task, list[str
     for inst in doc.get("Instances") or []:
         if isinstance(inst, dict):
             outs = inst.get("output")
-            for o in outs if isinstance(outs, list) else [outs]:
-                if isinstance(o, str):
-                    outputs.append(o.strip())
+            got = outs if isinstance(outs, list) else [outs]
+            outputs.extend(o.strip() for o in got if isinstance(o, str))
     distinct = list(dict.fromkeys(outputs))
     notes: list[str] = []
     labels: tuple[str, ...] = ()
