@@ -190,7 +190,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         if not args.json:
             raise
-        doc = {"config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}}
+        doc: dict[str, Any] = {
+            "config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}
+        }
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         return exc.exit_code
     check = check_input(config)

@@ -531,11 +531,11 @@ def read_corpus(
                 else:
                     where = f"{rel}#{seg.offset}"
                 for suffix, text in named:
-                    why = _part_check(text, rules)
-                    if why is None and rules.dedup and seen is not None and not seen(text):
-                        why = "duplicate"
-                    if why is not None:
-                        st.dropped[why] += 1
+                    drop = _part_check(text, rules)
+                    if drop is None and rules.dedup and seen is not None and not seen(text):
+                        drop = "duplicate"
+                    if drop is not None:
+                        st.dropped[drop] += 1
                         continue
                     st.segments += 1
                     data: dict[str, object] = {
