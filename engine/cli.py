@@ -149,9 +149,16 @@ def _parser() -> argparse.ArgumentParser:
         help="interface for --metrics-port (default 127.0.0.1)",
     )
 
-    val = sub.add_parser("validate", help="check a config without calling any endpoint")
+    val = sub.add_parser(
+        "validate",
+        help="check a config and read its input as run will, without calling any endpoint "
+        "(exit 2 when nothing in the input is usable)",
+    )
     val.add_argument("config")
     _add_set(val)
+    val.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object on stdout"
+    )
 
     sim = sub.add_parser("sim", help="serve the simulated OpenAI-compatible endpoint")
     sim.add_argument("--host", default="127.0.0.1")
@@ -208,16 +215,69 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .methods import method_config
+    from .errors import ConfigError
+    from .methods import check_input, method_config
     from .redaction import display_url
 
-    config = load_config(args.config, args.overrides)
-    method_config(config)
+    try:
+        config = load_config(args.config, args.overrides)
+        method_config(config)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        doc: dict[str, Any] = {
+            "config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return exc.exit_code
+    check = check_input(config)
+    usable = check.items_ok > 0
+    if args.json:
+        doc = {
+            "config": {
+                "ok": True,
+                "file": args.config,
+                "method": config.run.method,
+                "endpoints": {
+                    n: {
+                        "base_url": display_url(e.base_url),
+                        "model": e.model,
+                        "simulated": e.simulated,
+                    }
+                    for n, e in config.endpoints.items()
+                },
+            },
+            "input": {
+                "path": str(config.resolve(config.run.input or "")),
+                "items_ok": check.items_ok,
+                "items_bad": check.items_bad,
+                "problems": [
+                    {"file": p.file, "line": p.line, "message": p.message} for p in check.problems
+                ],
+                "warnings": [
+                    {"file": w.file, "line": w.line, "message": w.message} for w in check.warnings
+                ],
+                "details": check.details,
+            },
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if usable else 2
     eps = ", ".join(
         f"{n} ({'simulated' if e.simulated else display_url(e.base_url)}, {e.model})"
         for n, e in config.endpoints.items()
     )
-    print(f"{args.config}: OK — method {config.run.method}; endpoints: {eps}")
+    print(f"{args.config}: config OK — method {config.run.method}; endpoints: {eps}")
+    print(
+        f"input {config.run.input}: {check.items_ok} usable, {check.items_bad} bad"
+        + (f"; {check.details}" if check.details else "")
+    )
+    for label, items in (("error", check.problems), ("warning", check.warnings)):
+        for p in items:
+            where = f"{p.file}:{p.line}" if p.line else p.file
+            print(f"  {label}: {where}: {p.message}")
+    if not usable:
+        print(f"{args.config}: nothing in the input is usable", file=sys.stderr)
+        return 2
     return 0
 
 
