@@ -191,7 +191,10 @@ def test_selfguide_runs_natural_instructions_tasks_unchanged(tmp_path: Path) -> 
             labels,
         )
         proc = run_cli("run", str(cfg), "--quiet")
-        assert proc.returncode == 0, proc.stderr
+        # 5: finished, nothing kept. The simulated endpoint does not answer with the
+        # task's labels or lengths, so its outputs may all be filtered; the run is complete.
+        assert proc.returncode in (0, 5), proc.stderr
+        assert json.loads((work / "out" / "manifest.json").read_text())["complete"] is True
         report = json.loads((work / "out" / "report.json").read_text())["method_report"]
         assert report["task"] == name and report["task_type"] == kind
         assert report["inputs"]["generated"] == 10
@@ -207,7 +210,8 @@ def test_selfguide_runs_a_reference_task_list_entry(tmp_path: Path) -> None:
     details = json.loads(val.stdout)["input"]["details"]
     assert (details["type"], details["labels"]) == ("classification", ["1", "2", "3"])
     proc = run_cli("run", str(cfg), "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 5), proc.stderr  # 5: complete, nothing kept (see above)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is True
     report = json.loads((tmp_path / "out" / "report.json").read_text())["method_report"]
     assert report["task"] == "task200" and report["task_format"] == "selfguide_reference"
 
