@@ -20,7 +20,7 @@ import msgspec
 import orjson
 
 from . import __version__
-from .config import Config, EndpointConfig, Price, config_hash
+from .config import Config, EndpointConfig, Price, config_content, config_hash
 from .errors import (
     AuthError,
     ConfigError,
@@ -135,6 +135,8 @@ class Engine:
         config: a validated :class:`~engine.config.Config` (see :func:`engine.load_config`).
         progress: stream for live progress (None: no progress display).
         force_new: discard an existing output written by a different config.
+        retry_failed: rebuild an existing output of this config from its cache, so that
+            only the calls that failed are made again (see ``ShardSink.open``).
         partition: ``(k, n)``: process only items whose index % n == k (one worker of a
             partitioned run, see ``engine.distributed``); its derived datasets are built
             only through ``derived_dir``.
@@ -158,6 +160,7 @@ class Engine:
         *,
         progress: TextIO | None = None,
         force_new: bool = False,
+        retry_failed: bool = False,
         partition: tuple[int, int] | None = None,
         derived_dir: Callable[[], Awaitable[Path | None]] | None = None,
         after_prepare: Callable[[], Awaitable[None]] | None = None,
@@ -170,6 +173,7 @@ class Engine:
         self.method_cfg = method_config(config)  # validate before anything starts
         self._progress_stream = progress
         self._force_new = force_new
+        self._retry_failed = retry_failed
         self._partition = partition
         self._derived_dir = derived_dir
         self._after_prepare = after_prepare
@@ -245,7 +249,43 @@ class Engine:
             except AuthError:
                 raise
             except EndpointError as exc:
+                if exc.status == 404:
+                    await self._check_v1(name, ep, exc)
                 log.debug("preflight of %s: %s (continuing)", name, exc)
+
+    async def _check_v1(self, name: str, ep: _Endpoint, exc: EndpointError) -> None:
+        """``GET /models`` said 404: if the server answers under ``/v1``, say so and stop.
+
+        A base_url without ``/v1`` is the most common first mistake; every chat call would
+        then fail with 404 too.
+        """
+        base = ep.client.base_url
+        if base.endswith("/v1"):
+            log.warning(
+                "endpoint %r: GET %s/models answered HTTP 404; if calls fail too, check "
+                "endpoints.%s.base_url",
+                name,
+                display_url(base),
+                name,
+            )
+            return
+        try:
+            await ep.client.models(base + "/v1")
+        except EndpointError:
+            log.warning(
+                "endpoint %r: GET %s/models answered HTTP 404 (OpenAI-compatible servers "
+                "serve under /v1); continuing",
+                name,
+                display_url(base),
+            )
+            return
+        raise ConfigError(
+            f"the endpoint answers HTTP 404 at {display_url(base)}/models but serves "
+            f"{display_url(base)}/v1/models",
+            path=self.config.source or None,
+            field=f"endpoints.{name}.base_url",
+            hint=f'write base_url = "{display_url(base)}/v1"',
+        ) from exc
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -351,6 +391,7 @@ class Engine:
                     structured_output=ep.cfg.structured_output,
                     observer=self.metrics.endpoint(name),
                     ledger=ledger,
+                    fail_fast_after=ep.cfg.fail_fast_after,
                 )
             if len(members) == 1:
                 callers[role] = by_endpoint[members[0]]
@@ -584,6 +625,30 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    def _keep_config(self, out_dir: Path) -> None:
+        """Write the effective config to ``OUT/config.json`` (provenance of the output).
+
+        Secrets never get there: keys are not in the config (only their variables'
+        names), URL credentials and query values are masked, and the text passes the
+        run's redactor.
+        """
+        doc = msgspec.to_builtins(self.config)
+        for ep in doc.get("endpoints", {}).values():
+            if isinstance(ep, dict) and isinstance(ep.get("base_url"), str):
+                ep["base_url"] = display_url(ep["base_url"])
+            sim = ep.get("sim") if isinstance(ep, dict) else None
+            if isinstance(sim, dict) and "api_key" in sim:
+                sim["api_key"] = "[redacted]"
+        data = self.redactor.bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        path = out_dir / "config.json"
+        tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("could not write %s (%s)", path, exc.strerror or exc)
+
     def _on_halt(self, exc: RunHalted) -> None:
         advice = _HALT_ADVICE.get(exc.label, "run again to resume")
         log.warning("%s; stopping (%s)", exc, advice)
@@ -611,6 +676,8 @@ class Engine:
             engine_version=__version__,
             simulated=self._simulated(),
             force_new=self._force_new,
+            retry_failed=self._retry_failed,
+            config_content=config_content(config),
             protect=[input_path],
             redact=self.redactor.bytes if self.redactor else None,
         )
@@ -619,6 +686,7 @@ class Engine:
             return RunResult(
                 output=out_dir, complete=True, already_complete=True, manifest=sink.manifest
             )
+        self._keep_config(out_dir)
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
         prior = sink.manifest.extra.get("endpoints")

@@ -25,7 +25,7 @@ import orjson
 
 from . import __version__
 from .config import Config, load_config
-from .errors import EngineError
+from .errors import ConfigError, EngineError
 
 __all__ = ("main",)
 
@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force-new", action="store_true", help="overwrite an output written by a different config"
     )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="rebuild an output of this same config: every response already paid for replays "
+        "from OUT/cache.sqlite, only the calls that failed are made again (after fixing an "
+        "endpoint's URL or key, say)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display and no summary")
     run.add_argument(
         "--ray",
@@ -215,7 +222,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .methods import check_input, method_config
     from .redaction import display_url
 
@@ -286,6 +292,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.ray is not None:
+        if args.retry_failed:
+            raise ConfigError(
+                "--retry-failed is not supported with --ray",
+                hint="run it without --ray on the merged output, or rerun with --force-new",
+            )
         return _cmd_run_ray(args, config)
 
     async def main() -> int:
@@ -313,6 +324,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 config,
                 progress=progress,
                 force_new=args.force_new,
+                retry_failed=args.retry_failed,
                 metrics_port=args.metrics_port,
                 metrics_host=args.metrics_host,
             ) as engine:
@@ -327,8 +339,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         if result.already_complete:
+            failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
             print(
-                f"{result.output}: already complete; nothing to do (use a new output to run again)"
+                f"{result.output}: already complete; nothing to do"
+                + (
+                    f" ({failed} failed rows: --retry-failed redoes them, replaying every "
+                    "response already paid for)"
+                    if failed
+                    else " (use a new output to run again)"
+                )
             )
             return 0
         if not args.quiet:

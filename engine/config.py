@@ -36,6 +36,7 @@ __all__ = (
     "RolesConfig",
     "RunConfig",
     "apply_overrides",
+    "config_content",
     "config_hash",
     "load_config",
     "locate_key",
@@ -169,6 +170,9 @@ class EndpointConfig(Base, frozen=True):
             code 4) instead of sleeping, e.g. on a daily quota.
         max_response_bytes: largest response body accepted (decompressed); a larger one
             fails that call (not retried).
+        fail_fast_after: stop the run (resumably, exit code 4) when the endpoint's first
+            this many calls all fail with the same non-retryable error, such as HTTP 404
+            from a base_url without /v1 (0: never).
         max_retries: retries of a retryable failure before the item fails.
         stream: stream responses (SSE) to measure time to first token.
         structured_output: ask for JSON via ``response_format``: true or "json_schema" (the
@@ -190,6 +194,7 @@ class EndpointConfig(Base, frozen=True):
     connect_timeout_s: PositiveSeconds = 10.0
     max_wait_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
     max_response_bytes: ResponseBytes = 8 * 1024 * 1024
+    fail_fast_after: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 10
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
     stream: bool = False
     structured_output: bool | Literal["json_schema", "json_object"] = True
@@ -645,45 +650,61 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     return config
 
 
-def config_hash(config: Config) -> str:
-    """Hash of everything in ``config`` that decides the output's content.
+def config_content(config: Config) -> dict[str, Any]:
+    """Everything in ``config`` that decides the output's content (what is hashed).
 
     Left out on purpose: where output goes and how fast it is produced (output path,
     window, progress, base_url, keys, limits, timeouts, retries, streaming, budgets,
     endpoint names and pool sizes), so a run can resume against another host serving
-    the same model, at another rate, with more keys or a raised budget.
+    the same model, at another rate, with more keys or a raised budget. Each role maps
+    to the distinct specs of what serves it (one for an endpoint, several for a pool of
+    different settings), sorted.
     """
-    content = {
+    roles: dict[str, list[dict[str, Any]]] | None = None
+    if config.roles is not None:
+        roles = {}
+        for role in ("strong", "target", "judge"):
+            # What serves each role, not what the endpoints are called: renaming an
+            # endpoint or adding a member serving the same model keeps the content.
+            specs = {
+                msgspec.json.encode(
+                    {
+                        "model": ep.model,
+                        "structured_output": ep.structured_output,
+                        "params": ep.params,
+                        "sim": ep.sim,
+                        "simulated": ep.simulated,
+                    },
+                    order="sorted",
+                ): None
+                for name in config.role_endpoints(role)
+                if (ep := config.endpoints.get(name)) is not None
+            }
+            roles[role] = [msgspec.json.decode(spec) for spec in sorted(specs)]
+    return {
         "run": {
             "method": config.run.method,
             "input": config.run.input,
             "seed": config.run.seed,
             "shard_records": config.run.shard_records,
         },
-        # What serves each role, not what the endpoints are called: renaming an endpoint
-        # or adding a member serving the same model to a pool keeps the hash.
-        "roles": {
-            role: sorted(
-                {
-                    msgspec.json.encode(
-                        {
-                            "model": ep.model,
-                            "structured_output": ep.structured_output,
-                            "params": ep.params,
-                            "sim": ep.sim,
-                            "simulated": ep.simulated,
-                        },
-                        order="sorted",
-                    ).decode()
-                    for name in config.role_endpoints(role)
-                    if (ep := config.endpoints.get(name)) is not None
-                }
-            )
-            for role in ("strong", "target", "judge")
-        }
-        if config.roles is not None
-        else None,
+        "roles": roles,
         "method": config.method.get(config.run.method, {}),
     }
+
+
+def config_hash(config: Config) -> str:
+    """A 16-hex-digit hash of :func:`config_content` (stable across versions: each role's
+    specs are hashed as their sorted JSON texts, as the first release did)."""
+    content = config_content(config)
+    roles = content["roles"]
+    if roles is not None:
+        content = {
+            **content,
+            "roles": {
+                role: sorted(msgspec.json.encode(spec, order="sorted").decode() for spec in specs)
+                for role, specs in roles.items()
+            },
+        }
     blob = msgspec.json.encode(content, order="sorted")
     return hashlib.sha256(blob).hexdigest()[:16]

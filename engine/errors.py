@@ -20,7 +20,8 @@ foreign library and re-raised ``from`` the original, so callers only ever catch 
     │       └── ResponseTooLarge     the body (decompressed) is over the byte limit
     ├── ParseError                   a reply that does not parse into what the stage needs
     ├── ShardError                   output cannot be written or resumed
-    │   └── OutputLocked             another run holds the output directory (exit code 2)
+    │   ├── OutputLocked             another run holds the output directory (exit code 2)
+    │   └── OutputMismatch           the output was written by another config or input (2)
     └── RunHalted                    not the item's fault: the run stops, resumably
         ├── BudgetExceeded           a configured run budget was reached (exit code 3)
         ├── EndpointUnusable         a whole endpoint failed: key refused, a request that
@@ -50,6 +51,7 @@ __all__ = (
     "InputError",
     "MalformedResponse",
     "OutputLocked",
+    "OutputMismatch",
     "ParseError",
     "RateLimited",
     "ResponseTooLarge",
@@ -253,6 +255,16 @@ class OutputLocked(ShardError):
             path=path,
             hint="wait for it to finish or stop it, or choose another output directory",
         )
+
+
+class OutputMismatch(ShardError):
+    """The output directory was written by another config or for another input.
+
+    A user mistake, not a broken output: exit code 2, and the message names the keys that
+    differ.
+    """
+
+    exit_code = 2
 
 
 class RunHalted(EngineError):

@@ -140,8 +140,8 @@ async def run_items(
         retire(index)
         write(index, rows)
         metrics.items_done += 1
-        for kind, _ in rows:
-            metrics.add_row(kind)
+        for kind, row in rows:
+            metrics.add_row(kind, row)
         metrics.mark_progress()
 
     def halt(index: int, exc: RunHalted) -> None:

@@ -34,6 +34,7 @@ __all__ = (
     "Manifest",
     "Opener",
     "ShardInfo",
+    "diff_keys",
     "fsync_dir",
     "load_manifest",
     "os_error",
@@ -374,3 +375,43 @@ def verify_shards(out_dir: Path, manifest: Manifest) -> list[str]:
         elif h.hexdigest() != shard.sha256:
             problems.append(f"{shard.name}: SHA-256 differs from the manifest")
     return problems
+
+
+def _flatten(value: object, prefix: str, out: dict[str, object]) -> None:
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]  # a role served by one spec reads as that spec's keys
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def diff_keys(old: object, new: object) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two configs.
+
+    Values are shown in JSON, cut to 60 characters; a key only one side has shows
+    ``(unset)`` on the other. An empty list when either side is not a mapping (an output
+    written before configs were recorded).
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    a: dict[str, object] = {}
+    b: dict[str, object] = {}
+    _flatten(old, "", a)
+    _flatten(new, "", b)
+
+    def show(key: str, side: dict[str, object]) -> str:
+        if key not in side:
+            return "(unset)"
+        text = msgspec.json.encode(side[key]).decode()
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [
+        f"{key}: {show(key, a)} -> {show(key, b)}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key, _MISSING) != b.get(key, _MISSING)
+    ]
+
+
+_MISSING = object()

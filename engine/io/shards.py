@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -29,13 +29,14 @@ import msgspec
 import orjson
 
 from ..clock import Clock, monotonic
-from ..errors import ShardError
+from ..errors import OutputMismatch, ShardError
 from .manifest import (
     MANIFEST_NAME,
     DoneSet,
     Manifest,
     Opener,
     ShardInfo,
+    diff_keys,
     fsync_dir,
     load_manifest,
     os_error,
@@ -177,6 +178,8 @@ class ShardSink:
         engine_version: str,
         simulated: bool,
         force_new: bool = False,
+        retry_failed: bool = False,
+        config_content: Mapping[str, Any] | None = None,
         protect: Sequence[Path] = (),
         redact: Callable[[bytes], bytes] | None = None,
         on_commit: Callable[[Manifest], None] | None = None,
@@ -195,6 +198,12 @@ class ShardSink:
             simulated: the endpoint is the simulator (recorded).
             force_new: delete an earlier output (the shards its manifest lists, partial
                 files and the manifest; never anything else) and start fresh.
+            retry_failed: rebuild an output of this same config and input from scratch:
+                its shards are discarded, and the rerun replays every response already
+                paid for from the cache, so only the calls that failed are made again.
+                Its spending and usage records carry over.
+            config_content: what the config hash is a hash of (recorded in the manifest;
+                a later mismatch names the keys that differ).
             protect: files that must never be deleted or overwritten (the run's input);
                 one inside ``out_dir`` named like an output file is refused.
             redact: applied to each item's serialized rows before they are written (the
@@ -248,21 +257,37 @@ class ShardSink:
                 path=str(out_dir),
                 hint="move such files away, or choose a new output directory",
             )
-        if manifest is not None and not force_new:
+        carried: dict[str, Any] = {}
+        if manifest is not None and (not force_new or retry_failed):
             if manifest.config_hash != config_hash:
-                raise ShardError(
-                    f"output was written by a different config "
-                    f"(hash {manifest.config_hash} != {config_hash})",
+                changed = diff_keys(manifest.extra.get("config_content"), config_content)
+                what = (
+                    "; ".join(changed[:8])
+                    + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else "")
+                    if changed
+                    else f"hash {manifest.config_hash} != {config_hash}"
+                )
+                raise OutputMismatch(
+                    f"output was written by a different config: {what}",
                     path=str(out_dir),
                     hint="use a new output directory, or pass --force-new to overwrite",
                 )
             if manifest.input_fingerprint != input_fingerprint:
-                raise ShardError(
+                raise OutputMismatch(
                     f"output was written for a different input "
                     f"({manifest.input_fingerprint} != {input_fingerprint})",
                     path=str(out_dir),
                     hint="use a new output directory, or pass --force-new to overwrite",
                 )
+        if manifest is not None and retry_failed:
+            # Rebuilt from scratch below; what was spent stays on the record.
+            carried = {
+                "usage": dict(manifest.usage),
+                "extra": {k: v for k, v in manifest.extra.items() if k in ("spend", "endpoints")},
+                "retried": manifest.totals.get("failed", 0),
+            }
+            force_new = True
+        if manifest is not None and not force_new:
             problems = verify_shards(out_dir, manifest)
             if problems:
                 first = problems[0].split(":", 1)[0]
@@ -302,6 +327,11 @@ class ShardSink:
         _delete(out_dir, doomed)
         discarded.extend(doomed)
         now = utc_now()
+        extra: dict[str, Any] = dict(carried.get("extra") or {})
+        if config_content is not None:
+            extra["config_content"] = dict(config_content)
+        if carried:
+            extra["retried_failed_rows"] = carried["retried"]
         manifest = Manifest(
             engine_version=engine_version,
             simulated=simulated,
@@ -311,6 +341,8 @@ class ShardSink:
             started_at=now,
             updated_at=now,
             totals={**dict.fromkeys(KINDS, 0), "items": 0},
+            usage=dict(carried.get("usage") or {}),
+            extra=extra,
         )
         # Writing the manifest at once claims the directory for this config and proves
         # that the manifest can be written before any paid-for work is done.

@@ -16,9 +16,11 @@ import msgspec
 
 from ..errors import (
     AuthError,
+    BadRequest,
     BudgetExceeded,
     EndpointError,
     EndpointUnusable,
+    FatalEndpointError,
     RateLimited,
     ServerError,
     Timeout,
@@ -30,7 +32,14 @@ from .gate import Gate, Outcome
 from .retry import RetryPolicy
 from .wire import Usage
 
-__all__ = ("CallObserver", "Caller", "Completion", "estimate_prompt_tokens", "sane_usage")
+__all__ = (
+    "CallObserver",
+    "Caller",
+    "Completion",
+    "estimate_prompt_tokens",
+    "fail_fast_hint",
+    "sane_usage",
+)
 
 
 class CallObserver(Protocol):
@@ -106,6 +115,53 @@ def sane_usage(usage: Usage | None) -> Usage | None:
     return None
 
 
+def fail_fast_hint(error: FatalEndpointError) -> str:
+    """What a user most likely has to fix when every call fails with ``error``."""
+    if isinstance(error, BadRequest) and error.status == 404:
+        return (
+            "check the endpoint's base_url (OpenAI-compatible servers serve under /v1, e.g. "
+            "http://127.0.0.1:8000/v1) and that the model id exists there"
+        )
+    if isinstance(error, BadRequest):
+        return (
+            "the endpoint refuses the requests themselves: check the model id, the endpoint's "
+            "params, and structured_output (set it to false for servers without response_format)"
+        )
+    return "check the endpoint's settings"
+
+
+class _FailFast:
+    """Counts how the endpoint's first calls end; trips when N in a row fail alike.
+
+    Until a first call succeeds, each fatal (non-retryable) failure is counted by its
+    class and status; ``after`` failures of one kind, with no other kind between them,
+    mean the endpoint itself is misconfigured (a base_url without /v1, a model id that
+    does not exist), not the items: the run should stop rather than write a failed row
+    for every item and pay for the other endpoints' calls.
+    """
+
+    __slots__ = ("after", "count", "kind", "ok")
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.ok = after <= 0  # 0: off
+        self.kind: tuple[type, int | None] | None = None
+        self.count = 0
+
+    def success(self) -> None:
+        self.ok = True
+
+    def failure(self, error: FatalEndpointError) -> bool:
+        """Record a fatal failure; True when the endpoint should be failed."""
+        if self.ok:
+            return False
+        kind = (type(error), error.status)
+        if kind != self.kind:
+            self.kind, self.count = kind, 0
+        self.count += 1
+        return self.count >= self.after
+
+
 def _outcome_for(error: EndpointError) -> Outcome:
     if isinstance(error, RateLimited):
         return "rate_limited"
@@ -133,6 +189,9 @@ class Caller:
         observer: metrics sink.
         ledger: the run's spending ledger (counts every attempt by stage and enforces
             budgets; None: not counted).
+        fail_fast_after: when the endpoint's first this many calls all fail with the
+            same non-retryable error (and none has succeeded), fail the endpoint as a
+            whole (:class:`~engine.errors.EndpointUnusable`, the run stops); 0: never.
     """
 
     def __init__(
@@ -149,6 +208,7 @@ class Caller:
         structured_output: bool | str = True,
         observer: CallObserver | None = None,
         ledger: Ledger | None = None,
+        fail_fast_after: int = 0,
     ) -> None:
         self.name = name
         self.model = model
@@ -161,6 +221,7 @@ class Caller:
         self.structured_output = structured_output
         self.observer = observer
         self.ledger = ledger
+        self._fail_fast = _FailFast(fail_fast_after)
 
     async def chat(
         self,
@@ -220,6 +281,15 @@ class Caller:
                 )
                 self.gate.fail(unusable)
                 raise unusable from error
+            if isinstance(error, FatalEndpointError) and self._fail_fast.failure(error):
+                unusable = EndpointUnusable(
+                    f"its first {self._fail_fast.count} calls all failed with: {error.reason} "
+                    f"({error.kind}); {fail_fast_hint(error)}",
+                    endpoint=self.name,
+                    status=error.status,
+                )
+                self.gate.fail(unusable)
+                raise unusable from error
             if not self.retry.should_retry(error, attempt):
                 raise error
             attempt += 1
@@ -228,6 +298,7 @@ class Caller:
             delay = self.retry.delay(error, attempt - 1)
             if delay > 0:
                 await asyncio.sleep(delay)
+        self._fail_fast.success()
         usage = sane_usage(result.usage) or Usage(
             prompt_tokens=prompt_est,
             completion_tokens=sum(math.ceil(len(t) / 4) for t in result.texts),

@@ -438,11 +438,17 @@ class Client:
             ttft=ttft,
         )
 
-    async def models(self) -> list[str]:
-        """List the model ids the endpoint serves (``GET /models``)."""
+    async def models(self, base_url: str | None = None) -> list[str]:
+        """List the model ids the endpoint serves (``GET /models``).
+
+        Args:
+            base_url: ask this base URL instead of the endpoint's (with the same key and
+                limits), e.g. to check whether the endpoint answers under ``/v1``.
+        """
         session = self._open()
+        base = (base_url or self.base_url).rstrip("/")
         with _map_errors(self.name, self._redactor):
-            async with session.get(self.base_url + "/models") as resp:
+            async with session.get(base + "/models") as resp:
                 if SIMULATED_HEADER in resp.headers:
                     self.simulated = True
                 if resp.status != 200:

@@ -10,11 +10,13 @@ read this state. There is no global state: an :class:`~engine.Engine` creates on
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..clock import Clock, monotonic
 
-__all__ = ("EndpointStats", "Histogram", "Metrics", "StageStats")
+__all__ = ("EndpointStats", "Histogram", "Metrics", "StageStats", "reason_of")
 
 # Histogram layout, shared by every histogram so any two can be merged.
 _MIN_S = 1e-4  # 0.1 ms: everything below lands in the underflow bucket 0
@@ -436,6 +438,25 @@ class StageStats:
         }
 
 
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_MAX_REASONS = 100  # distinct reasons counted per kind; more are "other"
+
+
+def reason_of(kind: str, row: Mapping[str, Any]) -> str:
+    """Why a row was not kept, as a group a summary can count.
+
+    A failed row: ``stage: error_kind``. A rejected row: its ``filter`` or ``reason``
+    with numbers replaced by ``#`` (so "score 3 below threshold 4" and "score 2 below
+    threshold 4" count together), after its stage when it names one.
+    """
+    stage = row.get("stage")
+    if kind == "failed":
+        what = str(row.get("error_kind") or "error")
+    else:
+        what = _NUMBER.sub("#", str(row.get("filter") or row.get("reason") or kind))[:80]
+    return f"{stage}: {what}" if isinstance(stage, str) and stage else what
+
+
 class Metrics:
     """The registry of one run's metrics.
 
@@ -451,6 +472,7 @@ class Metrics:
         items_done: items finished in this run (rows written).
         items_skipped: items skipped because an earlier run finished them.
         rows: rows written by kind (``kept``, ``rejected``, ``failed``).
+        reasons: for ``rejected`` and ``failed`` rows, why, grouped (see :func:`reason_of`).
         started_at: clock time the metrics were created.
         last_progress_at: clock time an item last finished (a watchdog reads it).
     """
@@ -464,6 +486,8 @@ class Metrics:
         self.items_done = 0
         self.items_skipped = 0
         self.rows: dict[str, int] = {"kept": 0, "rejected": 0, "failed": 0}
+        # kind -> why rows of that kind were not kept (see reason_of) -> count
+        self.reasons: dict[str, dict[str, int]] = {}
         self.started_at = clock()
         self.last_progress_at = self.started_at
 
@@ -496,10 +520,16 @@ class Metrics:
         """Record that the run made progress now (see ``last_progress_at``)."""
         self.last_progress_at = self.clock()
 
-    def add_row(self, kind: str) -> None:
-        """Count one written row of ``kind`` and mark progress."""
+    def add_row(self, kind: str, row: Mapping[str, Any] | None = None) -> None:
+        """Count one written row of ``kind`` (and, from ``row``, why it was not kept)."""
         self.rows[kind] = self.rows.get(kind, 0) + 1
         self.last_progress_at = self.clock()
+        if row is not None and kind != "kept":
+            reason = reason_of(kind, row)
+            counts = self.reasons.setdefault(kind, {})
+            if reason not in counts and len(counts) >= _MAX_REASONS:
+                reason = "other"
+            counts[reason] = counts.get(reason, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """The full state as JSON-able builtins."""
@@ -514,6 +544,7 @@ class Metrics:
                 "skipped": self.items_skipped,
             },
             "rows": dict(self.rows),
+            "reasons": {kind: dict(c) for kind, c in self.reasons.items()},
             "endpoints": {name: s.snapshot() for name, s in self.endpoints.items()},
             "stages": {name: s.snapshot() for name, s in self.stages.items()},
         }

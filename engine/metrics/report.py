@@ -181,6 +181,8 @@ class Report(msgspec.Struct, kw_only=True):
         unpriced: endpoints that sent requests but have no price.
         method_report: free-form figures from the method.
         stop_reason: why the run stopped early; None when it completed.
+        reasons: ``rejected`` / ``failed`` -> why (the stage and the filter, reason or
+            error kind, numbers as ``#``) -> rows, most common first.
     """
 
     simulated: bool
@@ -196,6 +198,7 @@ class Report(msgspec.Struct, kw_only=True):
     unpriced: list[str] = msgspec.field(default_factory=list)
     method_report: dict[str, object] = msgspec.field(default_factory=dict)
     stop_reason: str | None = None
+    reasons: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------- building
@@ -295,6 +298,10 @@ def build_report(
         unpriced=unpriced,
         method_report=dict(method_report or {}),
         stop_reason=stop_reason,
+        reasons={
+            kind: dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            for kind, counts in sorted(metrics.reasons.items())
+        },
     )
 
 
@@ -435,6 +442,15 @@ def render_summary(report: Report) -> str:
     if cost_line:
         lines.append(cost_line)
     lines.append(f"stopped     {report.stop_reason or 'no (complete)'}")
+    for label in ("rejected", "failed"):
+        counts = report.reasons.get(label)
+        if counts:
+            top = list(counts.items())[:4]
+            rest = sum(counts.values()) - sum(n for _, n in top)
+            why = ", ".join(f"{reason} {n}" for reason, n in top)
+            lines.append(
+                f"{label:<11} {sum(counts.values())}: {why}" + (f", other {rest}" if rest else "")
+            )
     if r.kept == 0 and (r.failed or r.rejected):
         why = (
             f"every item failed ({r.failed} failed rows; each says its stage and error)"

@@ -140,8 +140,8 @@ CASES = [
     Case("cache file corrupted", 1, "cache", setup=_corrupt_cache),
     Case(
         "manifest from a different config",
-        1,
-        "different config",
+        2,
+        "different config: run.seed: 0 -> 99",
         setup=_finished_output,
         sets=lambda tmp: ["run.seed=99"],
     ),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.clock import FakeClock
-from engine.errors import ShardError
+from engine.errors import OutputMismatch, ShardError
 from engine.io.manifest import Manifest, load_manifest, verify_shards
 from engine.io.shards import ResumeState, ShardSink, iter_rows
 
@@ -300,6 +300,34 @@ def test_orphan_shard_from_a_crash_after_rename_is_discarded(tmp_path: Path) -> 
     assert [r["id"] for r in iter_rows(tmp_path, "kept")] == ["0-0", "1-0", "2-0"]
 
 
+def test_a_config_mismatch_names_the_keys_that_differ(tmp_path: Path) -> None:
+    old = {"run": {"seed": 0, "method": "codeclm"}, "roles": {"strong": [{"model": "a"}]}}
+    new = {"run": {"seed": 3, "method": "codeclm"}, "roles": {"strong": [{"model": "b"}]}}
+    sink, _ = _open(tmp_path, config_content=old)
+    sink.write_item(0, _kept(0))
+    sink.close(complete=True)
+    with pytest.raises(OutputMismatch) as info:
+        _open(tmp_path, config_hash="cfg-2", config_content=new)
+    assert info.value.reason == (
+        'output was written by a different config: roles.strong.model: "a" -> "b"; run.seed: 0 -> 3'
+    )
+
+
+def test_retry_failed_rebuilds_the_same_config_and_keeps_the_spend(tmp_path: Path) -> None:
+    sink, _ = _open(tmp_path)
+    sink.write_item(0, [("failed", {"id": "f0", "error": "HTTP 404"})])
+    sink.write_item(1, _kept(1))
+    sink.manifest.extra["spend"] = {"respond": {"strong": {"requests": 7}}}
+    sink.close(complete=True)
+    with pytest.raises(OutputMismatch):
+        _open(tmp_path, config_hash="cfg-2", retry_failed=True)  # only the same config
+    sink, resume = _open(tmp_path, retry_failed=True)
+    assert resume.resumed is False and resume.done.count == 0
+    assert sink.manifest.extra["spend"] == {"respond": {"strong": {"requests": 7}}}
+    assert sink.manifest.extra["retried_failed_rows"] == 1
+    sink.abandon()
+
+
 def test_different_config_is_refused_unless_forced(tmp_path: Path) -> None:
     sink, _ = _open(tmp_path, shard_records=1)
     sink.write_item(0, _kept(0))
@@ -307,9 +335,11 @@ def test_different_config_is_refused_unless_forced(tmp_path: Path) -> None:
     (tmp_path / "cache.sqlite").write_bytes(b"x")
     (tmp_path / "report.json").write_bytes(b"{}")
 
-    with pytest.raises(ShardError) as info:
+    with pytest.raises(OutputMismatch) as info:
         _open(tmp_path, config_hash="cfg-2")
-    assert "different config (hash cfg-1 != cfg-2)" in str(info.value)
+    # No recorded content (an output of an older version): the hashes are all it can say.
+    assert "different config: hash cfg-1 != cfg-2" in str(info.value)
+    assert info.value.exit_code == 2
     assert info.value.hint == "use a new output directory, or pass --force-new to overwrite"
     with pytest.raises(ShardError, match="different input"):
         _open(tmp_path, input_fingerprint="other.jsonl:1:x")
