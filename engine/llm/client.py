@@ -223,6 +223,11 @@ class _Body:
         if piece:
             yield piece
 
+    @property
+    def plain(self) -> bool:
+        """Whether the body is not compressed (read as it arrives)."""
+        return self._decoder is None
+
     def full(self) -> bool:
         """Whether a truncating read has all it will keep."""
         return self._out >= self._limit or self._raw >= self._limit
@@ -412,13 +417,27 @@ class Client:
     ) -> ChatResult:
         acc = SseAccumulator()
         ttft: float | None = None
-        async for data in _decoded(resp.content, reader):
-            if acc.feed(data) and ttft is None:
-                ttft = self._clock() - start
-            if acc.done:
-                break
+        if reader.plain:
+            # The common case, kept to one loop: count the bytes, feed the reads.
+            limit, seen = self._max_bytes, 0
+            async for data in resp.content.iter_any():
+                seen += len(data)
+                if seen > limit:
+                    raise reader._too_large()
+                if acc.feed(data) and ttft is None:
+                    ttft = self._clock() - start
+                if acc.done:
+                    break
+            else:
+                acc.finish()
         else:
-            acc.finish()
+            async for data in _decoded(resp.content, reader):
+                if acc.feed(data) and ttft is None:
+                    ttft = self._clock() - start
+                if acc.done:
+                    break
+            else:
+                acc.finish()
         if acc.error is not None:
             raise MalformedResponse(
                 f"stream carried an error: {self._redactor.text(acc.error)[:_MESSAGE_CHARS]}",

@@ -342,7 +342,14 @@ async def test_a_header_echoing_the_key_never_reaches_a_row(
 
     server = await serve(echo)
     out = tmp_path / "out"
-    result = await _run(_respond(out, server.url, "endpoints.strong.api_key_env=HOSTILE_KEY"))
+    # Every call fails here, so fail-fast would stop the run; this test wants the rows.
+    sets = _respond(
+        out,
+        server.url,
+        "endpoints.strong.api_key_env=HOSTILE_KEY",
+        "endpoints.strong.fail_fast_after=0",
+    )
+    result = await _run(sets)
     assert result.complete
     failed = _rows(out)["failed"]
     assert len(failed) == 22
