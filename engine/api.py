@@ -47,6 +47,7 @@ from .methods.base import Finalizing, MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
+from .prices import builtin_price, table_version
 from .records import RowOut
 from .redaction import Redactor, display_url
 from .scheduler import EmitRows, first_engine_error, halt_reason, run_items
@@ -189,6 +190,9 @@ class Engine:
         # error message and report.
         self.redactor = Redactor()
         self._stall: Stalled | None = None  # set by the watchdog when it stops the run
+        self._price_cache: dict[str, Price] | None = None
+        # endpoint -> where its price came from, when not from the config
+        self.price_sources: dict[str, str] = {}
         self._guarded: asyncio.Task[Any] | None = None  # the phase the watchdog may cancel
 
     async def __aenter__(self) -> Engine:
@@ -219,8 +223,22 @@ class Engine:
         return self
 
     def _prices(self) -> dict[str, Price]:
-        """Open endpoint (or key-pool member) name -> its configured price, where set."""
-        return {n: e.cfg.price for n, e in self._endpoints.items() if e.cfg.price is not None}
+        """Open endpoint (or key-pool member) name -> its price: the configured one, else
+        the built-in table's for a hosted model (``engine.prices``), where known."""
+        if self._price_cache is None:
+            prices: dict[str, Price] = {}
+            for name, ep in self._endpoints.items():
+                if ep.cfg.price is not None:
+                    prices[name] = ep.cfg.price
+                elif ep.cfg.builtin_price:
+                    found = builtin_price(ep.cfg.model, ep.cfg.base_url)
+                    if found is not None:
+                        prices[name] = Price(prompt=found.prompt, completion=found.completion)
+                        self.price_sources[name] = (
+                            f"genai-prices {table_version()}: {found.provider}/{found.model}"
+                        )
+            self._price_cache = prices
+        return self._price_cache
 
     @property
     def gates(self) -> dict[str, Gate]:
@@ -351,11 +369,7 @@ class Engine:
         return Ledger(
             run=budget if budget.any else None,
             stages={name: lim for name, lim in budget.stages.items() if lim.any},
-            prices={
-                name: (ep.cfg.price.prompt, ep.cfg.price.completion)
-                for name, ep in self._endpoints.items()
-                if ep.cfg.price is not None
-            },
+            prices={name: (p.prompt, p.completion) for name, p in self._prices().items()},
             prior=prior if isinstance(prior, dict) else None,
         )
 
@@ -819,7 +833,11 @@ class Engine:
                 method=config.run.method,
                 simulated=self._simulated(),
                 stop_reason=stop_reason,
-                method_report={**method.report(), "endpoint_overlap": self._overlap()},
+                method_report={
+                    **method.report(),
+                    "endpoint_overlap": self._overlap(),
+                    **({"price_sources": dict(self.price_sources)} if self.price_sources else {}),
+                },
                 prices=self._prices(),
             )
             with contextlib.suppress(EngineError, OSError):

@@ -94,6 +94,15 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(factory())
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, "")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, "", argparse.SUPPRESS) or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
@@ -166,35 +175,68 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--json", action="store_true", help="print the result as one JSON object on stdout"
     )
+    val.add_argument(
+        "--ping",
+        action="store_true",
+        help="also call each real endpoint's GET /models: reachable, key accepted, model served",
+    )
+    val.add_argument(
+        "--estimate",
+        nargs="?",
+        const=50,
+        type=int,
+        default=None,
+        metavar="N",
+        help="also estimate calls, tokens and cost: a dry run of the method on simulated "
+        "endpoints (the first N JSONL records, scaled to the whole input; default 50)",
+    )
 
-    sim = sub.add_parser("sim", help="serve the simulated OpenAI-compatible endpoint")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8000)
-    sim.add_argument("--model", default="sim-model")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--latency-ms", type=float, default=50.0)
-    sim.add_argument("--jitter-ms", type=float, default=0.0)
-    sim.add_argument(
-        "--tokens-per-s", type=float, default=0.0, help="output token rate (0: instant)"
+    sim = sub.add_parser(
+        "sim",
+        help="serve the simulated OpenAI-compatible endpoint",
+        description="Serve synth-engine's SIMULATED OpenAI-compatible endpoint on HOST:PORT "
+        "(chat completions, plain and streamed, /v1/models, usage, rate-limit headers). Its "
+        "replies are fake text labelled [simulated], deterministic from the seed and request.",
+        formatter_class=_DefaultsHelp,
     )
     sim.add_argument(
-        "--rpm", type=float, default=None, help="enforce requests/min (429 + Retry-After)"
+        "--host", default="127.0.0.1", help="interface to listen on (loopback unless you mean it)"
     )
-    sim.add_argument("--tpm", type=float, default=None, help="enforce tokens/min")
+    sim.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one)")
+    sim.add_argument("--model", default="sim-model", help="model id it reports in /v1/models")
+    sim.add_argument("--seed", type=int, default=0, help="content seed")
+    sim.add_argument("--latency-ms", type=float, default=50.0, help="time to the first byte")
+    sim.add_argument("--jitter-ms", type=float, default=0.0, help="+- uniform latency jitter")
+    sim.add_argument(
+        "--tokens-per-s", type=float, default=0.0, help="output token rate (0: whole body at once)"
+    )
+    sim.add_argument(
+        "--rpm",
+        type=float,
+        default=None,
+        help="enforce requests/min with 429 + Retry-After (default: no limit)",
+    )
+    sim.add_argument(
+        "--tpm",
+        type=float,
+        default=None,
+        help="enforce tokens/min with 429 + Retry-After (default: no limit)",
+    )
     sim.add_argument(
         "--fault-rate", type=float, default=0.0, help="probability of a fault per request"
     )
     sim.add_argument(
         "--faults",
         default="",
-        help="comma list: 500,502,503,429,timeout,reset,malformed,truncated,slow",
+        help="comma list of fault kinds drawn from: "
+        "500,502,503,429,timeout,reset,malformed,truncated,slow (default: none)",
     )
     sim.add_argument(
         "--api-key-env",
         default=None,
         metavar="VAR",
         help="require the bearer key held in this environment variable (a key on the "
-        "command line would be visible to every user of the machine)",
+        "command line would be visible to every user of the machine; default: no key)",
     )
 
     bench = sub.add_parser("bench", help="measure throughput of an OpenAI-compatible endpoint")
@@ -216,8 +258,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print the JSON report only")
 
-    ins = sub.add_parser("inspect", help="summarise an output directory")
-    ins.add_argument("output")
+    ins = sub.add_parser(
+        "inspect",
+        help="summarise an output directory: verified state, counts by kind and reason, "
+        "spend, the config it was made with, sample rows",
+    )
+    ins.add_argument("output", help="the output directory (run.output)")
+    ins.add_argument("--samples", type=int, default=2, help="sample rows per kind (default 2)")
+    ins.add_argument("--json", action="store_true", help="print everything as one JSON object")
     return parser
 
 
@@ -238,6 +286,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return exc.exit_code
     check = check_input(config)
     usable = check.items_ok > 0
+    missing = _missing_keys(config)
+    pings = _run_async(lambda: _ping(config)) if args.ping else {}
+    estimate = None
+    if args.estimate is not None and usable:
+        from .estimate import estimate as dry_run
+
+        estimate = _run_async(lambda: dry_run(config, sample=args.estimate))
+    failed = bool(missing) or any(not p["ok"] for p in pings.values())
     if args.json:
         doc = {
             "config": {
@@ -265,9 +321,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 ],
                 "details": check.details,
             },
+            "keys_missing": missing,
+            "ping": pings,
+            "estimate": estimate,
         }
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0 if usable else 2
+        return 0 if usable and not failed else 2
     eps = ", ".join(
         f"{n} ({'simulated' if e.simulated else display_url(e.base_url)}, {e.model})"
         for n, e in config.endpoints.items()
@@ -281,10 +340,104 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for p in items:
             where = f"{p.file}:{p.line}" if p.line else p.file
             print(f"  {label}: {where}: {p.message}")
+    for name, env in missing.items():
+        print(
+            f"  error: endpoints.{name}.api_key_env: environment variable {env} is not set "
+            f"(export {env}=<your key>)"
+        )
+    for name, ping in pings.items():
+        print(f"  ping {name}: {'OK' if ping['ok'] else 'FAILED'}: {ping['detail']}")
+    if estimate is not None:
+        _print_estimate(estimate)
     if not usable:
         print(f"{args.config}: nothing in the input is usable", file=sys.stderr)
         return 2
+    if failed:
+        print(f"{args.config}: fix the endpoint problems above before running", file=sys.stderr)
+        return 2
     return 0
+
+
+def _missing_keys(config: Config) -> dict[str, str]:
+    """Endpoint (or pool member) -> the key variable it names that is not set."""
+    return {
+        name if len(ep.key_envs) == 1 else f"{name}#{i}": env
+        for name, ep in config.endpoints.items()
+        if not ep.simulated
+        for i, env in enumerate(ep.key_envs, 1)
+        if not os.environ.get(env)
+    }
+
+
+async def _ping(config: Config) -> dict[str, dict[str, Any]]:
+    """Each real endpoint's ``GET /models``: reachable, key accepted, model listed."""
+    import time
+
+    from .errors import EndpointError
+    from .llm.client import Client
+    from .redaction import display_url
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, ep in config.endpoints.items():
+        if ep.simulated:
+            continue
+        key = os.environ.get(ep.key_envs[0]) if ep.key_envs else None
+        start = time.monotonic()
+        async with Client(name, ep.base_url, api_key=key, timeout_s=min(ep.timeout_s, 30.0)) as c:
+            try:
+                models = await c.models()
+            except EndpointError as exc:
+                hint = (
+                    " (OpenAI-compatible servers serve under /v1)"
+                    if exc.status == 404 and not ep.base_url.rstrip("/").endswith("/v1")
+                    else ""
+                )
+                out[name] = {"ok": False, "detail": f"{exc}{hint}"}
+                continue
+        ms = (time.monotonic() - start) * 1000
+        listed = ep.model in models
+        out[name] = {
+            "ok": listed or not models,
+            "detail": f"{display_url(ep.base_url)} answered in {ms:.0f} ms; "
+            + (
+                f"model {ep.model!r} is served"
+                if listed
+                else f"model {ep.model!r} is NOT among the {len(models)} it lists "
+                f"({', '.join(models[:5])}{'...' if len(models) > 5 else ''})"
+                if models
+                else "it lists no models (cannot check the model id)"
+            ),
+        }
+    return out
+
+
+def _print_estimate(est: dict[str, Any]) -> None:
+    scale = (
+        f"the first {est['sampled_items']} of {est['total_items']} records, per-record stages "
+        f"scaled x{est['scale']}"
+        if est["sampled_items"] is not None
+        else "the whole input"
+    )
+    print(
+        f"estimate    (a dry run on SIMULATED endpoints over {scale}; completion lengths and "
+        "judge-dependent rounds are simulated, so this is an estimate)"
+    )
+    for name, e in est["endpoints"].items():
+        cost = "no price" if e["cost_usd"] is None else f"${e['cost_usd']:,.4f}"
+        print(
+            f"  {name:<10} {e['model']}: {e['calls']:,} calls, {e['prompt_tokens']:,} prompt + "
+            f"{e['completion_tokens']:,} completion tokens, {cost}"
+        )
+    total = est["total"]
+    cost = (
+        f"${total['cost_usd']:,.4f}"
+        if total["cost_usd"] is not None
+        else f"unknown (no price for {', '.join(est['unpriced'])}; set [endpoints.NAME.price])"
+    )
+    print(
+        f"  total      {total['calls']:,} calls, {total['prompt_tokens']:,} + "
+        f"{total['completion_tokens']:,} tokens, cost {cost}"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -489,19 +642,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if report["failed"] == 0 else 1
 
 
+def _short(value: Any, width: int = 100) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .io.manifest import load_manifest, verify_shards
+    from .io.summary import summarize_output
 
     out = Path(args.output)
-    manifest = load_manifest(out)
-    if manifest is None:
-        print(
-            f"{out}: no manifest.json (not a synth-engine output, or nothing committed yet)",
-            file=sys.stderr,
-        )
-        return 2
-    problems = verify_shards(out, manifest)
-    if problems:
+    summary = summarize_output(out, samples=args.samples)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if summary["verified"] else 1
+    if not summary["verified"]:
+        problems = summary["problems"]
         print(
             f"{out}: CORRUPT: {len(problems)} shard(s) do not match the manifest:", file=sys.stderr
         )
@@ -515,16 +671,69 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 1
     state = (
         "complete (verified)"
-        if manifest.complete
-        else f"incomplete ({manifest.stop_reason or 'interrupted'})"
+        if summary["complete"]
+        else f"incomplete ({summary['stop_reason'] or 'interrupted'}; run again to resume)"
     )
-    sim = " [SIMULATED ENDPOINT]" if manifest.simulated else ""
-    print(f"{out}: {manifest.method}, {state}{sim}")
-    print("rows: " + ", ".join(f"{k} {v}" for k, v in manifest.totals.items()))
+    sim = (
+        "  ** SIMULATED ENDPOINT: rows are fake, not real model output **"
+        if summary["simulated"]
+        else ""
+    )
+    totals = summary["totals"]
+    print(f"{out}: {summary['method']}, {state}{sim}")
     print(
-        f"shards: {len(manifest.shards)}; config {manifest.config_hash}; engine {manifest.engine_version}"
+        f"items       {totals.get('items', 0)}   rows: kept {totals.get('kept', 0)}   "
+        f"rejected {totals.get('rejected', 0)}   failed {totals.get('failed', 0)}   "
+        f"in {summary['shards']} shards"
     )
+    for kind in ("rejected", "failed"):
+        for reason, n in list(summary["reasons"].get(kind, {}).items())[:8]:
+            print(f"  {kind:<9} {n:>7}  {reason}")
+    spent = summary["spent"]
+    if spent["requests"]:
+        cost = f"   ${spent['cost']:.4f}" if spent["cost"] else ""
+        print(
+            f"spent       {spent['requests']} requests   {spent['prompt_tokens']} prompt + "
+            f"{spent['completion_tokens']} completion tokens{cost} (every run on this output)"
+        )
+    config = summary["config"]
+    if isinstance(config, dict):
+        roles = config.get("roles") or {}
+        endpoints = config.get("endpoints") or {}
+        served = []
+        for role in ("strong", "target", "judge"):
+            ref = roles.get(role) or roles.get("strong")
+            names = [ref] if isinstance(ref, str) else list(ref or [])
+            models = sorted({str(endpoints.get(n, {}).get("model")) for n in names})
+            served.append(f"{role} {'/'.join(models)}")
+        print(
+            f"config      {', '.join(served)}; seed {config.get('run', {}).get('seed')} "
+            f"(OUT/config.json, hash {summary['config_hash']})"
+        )
+    for derived in summary["derived"] or []:
+        if isinstance(derived, dict):
+            print(f"derived     {derived.get('name')}: {derived.get('rows')} rows")
+    for kind in ("kept", "rejected", "failed"):
+        for row in summary["samples"][kind]:
+            shown = {k: row[k] for k in _SAMPLE_FIELDS if k in row} or row
+            print(
+                f"sample {kind:<8} " + "  ".join(f"{k}={_short(v, 60)}" for k, v in shown.items())
+            )
     return 0
+
+
+# The fields that say what a row is, in the order a sample shows them.
+_SAMPLE_FIELDS = (
+    "instruction",
+    "question",
+    "input",
+    "response",
+    "answer",
+    "output",
+    "reason",
+    "stage",
+    "error",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

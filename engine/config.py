@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .errors import ConfigError
+from .prices import builtin_price
 from .redaction import looks_like_secret
 
 __all__ = (
@@ -180,6 +181,8 @@ class EndpointConfig(Base, frozen=True):
             shape llama-cpp-python turns into a grammar), false: parse text.
         params: extra request parameters sent with every call (top_p, seed, stop...).
         price: the model's price (USD per 1M tokens), for the cost report and budgets.
+        builtin_price: without ``price``, use the built-in table's (``genai-prices``) for
+            a hosted model it knows; never for loopback or private addresses.
         sim: settings of the simulated endpoint when ``base_url = "sim"``.
     """
 
@@ -200,6 +203,7 @@ class EndpointConfig(Base, frozen=True):
     structured_output: bool | Literal["json_schema", "json_object"] = True
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     price: Price | None = None
+    builtin_price: bool = True
     sim: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
@@ -237,6 +241,8 @@ class Config(Base, frozen=True):
         budget: ``[budget]``: spending limits per run and per stage.
         method: raw ``[method.NAME]`` tables (validated by the method registry).
         source: the config file it was read from ("" when built in code).
+        overridden: the dotted keys set with ``--set`` (their errors name ``--set``,
+            not a line of the file).
     """
 
     run: RunConfig = msgspec.field(default_factory=RunConfig)
@@ -245,6 +251,7 @@ class Config(Base, frozen=True):
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     method: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     source: str = ""
+    overridden: list[str] = msgspec.field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
@@ -369,7 +376,7 @@ def _valid_keys(root: type, dotted: str) -> list[str]:
             break
         info = structs[0]
     if isinstance(info, msgspec.inspect.StructType):
-        return [f.name for f in info.fields if f.name != "source"]
+        return [f.name for f in info.fields if f.name not in ("source", "overridden")]
     return []
 
 
@@ -570,9 +577,15 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
                 "pool only endpoints with the same model id: rows record one model per "
                 "role, and the response cache is keyed by it",
             )
-    unpriced = sorted(n for n, ep in config.endpoints.items() if ep.price is None)
     capped = ["budget"] if config.budget.max_cost is not None else []
     capped += [f"budget.stages.{s}" for s, lim in config.budget.stages.items() if lim.max_cost]
+    unpriced = sorted(
+        n
+        for n, ep in config.endpoints.items()
+        if ep.price is None
+        and capped
+        and not (ep.builtin_price and builtin_price(ep.model, ep.base_url) is not None)
+    )
     if capped and unpriced:
         raise err(
             f"{capped[0]}.max_cost",
@@ -621,11 +634,17 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
             hint="fix the syntax",
         ) from exc
     overridden = apply_overrides(doc, overrides or [])
-    if "source" in doc:
-        raise ConfigError(
-            "unknown key", path=p, line=locate_key(text, "source"), field="source", hint="remove it"
-        )
+    for internal in ("source", "overridden"):
+        if internal in doc:
+            raise ConfigError(
+                "unknown key",
+                path="--set" if internal in overridden else p,
+                line=None if internal in overridden else locate_key(text, internal),
+                field=internal,
+                hint="remove it",
+            )
     doc["source"] = str(Path(p).resolve())
+    doc["overridden"] = sorted(overridden)
     endpoints = doc.get("endpoints")
     if isinstance(endpoints, dict):
         # Validated one by one first: msgspec reports a dict value's path as

@@ -10,11 +10,13 @@ plain dict in the method's record schema. Row ids are content-addressed
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
-__all__ = ("KINDS", "BadInput", "Item", "Kind", "RowOut", "row_id")
+__all__ = ("KINDS", "BadInput", "Item", "Kind", "RowOut", "reason_of", "row_id")
 
 Kind = Literal["kept", "rejected", "failed"]
 KINDS: tuple[Kind, ...] = ("kept", "rejected", "failed")
@@ -61,3 +63,21 @@ def row_id(*parts: object) -> str:
         h.update(str(part).encode("utf-8"))
         h.update(b"\x1f")
     return h.hexdigest()
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def reason_of(kind: str, row: Mapping[str, Any]) -> str:
+    """Why a row was not kept, as a group a summary can count.
+
+    A failed row: ``stage: error_kind``. A rejected row: its ``filter`` or ``reason``
+    with numbers replaced by ``#`` (so "score 3 below threshold 4" and "score 2 below
+    threshold 4" count together), after its stage when it names one.
+    """
+    stage = row.get("stage")
+    if kind == "failed":
+        what = str(row.get("error_kind") or "error")
+    else:
+        what = _NUMBER.sub("#", str(row.get("filter") or row.get("reason") or kind))[:80]
+    return f"{stage}: {what}" if isinstance(stage, str) and stage else what

@@ -14,7 +14,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine.records": (),
     "engine.serving": (),
     "engine.redaction": (),
-    "engine.config": ("engine.errors", "engine.redaction"),
+    "engine.prices": (),
+    "engine.config": ("engine.errors", "engine.redaction", "engine.prices"),
     "engine.llm": ("engine.llm", "engine.errors", "engine.clock", "engine.redaction"),
     "engine.io": (
         "engine.io",
@@ -23,7 +24,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.records",
         "engine.redaction",
     ),
-    "engine.metrics": ("engine.metrics", "engine.clock", "engine.redaction"),
+    "engine.metrics": ("engine.metrics", "engine.clock", "engine.redaction", "engine.records"),
     "engine.metrics.prometheus": (
         "engine.metrics",
         "engine.clock",
@@ -63,7 +64,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.records",
         "engine.clock",
         "engine.redaction",
+        "engine.prices",
         "engine",
+    ),
+    # The estimate drives a whole Engine on simulated endpoints.
+    "engine.estimate": (
+        "engine.api",
+        "engine.config",
+        "engine.errors",
+        "engine.methods",
+        "engine.prices",
     ),
     "engine.cli": ("engine",),
     "engine.__main__": ("engine.cli",),

@@ -101,7 +101,12 @@ def method_config(config: Config) -> Base:
         return msgspec.convert(config.method.get(name, {}), schema)
     except msgspec.ValidationError as exc:
         raise validation_error(
-            exc, root=schema, path=config.source or None, text=text, prefix=f"method.{name}"
+            exc,
+            root=schema,
+            path=config.source or None,
+            text=text,
+            prefix=f"method.{name}",
+            overridden=frozenset(config.overridden),
         ) from exc
 
 

@@ -10,13 +10,13 @@ read this state. There is no global state: an :class:`~engine.Engine` creates on
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..clock import Clock, monotonic
+from ..records import reason_of
 
-__all__ = ("EndpointStats", "Histogram", "Metrics", "StageStats", "reason_of")
+__all__ = ("EndpointStats", "Histogram", "Metrics", "StageStats")
 
 # Histogram layout, shared by every histogram so any two can be merged.
 _MIN_S = 1e-4  # 0.1 ms: everything below lands in the underflow bucket 0
@@ -438,23 +438,7 @@ class StageStats:
         }
 
 
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _MAX_REASONS = 100  # distinct reasons counted per kind; more are "other"
-
-
-def reason_of(kind: str, row: Mapping[str, Any]) -> str:
-    """Why a row was not kept, as a group a summary can count.
-
-    A failed row: ``stage: error_kind``. A rejected row: its ``filter`` or ``reason``
-    with numbers replaced by ``#`` (so "score 3 below threshold 4" and "score 2 below
-    threshold 4" count together), after its stage when it names one.
-    """
-    stage = row.get("stage")
-    if kind == "failed":
-        what = str(row.get("error_kind") or "error")
-    else:
-        what = _NUMBER.sub("#", str(row.get("filter") or row.get("reason") or kind))[:80]
-    return f"{stage}: {what}" if isinstance(stage, str) and stage else what
 
 
 class Metrics:
