@@ -45,6 +45,7 @@ from .methods.base import Finalizing, MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
+from .metrics.status import StatusWriter
 from .records import RowOut
 from .scheduler import EmitRows, first_engine_error, run_items
 
@@ -548,6 +549,11 @@ class Engine:
                 )
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(self._monitor(), name="monitor"))
+            # OUT/status.json: the live figures, for a viewer in another process.
+            status = StatusWriter(
+                out_dir, self.metrics, rows=lambda: sink.rows_written, prices=self._prices()
+            )
+            background.append(asyncio.create_task(status.run(), name="status"))
             await method.prepare()
             if self._after_prepare is not None:
                 await self._after_prepare()
