@@ -44,7 +44,8 @@ export function chart(container, opts) {
   if (opts.limit) ys.push(opts.limit);
   const x0 = xs.length ? Math.min(...xs) : 0;
   const x1 = xs.length ? Math.max(...xs, x0 + 1) : 1;
-  const y1 = Math.max(1e-9, ...(ys.length ? ys : [1])) * 1.1;
+  const top = Math.max(0, ...(ys.length ? ys : [1]));
+  const y1 = (top > 0 ? top : 1) * 1.1;
   const sx = (x) => PAD.l + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
   const sy = (y) => H - PAD.b - (y / y1) * (H - PAD.t - PAD.b);
   for (const f of [0, 0.5, 1]) {
