@@ -153,6 +153,15 @@ def test_filter_rejected_rows_by_reason(page: Page, lab_out: Path) -> None:
         for reason in rows.locator("td.reason").all_inner_texts():
             assert pattern.match(reason.strip()), reason
         page.screenshot(path=str(ARTIFACTS / "rows-filtered.png"), full_page=True)
+        # Open one: the judges' rationales, as the method recorded them.
+        position = int(rows.first.get_attribute("data-position") or "0")
+        row = rejected[position]
+        rows.first.click()
+        rationales = page.get_by_test_id("rationales")
+        rationales.wait_for()
+        shown = rationales.inner_text()
+        for name, text in row["rationales"].items():
+            assert name.upper() in shown.upper() and text.strip()[:40] in shown, (name, shown)
         page.get_by_test_id("filter-reset").click()
         page.get_by_test_id("page-info").filter(has_text=f"of {len(rejected)}").wait_for()
         assert rows.count() == min(50, len(rejected))
