@@ -194,7 +194,7 @@ class StatusWriter:
             self._every *= 2
 
     def write(self, state: str = "running") -> bool:
-        """Write ``status.json`` atomically; False (logged once) if the file system refused.
+        """Write ``status.json`` atomically; False (logged once, at info) if that failed.
 
         A failure never stops the run: the status file is a display, not the output.
         """
@@ -204,8 +204,12 @@ class StatusWriter:
                 f.write(data)
             os.replace(self._tmp, self.path)
         except (OSError, TypeError) as exc:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
             if not self._failed:
-                log.warning("cannot write %s (%s); the live view will not update", self.path, exc)
+                # Info, not a warning: a full disk or a read-only output is reported once,
+                # clearly, by the shard writer; this file is only a display.
+                log.info("cannot write %s (%s); the live view will not update", self.path, exc)
             self._failed = True
             return False
         return True

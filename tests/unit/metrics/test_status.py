@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from engine.clock import FakeClock
 from engine.config import Price
@@ -74,9 +77,15 @@ def test_series_stays_bounded_and_keeps_its_start(tmp_path: Path) -> None:
     assert times[-1] >= 1000 - 2 * 1000 / 16  # recent samples keep arriving
 
 
-def test_a_failed_write_is_reported_not_raised(tmp_path: Path) -> None:
+def test_a_failed_write_is_reported_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = StatusWriter(tmp_path / "missing", Metrics(clock=FakeClock()))
-    assert writer.write() is False
+    with caplog.at_level(logging.INFO, logger="engine.metrics"):
+        assert writer.write() is False
+        assert writer.write() is False
+    # Once, and below the CLI's default level: the shard writer reports a full disk.
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
 
 
 async def test_run_writes_until_cancelled_then_says_ended(tmp_path: Path) -> None:
