@@ -100,6 +100,9 @@ class Catalog:
         out_dir: the output directory.
         ttl_s: seconds a directory listing is reused before it is taken again.
         clock: monotonic seconds.
+
+    Attributes:
+        lock: held by every public method; hold it while iterating :meth:`scan`.
     """
 
     def __init__(

@@ -49,7 +49,10 @@ function showError(err) {
     return;
   }
   box.hidden = false;
-  box.textContent = String(err.message || err);
+  box.textContent =
+    err instanceof TypeError
+      ? "Lost contact with the viewer: did the run (run --view) or synth-engine view stop? The page retries every second."
+      : String(err.message || err);
 }
 
 const int = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
