@@ -60,9 +60,13 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """A headless Chromium with a fresh profile, for the whole session."""
+    """A headless Chromium with a fresh profile, for one test module.
+
+    Not for the session: Playwright's sync API drives its own event loop on this thread
+    while it is open, and the asyncio tests that follow need the thread to themselves.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -190,3 +190,29 @@ def test_open_one_row_and_see_its_provenance(page: Page, codeclm_out: Path) -> N
         provenance = detail.get_by_test_id("provenance").inner_text()
         assert row["seed_id"] in provenance and row["metadata"]["use_case"] in provenance
         page.screenshot(path=str(ARTIFACTS / "row-detail.png"), full_page=True)
+
+
+def test_generated_markup_is_shown_as_text(page: Page, tmp_path: Path) -> None:
+    from engine.io.shards import ShardSink
+
+    markup = '<img src="x" data-testid="injected" onerror="document.title=\'pwned\'"> <b>bold</b>'
+    sink, _ = ShardSink.open(
+        tmp_path,
+        shard_records=10,
+        config_hash="h",
+        input_fingerprint="f",
+        method="respond",
+        engine_version="0",
+        simulated=False,
+    )
+    sink.write_item(0, [("kept", {"id": "x1", "instruction": markup, "response": markup})])
+    sink.close(complete=True)
+    with serve_view(tmp_path) as url:
+        page.goto(url + "#rows?kind=kept")
+        page.get_by_test_id("row").first.click()
+        page.get_by_test_id("text-instruction").wait_for()
+        assert markup in page.get_by_test_id("text-instruction").inner_text()
+        assert page.get_by_test_id("injected").count() == 0  # not parsed as HTML
+        assert page.locator("#detail b").count() == 0
+        assert page.title() != "pwned"
+        assert not page.get_by_test_id("sim-banner").is_visible()  # a real endpoint's output
