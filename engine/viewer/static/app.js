@@ -141,7 +141,7 @@ function renderEndpoints(run) {
       "tr",
       { testid: `endpoint-${name}` },
       h("th", {}, name),
-      h("td", { class: "barcell", title: `limit ${fmt(limit)}` }, h("div", { class: "hbar" }, h("div", { class: "ok", style: `width:${Math.min(100, (100 * (inFlight || 0)) / limit)}%` })), h("span", { class: "small" }, live ? `${int(e.in_flight)} / ${fmt(limit)}` : `mean ${fmt(inFlight)} / max ${int(e.max_in_flight)}`)),
+      h("td", { class: "barcell", title: `limit ${fmt(limit)}` }, h("div", { class: "hbar" }, h("div", { class: "ok", style: `width:${Math.min(100, (100 * (inFlight || 0)) / limit)}%` })), h("span", { class: "small" }, live ? `${int(e.in_flight)} / ${Number.isInteger(limit) ? int(limit) : fmt(limit)}` : `mean ${fmt(inFlight)} / max ${int(e.max_in_flight)}`)),
       h("td", { class: "num" }, int(e.requests)),
       h("td", { class: `num ${e.http_429 ? "warn-text" : ""}` }, int(e.http_429)),
       h("td", { class: "num" }, live ? fmt(e.rpm) : fmt(e.requests_per_s)),
@@ -171,8 +171,11 @@ function renderCharts(run) {
   chart(box, { id: "rows", title: "rows/s", series: [{ name: "kept", points: rates(pts, col("kept")), cls: "kept" }, { name: "rejected", points: rates(pts, col("rejected")), cls: "rejected" }, { name: "failed", points: rates(pts, col("failed")), cls: "failed" }] });
   chart(box, { id: "429s", title: "429s (total)", series: [{ name: "429s", points: values(pts, col("http_429")), cls: "warn" }] });
   const cost = values(pts, col("cost_usd"));
-  chart(box, { id: "cost", title: "cost (USD, total)", series: [{ name: "cost", points: cost, cls: "c3" }] });
-  $("charts-note").textContent = `This invocation's figures, sampled every ${st.interval_s || 1} s (older samples thinned); status updated ${fmt(st.age_s)} s ago.`;
+  const priced = cost.some((p) => p[1] !== null);
+  if (priced) chart(box, { id: "cost", title: "cost (USD, total)", series: [{ name: "cost", points: cost, cls: "c3" }] });
+  $("charts-note").textContent =
+    `This invocation's figures, sampled every ${st.interval_s || 1} s (older samples thinned); status updated ${fmt(st.age_s)} s ago.` +
+    (priced ? "" : " No cost: an endpoint in use has no [endpoints.NAME.price].");
 }
 
 async function poll() {

@@ -96,14 +96,18 @@ export function chart(container, opts) {
   container.append(box);
 }
 
-// Rates per second between consecutive samples of a cumulative counter column.
-export function rates(points, col) {
+// Rates per second of a cumulative counter column, between samples at least minDt
+// apart (the run's last sample may come a moment after the one before it).
+export function rates(points, col, minDt = 0.5) {
   const out = [];
+  let prev = 0;
   for (let i = 1; i < points.length; i++) {
-    const dt = points[i][0] - points[i - 1][0];
-    const a = points[i - 1][col];
+    const dt = points[i][0] - points[prev][0];
+    const a = points[prev][col];
     const b = points[i][col];
-    if (dt > 0 && a !== null && b !== null) out.push([points[i][0], (b - a) / dt]);
+    if (dt < minDt || a === null || b === null) continue;
+    out.push([points[i][0], (b - a) / dt]);
+    prev = i;
   }
   return out;
 }
