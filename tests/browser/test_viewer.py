@@ -147,7 +147,7 @@ def test_filter_rejected_rows_by_reason(page: Page, lab_out: Path) -> None:
         rows.first.wait_for()
         assert rows.count() == min(50, len(rejected))
         page.get_by_test_id("filter-reason").select_option(value=wanted)
-        page.get_by_test_id("page-info").filter(has_text="matches").wait_for()
+        page.get_by_test_id("page-info").filter(has_text=f"{expected} matches").wait_for()
         assert rows.count() == expected
         pattern = re.compile(re.escape(wanted).replace("\\#", r"[-+]?\d+(?:\.\d+)?"))
         for reason in rows.locator("td.reason").all_inner_texts():
@@ -163,7 +163,8 @@ def test_filter_rejected_rows_by_reason(page: Page, lab_out: Path) -> None:
         for name, text in row["rationales"].items():
             assert name.upper() in shown.upper() and text.strip()[:40] in shown, (name, shown)
         page.get_by_test_id("filter-reset").click()
-        page.get_by_test_id("page-info").filter(has_text=f"of {len(rejected)}").wait_for()
+        unfiltered = re.compile(rf"^rows 1–{min(50, len(rejected))} of {len(rejected)}$")
+        page.get_by_test_id("page-info").filter(has_text=unfiltered).wait_for()
         assert rows.count() == min(50, len(rejected))
 
 
