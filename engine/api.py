@@ -23,13 +23,15 @@ from . import __version__
 from .config import Config, EndpointConfig, Price, config_hash
 from .errors import (
     AuthError,
-    BudgetExceeded,
     ConfigError,
     ConnectionLost,
     EndpointError,
     EngineError,
+    RunHalted,
+    Stalled,
     Timeout,
 )
+from .io.lock import OutputLock
 from .io.manifest import Manifest
 from .io.readers import check_readable, fingerprint
 from .io.shards import ShardSink
@@ -47,7 +49,8 @@ from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
 from .metrics.status import StatusWriter
 from .records import RowOut
-from .scheduler import EmitRows, first_engine_error, run_items
+from .redaction import Redactor, display_url
+from .scheduler import EmitRows, first_engine_error, halt_reason, run_items
 
 __all__ = ("Engine", "Row", "RunResult")
 
@@ -96,6 +99,18 @@ class Row(msgspec.Struct, frozen=True):
 Records = Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
 
 _SPOOL = "input.jsonl"
+# After a stop, calls that cannot start within this many seconds give up (their items
+# are left undone), so a paused endpoint cannot hold the drain.
+_DRAIN_GRACE_S = 5.0
+# After the watchdog stops a stalled run, items still in flight this long (at most; at
+# most run.watchdog_stop_s too) are abandoned.
+_STALL_GRACE_S = 30.0
+
+_HALT_ADVICE = {
+    "budget": "raise the limit (e.g. --set budget.max_cost=...) and run again to resume",
+    "endpoint": "fix the endpoint (key, limits, or wait for its quota) and run again to resume",
+    "watchdog": "find what is stuck (see the warnings above) and run again to resume",
+}
 
 
 class _Endpoint:
@@ -167,6 +182,11 @@ class Engine:
         self._stack = contextlib.AsyncExitStack()
         self._overlap_samples = 0
         self._overlap_all_busy = 0
+        # The run's secrets (keys read from the environment): redacted from every row,
+        # error message and report.
+        self.redactor = Redactor()
+        self._stall: Stalled | None = None  # set by the watchdog when it stops the run
+        self._guarded: asyncio.Task[Any] | None = None  # the phase the watchdog may cancel
 
     async def __aenter__(self) -> Engine:
         try:
@@ -219,8 +239,8 @@ class Engine:
                 await ep.client.models()
             except (ConnectionLost, Timeout) as exc:
                 raise EndpointError(
-                    f"cannot reach {ep.client.base_url} ({exc.reason}); check endpoints.{name}.base_url "
-                    "and that the server is running",
+                    f"cannot reach {display_url(ep.client.base_url)} ({exc.reason}); check "
+                    f"endpoints.{name}.base_url and that the server is running",
                     endpoint=name,
                 ) from exc
             except AuthError:
@@ -264,6 +284,7 @@ class Engine:
                     field=f"endpoints.{config_name}.api_key_env",
                     hint=f"export {key_env}=<your key>",
                 )
+            self.redactor.add(api_key)
         client = Client(
             name,
             base_url,
@@ -271,6 +292,8 @@ class Engine:
             timeout_s=ep.timeout_s,
             connect_timeout_s=ep.connect_timeout_s,
             max_connections=ep.max_concurrency,
+            max_response_bytes=ep.max_response_bytes,
+            redactor=self.redactor,
         )
         self._stack.push_async_callback(client.aclose)
         gate = Gate(
@@ -279,6 +302,7 @@ class Engine:
             rpm=ep.rpm,
             tpm=ep.tpm,
             adaptive=ep.adaptive_concurrency,
+            max_wait_s=ep.max_wait_s,
         )
         return _Endpoint(name, ep, client, gate)
 
@@ -350,10 +374,19 @@ class Engine:
             stats.rpm_limit = st.rpm
             stats.tpm_limit = st.tpm
 
-    async def _monitor(self, interval: float = 0.1) -> None:
-        """Sync gate state into metrics, sample endpoint overlap, and run the watchdog."""
+    async def _monitor(self, stop: asyncio.Event, interval: float = 0.1) -> None:
+        """Sync gate state into metrics, sample endpoint overlap, and run the watchdog.
+
+        The watchdog warns after ``run.watchdog_s`` without progress (no call answered,
+        no row written), and after ``run.watchdog_stop_s`` stops the run: a stop is
+        asked (items in flight may finish, waiting calls give up) and, if nothing
+        finishes within a grace, the phase in flight is cancelled. Either way the run
+        ends resumably with a ``watchdog`` stop reason (exit code 3).
+        """
         watchdog = self.config.run.watchdog_s
+        stop_after = self.config.run.watchdog_stop_s
         warned_at = 0.0
+        stalled_at = 0.0
         while True:
             await asyncio.sleep(interval)
             self._sync_gate_metrics()
@@ -376,6 +409,24 @@ class Engine:
                         idle,
                         detail,
                     )
+            if stop_after > 0:
+                now = self.metrics.clock()
+                idle = now - self.metrics.last_activity_at()
+                if self._stall is None and idle > stop_after:
+                    self._stall = Stalled(
+                        f"no progress for {idle:,.0f} s (run.watchdog_stop_s = {stop_after:g})"
+                    )
+                    stalled_at = now
+                    log.warning("%s; stopping", self._stall)
+                    stop.set()
+                elif (
+                    self._stall is not None
+                    and now - stalled_at > min(_STALL_GRACE_S, stop_after)
+                    and self._guarded is not None
+                    and not self._guarded.done()
+                ):
+                    log.warning("items still stuck after the stop; abandoning them")
+                    self._guarded.cancel()
 
     def _overlap(self) -> dict[str, Any]:
         """How often every endpoint had calls in flight at once (sampled every 0.1 s)."""
@@ -426,8 +477,7 @@ class Engine:
 
         async def run() -> RunResult:
             try:
-                input_path = await self._spool(items) if items is not None else None
-                return await self._run(stop=stop, emit=emit, input_path=input_path)
+                return await self._run(stop=stop, emit=emit, items=items)
             finally:
                 queue.put_nowait(None)
 
@@ -497,10 +547,58 @@ class Engine:
         *,
         stop: asyncio.Event | None = None,
         emit: EmitRows | None = None,
+        items: Records | None = None,
+    ) -> RunResult:
+        """The run, holding the output directory's lock from first touch to last write.
+
+        Raises:
+            OutputLocked: another run holds the output directory (exit code 2).
+        """
+        with OutputLock(self.config.resolve(self.config.run.output)):
+            input_path = await self._spool(items) if items is not None else None
+            return await self._run_locked(stop=stop, emit=emit, input_path=input_path)
+
+    async def _drain_on(self, stop: asyncio.Event) -> None:
+        """Once a stop is asked, bound how long calls may still wait (see Gate.drain)."""
+        await stop.wait()
+        for ep in self._endpoints.values():
+            ep.gate.drain(_DRAIN_GRACE_S)
+
+    async def _watched(self, coro: Awaitable[Any]) -> Any:
+        """Await ``coro`` as a task the watchdog may cancel when the run stalls.
+
+        Raises:
+            Stalled: the watchdog cancelled it.
+        """
+        task = self._guarded = asyncio.ensure_future(coro)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._stall is not None and (current is None or not current.cancelling()):
+                raise self._stall from None
+            raise
+        finally:
+            self._guarded = None
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _on_halt(self, exc: RunHalted) -> None:
+        advice = _HALT_ADVICE.get(exc.label, "run again to resume")
+        log.warning("%s; stopping (%s)", exc, advice)
+
+    async def _run_locked(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        emit: EmitRows | None = None,
         input_path: Path | None = None,
     ) -> RunResult:
         config = self.config
         stop = stop or asyncio.Event()
+        self._stall = None
         out_dir = config.resolve(config.run.output)
         if input_path is None:
             input_path = config.resolve(config.run.input or "")
@@ -514,6 +612,8 @@ class Engine:
             engine_version=__version__,
             simulated=self._simulated(),
             force_new=self._force_new,
+            protect=[input_path],
+            redact=self.redactor.bytes if self.redactor else None,
         )
         if resume.complete:
             sink.abandon()
@@ -548,29 +648,35 @@ class Engine:
                     prices=self._prices(),
                 )
                 background.append(asyncio.create_task(progress.run(), name="progress"))
-            background.append(asyncio.create_task(self._monitor(), name="monitor"))
+            background.append(asyncio.create_task(self._monitor(stop), name="monitor"))
+            background.append(asyncio.create_task(self._drain_on(stop), name="drain"))
             # OUT/status.json: the live figures, for a viewer in another process.
             status = StatusWriter(
                 out_dir, self.metrics, rows=lambda: sink.rows_written, prices=self._prices()
             )
             background.append(asyncio.create_task(status.run(), name="status"))
-            await method.prepare()
+            await self._watched(method.prepare())
             if self._after_prepare is not None:
                 await self._after_prepare()
             self.metrics.items_total = total = getattr(method, "total", None)
             if total is not None and self._partition is not None:
                 k, n = self._partition
                 self.metrics.items_total = max(0, total - k + n - 1) // n
-            stop_reason = await run_items(
-                method,
-                window=config.run.max_items_in_flight,
-                done=resume.done,
-                write=sink.write_item,
-                stop=stop,
-                metrics=self.metrics,
-                emit=emit,
-                partition=self._partition,
+            stop_reason = await self._watched(
+                run_items(
+                    method,
+                    window=config.run.max_items_in_flight,
+                    done=resume.done,
+                    write=sink.write_item,
+                    stop=stop,
+                    metrics=self.metrics,
+                    emit=emit,
+                    partition=self._partition,
+                    on_halt=self._on_halt,
+                )
             )
+            if self._stall is not None:
+                stop_reason = halt_reason(self._stall)
             if stop_reason is None and isinstance(method, Finalizing):
                 # Derived datasets are built from committed rows only.
                 sink.commit()
@@ -585,19 +691,19 @@ class Engine:
                 if source is not None:
                     derived = await method.finalize(source)
                     sink.manifest.extra["derived"] = [msgspec.to_builtins(d) for d in derived]
-        except BudgetExceeded as exc:
-            # Reached before items streamed (e.g. in CodecLM's encode phase).
-            stop_reason = f"budget: {exc}"
-            log.warning("%s; stopping (raise the budget and rerun to continue)", exc)
+        except RunHalted as exc:
+            # Met before items streamed (e.g. in CodecLM's encode phase), or the watchdog.
+            stop_reason = halt_reason(exc)
+            self._on_halt(exc)
         except asyncio.CancelledError:
             stop_reason = "cancelled"
             raise
         except BaseExceptionGroup as group:
             # Task groups wrap errors; surface the engine's own (one clear message).
             found = first_engine_error(group)
-            if isinstance(found, BudgetExceeded):
-                stop_reason = f"budget: {found}"
-                log.warning("%s; stopping (raise the budget and rerun to continue)", found)
+            if isinstance(found, RunHalted):
+                stop_reason = halt_reason(found)
+                self._on_halt(found)
             elif found is None:
                 raise
             else:
@@ -643,8 +749,9 @@ class Engine:
             complete = stop_reason is None
             if self._simulated():
                 sink.manifest.simulated = True
-            manifest = sink.close(complete=complete, stop_reason=stop_reason)
-            cache.close()
+            # The report goes first: a crash between the two leaves a manifest that is not
+            # complete yet, so the rerun finishes the job and writes both (written the
+            # other way round, a complete output could be left without a report for good).
             report = build_report(
                 self.metrics,
                 method=config.run.method,
@@ -654,7 +761,13 @@ class Engine:
                 prices=self._prices(),
             )
             with contextlib.suppress(EngineError, OSError):
-                write_report(out_dir / "report.json", report)
+                write_report(
+                    out_dir / "report.json",
+                    report,
+                    redact=self.redactor.bytes if self.redactor else None,
+                )
+            manifest = sink.close(complete=complete, stop_reason=stop_reason)
+            cache.close()
         return RunResult(
             output=out_dir,
             complete=complete,

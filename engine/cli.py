@@ -1,7 +1,10 @@
 """The ``synth-engine`` command line: run | validate | bench | sim | inspect | view.
 
 The only module that prints or exits. Exit codes: 0 done; 1 runtime error; 2 bad config
-or input; 3 stopped early but resumable (budget, watchdog); 130 interrupted (resumable).
+or input, or the output is locked by another run; 3 stopped early but resumable (budget,
+watchdog); 4 stopped because an endpoint failed as a whole (key refused, limits a request
+cannot fit, a wait over max_wait_s), resumable; 5 finished, but no row was kept;
+130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -27,6 +31,30 @@ __all__ = ("main",)
 
 T = TypeVar("T")
 log = logging.getLogger("engine")
+
+# Signals that stop a run gracefully: Ctrl+C, a service manager's stop, a closed terminal.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_EXIT_BY_HALT = {"budget": 3, "watchdog": 3, "endpoint": 4}
+EXIT_NOTHING_KEPT = 5
+
+
+def _stop_exit_code(stop_reason: str | None) -> int:
+    """The exit code of a run that stopped early, from its stop reason's label."""
+    reason = stop_reason or ""
+    if reason in ("stopped", "cancelled"):
+        return 130
+    return _EXIT_BY_HALT.get(reason.split(":", 1)[0], 3)
+
+
+def _advice(stop_reason: str | None) -> str:
+    label = (stop_reason or "").split(":", 1)[0]
+    if label == "budget":
+        return "raise the limit (e.g. --set budget.max_cost=...) and run again to resume"
+    if label == "endpoint":
+        return (
+            "fix the endpoint (its key, limits or quota) and run the same command again to resume"
+        )
+    return "run the same command again to resume"
 
 
 def _raise_fd_limit(want: int = 65536) -> None:
@@ -131,9 +159,16 @@ def _parser() -> argparse.ArgumentParser:
         "8765; 0: a free one); see synth-engine view",
     )
 
-    val = sub.add_parser("validate", help="check a config without calling any endpoint")
+    val = sub.add_parser(
+        "validate",
+        help="check a config and read its input as run will, without calling any endpoint "
+        "(exit 2 when nothing in the input is usable)",
+    )
     val.add_argument("config")
     _add_set(val)
+    val.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object on stdout"
+    )
 
     sim = sub.add_parser("sim", help="serve the simulated OpenAI-compatible endpoint")
     sim.add_argument("--host", default="127.0.0.1")
@@ -157,7 +192,13 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="comma list: 500,502,503,429,timeout,reset,malformed,truncated,slow",
     )
-    sim.add_argument("--api-key", default=None, help="require this bearer key")
+    sim.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="require the bearer key held in this environment variable (a key on the "
+        "command line would be visible to every user of the machine)",
+    )
 
     bench = sub.add_parser("bench", help="measure throughput of an OpenAI-compatible endpoint")
     bench.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
@@ -197,15 +238,69 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .methods import method_config
+    from .errors import ConfigError
+    from .methods import check_input, method_config
+    from .redaction import display_url
 
-    config = load_config(args.config, args.overrides)
-    method_config(config)
+    try:
+        config = load_config(args.config, args.overrides)
+        method_config(config)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        doc: dict[str, Any] = {
+            "config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return exc.exit_code
+    check = check_input(config)
+    usable = check.items_ok > 0
+    if args.json:
+        doc = {
+            "config": {
+                "ok": True,
+                "file": args.config,
+                "method": config.run.method,
+                "endpoints": {
+                    n: {
+                        "base_url": display_url(e.base_url),
+                        "model": e.model,
+                        "simulated": e.simulated,
+                    }
+                    for n, e in config.endpoints.items()
+                },
+            },
+            "input": {
+                "path": str(config.resolve(config.run.input or "")),
+                "items_ok": check.items_ok,
+                "items_bad": check.items_bad,
+                "problems": [
+                    {"file": p.file, "line": p.line, "message": p.message} for p in check.problems
+                ],
+                "warnings": [
+                    {"file": w.file, "line": w.line, "message": w.message} for w in check.warnings
+                ],
+                "details": check.details,
+            },
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if usable else 2
     eps = ", ".join(
-        f"{n} ({'simulated' if e.simulated else e.base_url}, {e.model})"
+        f"{n} ({'simulated' if e.simulated else display_url(e.base_url)}, {e.model})"
         for n, e in config.endpoints.items()
     )
-    print(f"{args.config}: OK — method {config.run.method}; endpoints: {eps}")
+    print(f"{args.config}: config OK — method {config.run.method}; endpoints: {eps}")
+    print(
+        f"input {config.run.input}: {check.items_ok} usable, {check.items_bad} bad"
+        + (f"; {check.details}" if check.details else "")
+    )
+    for label, items in (("error", check.problems), ("warning", check.warnings)):
+        for p in items:
+            where = f"{p.file}:{p.line}" if p.line else p.file
+            print(f"  {label}: {where}: {p.message}")
+    if not usable:
+        print(f"{args.config}: nothing in the input is usable", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -239,7 +334,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 log.warning("exiting now; finished rows are kept and the run stays resumable")
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
         progress = None if args.quiet else sys.stderr
@@ -261,7 +356,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 except asyncio.CancelledError:
                     return 130
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in _STOP_SIGNALS:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         if result.already_complete:
@@ -273,14 +368,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(result.summary)
             print(f"output      {result.output}")
         if result.complete:
-            return 0
-        again = (
-            "raise the limit (e.g. --set budget.max_cost=...) and run again to resume"
-            if (result.stop_reason or "").startswith("budget")
-            else "run the same command again to resume"
+            return _nothing_kept(result.manifest)
+        print(
+            f"stopped early ({result.stop_reason}); {_advice(result.stop_reason)}",
+            file=sys.stderr,
         )
-        print(f"stopped early ({result.stop_reason}); {again}", file=sys.stderr)
-        return 130 if result.stop_reason in ("stopped", "cancelled") else 3
+        return _stop_exit_code(result.stop_reason)
 
     return _run_async(main)
 
@@ -310,6 +403,21 @@ async def _viewing(port: int | None, out: Path) -> AsyncIterator[None]:
         await viewer.aclose()
 
 
+def _nothing_kept(manifest: Any) -> int:
+    """0, or :data:`EXIT_NOTHING_KEPT` (with a line saying why) when a finished run kept no row."""
+    totals = dict(getattr(manifest, "totals", None) or {})
+    if totals.get("kept", 0) or not totals.get("items", 0):
+        return 0
+    failed, rejected = totals.get("failed", 0), totals.get("rejected", 0)
+    why = (
+        f"every item failed ({failed} failed rows; see failed-*.jsonl for each error)"
+        if not rejected
+        else f"{rejected} rows rejected by the filters, {failed} failed"
+    )
+    print(f"synth-engine: warning: the run finished but kept no row: {why}", file=sys.stderr)
+    return EXIT_NOTHING_KEPT
+
+
 def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
     """``run --ray``: the job split across a Ray cluster's workers (engine.distributed)."""
     from .distributed import run_on_ray
@@ -326,7 +434,7 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
             elif task is not None:
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
         try:
@@ -346,12 +454,12 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
             print(result.summary)
             print(f"output      {result.output}")
         if result.complete:
-            return 0
+            return _nothing_kept(result.manifest)
         print(
-            f"stopped early ({result.stop_reason}); run the same command again to resume",
+            f"stopped early ({result.stop_reason}); {_advice(result.stop_reason)}",
             file=sys.stderr,
         )
-        return 130 if stop.is_set() else 3
+        return 130 if stop.is_set() else _stop_exit_code(result.stop_reason)
 
     return _run_async(main)
 
@@ -360,6 +468,15 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from .sim import SimSettings, serve_forever
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    api_key: str | None = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(
+                f"synth-engine: error: environment variable {args.api_key_env} is not set",
+                file=sys.stderr,
+            )
+            return 2
     settings = SimSettings(
         seed=args.seed,
         model=args.model,
@@ -370,7 +487,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         tpm=args.tpm,
         fault_rate=args.fault_rate,
         faults=faults,
-        api_key=args.api_key,
+        api_key=api_key,
     )
 
     _raise_fd_limit()
@@ -412,7 +529,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .io.manifest import load_manifest
+    from .io.manifest import load_manifest, verify_shards
 
     out = Path(args.output)
     manifest = load_manifest(out)
@@ -422,8 +539,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    problems = verify_shards(out, manifest)
+    if problems:
+        print(
+            f"{out}: CORRUPT: {len(problems)} shard(s) do not match the manifest:", file=sys.stderr
+        )
+        for problem in problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        print(
+            "  to rebuild it: run again with --force-new (it keeps OUT/cache.sqlite, so every "
+            "response already paid for replays for free)",
+            file=sys.stderr,
+        )
+        return 1
     state = (
-        "complete" if manifest.complete else f"incomplete ({manifest.stop_reason or 'interrupted'})"
+        "complete (verified)"
+        if manifest.complete
+        else f"incomplete ({manifest.stop_reason or 'interrupted'})"
     )
     sim = " [SIMULATED ENDPOINT]" if manifest.simulated else ""
     print(f"{out}: {manifest.method}, {state}{sim}")

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .errors import ConfigError
+from .redaction import looks_like_secret
 
 __all__ = (
     "Base",
@@ -42,9 +43,18 @@ __all__ = (
 )
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# Every float has a finite upper bound: TOML (and --set) accept ``inf`` and ``nan``, and
+# an infinite limit or timeout must fail at validate, not as a traceback mid-run.
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=1e15)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0, le=1e15)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)]
+# Requests/min: one request in 100 minutes at least (below, a run cannot progress), and
+# at most a billion.
+Rpm = Annotated[float, msgspec.Meta(ge=0.01, le=1e9)]
+Tpm = Annotated[float, msgspec.Meta(ge=1, le=1e12)]
+ResponseBytes = Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)]
 
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +74,12 @@ class RunConfig(Base, frozen=True):
         progress: "auto" (a bar on a terminal, plain lines otherwise), "rich", "plain", "off".
         watchdog_s: report stuck work after this many seconds with no call answered and no
             row written (0: off).
+        watchdog_stop_s: stop the run (resumably, exit code 3) after this many seconds with
+            no call answered and no row written (0: never).
+        duplicate_ids: what to do with an input record whose ``id`` an earlier record
+            already has (``1`` and ``"1"`` are the same id): ``"fail"`` writes it as a failed
+            row naming the first occurrence; ``"refuse"`` stops the run before any call
+            (exit code 2).
     """
 
     method: str = "codeclm"
@@ -73,7 +89,9 @@ class RunConfig(Base, frozen=True):
     max_items_in_flight: PositiveInt = 64
     shard_records: PositiveInt = 1000
     progress: Literal["auto", "rich", "plain", "off"] = "auto"
-    watchdog_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    watchdog_s: Seconds = 300.0
+    watchdog_stop_s: Seconds = 3600.0
+    duplicate_ids: Literal["fail", "refuse"] = "fail"
 
 
 class Price(Base, frozen=True):
@@ -146,6 +164,11 @@ class EndpointConfig(Base, frozen=True):
         adaptive_concurrency: "auto" adapts concurrency (AIMD) while no rpm/tpm is known.
         timeout_s: per-request deadline.
         connect_timeout_s: TCP connect deadline.
+        max_wait_s: the longest the endpoint's limits may hold a call (a 429's
+            Retry-After, a rate-limit debt); a longer wait stops the run resumably (exit
+            code 4) instead of sleeping, e.g. on a daily quota.
+        max_response_bytes: largest response body accepted (decompressed); a larger one
+            fails that call (not retried).
         max_retries: retries of a retryable failure before the item fails.
         stream: stream responses (SSE) to measure time to first token.
         structured_output: ask for JSON via ``response_format``: true or "json_schema" (the
@@ -160,12 +183,14 @@ class EndpointConfig(Base, frozen=True):
     model: str
     api_key_env: str | list[str] | None = None
     max_concurrency: PositiveInt = 64
-    rpm: PositiveFloat | None = None
-    tpm: PositiveFloat | None = None
+    rpm: Rpm | None = None
+    tpm: Tpm | None = None
     adaptive_concurrency: bool | Literal["auto"] = "auto"
-    timeout_s: PositiveFloat = 120.0
-    connect_timeout_s: PositiveFloat = 10.0
-    max_retries: NonNegInt = 5
+    timeout_s: PositiveSeconds = 120.0
+    connect_timeout_s: PositiveSeconds = 10.0
+    max_wait_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 600.0
+    max_response_bytes: ResponseBytes = 8 * 1024 * 1024
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
     stream: bool = False
     structured_output: bool | Literal["json_schema", "json_object"] = True
     params: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -244,6 +269,8 @@ class Config(Base, frozen=True):
             ref = self.roles.strong
         return [ref] if isinstance(ref, str) else list(ref)
 
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # ----------------------------------------------------------------- locating keys
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -489,6 +516,29 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
                 "a key pool needs one or more distinct variable names",
                 'write e.g. api_key_env = ["OPENAI_KEY_1", "OPENAI_KEY_2"]',
             )
+        for env in envs:
+            # Never echo the value: it may be the key itself, pasted in the wrong place.
+            if looks_like_secret(env):
+                raise err(
+                    f"endpoints.{name}.api_key_env",
+                    "this looks like an API key, not the name of the environment variable "
+                    "holding one (the value is not shown)",
+                    "remove the key from the file, export it (export OPENAI_API_KEY=...) and "
+                    'write api_key_env = "OPENAI_API_KEY"; consider rotating the key',
+                )
+            if not _ENV_NAME.match(env):
+                raise err(
+                    f"endpoints.{name}.api_key_env",
+                    "is not a valid environment variable name",
+                    'use letters, digits and underscores, e.g. "OPENAI_API_KEY"',
+                )
+        if ep.rpm is not None and ep.rpm * ep.max_wait_s / 60.0 < 1.0:
+            raise err(
+                f"endpoints.{name}.rpm",
+                f"{ep.rpm:g} requests/min leaves {60.0 / ep.rpm:,.0f} s between requests, more "
+                f"than max_wait_s = {ep.max_wait_s:g}, so the run would stop at its first wait",
+                "raise rpm or max_wait_s",
+            )
     for role in ("strong", "target", "judge"):
         ref = getattr(config.roles, role)
         if ref is None:
@@ -527,6 +577,13 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
     if config.run.input is None:
         raise err(
             "run.input", "no input file is given", "set run.input to a JSONL file of seed items"
+        )
+    out = config.resolve(config.run.output)
+    if out == Path(out.anchor) or out == Path.home().resolve():
+        raise err(
+            "run.output",
+            f"{out} is a filesystem root or your home directory",
+            "write output to a directory of its own, e.g. out/my-run",
         )
 
 

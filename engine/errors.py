@@ -16,12 +16,22 @@ foreign library and re-raised ``from`` the original, so callers only ever catch 
     │   │   └── MalformedResponse    body that is not the JSON/SSE we expect, or truncated
     │   └── FatalEndpointError       retrying cannot help
     │       ├── AuthError            HTTP 401/403
-    │       └── BadRequest           HTTP 400/404/413/422 (e.g. context length exceeded)
+    │       ├── BadRequest           HTTP 400/404/413/422 (e.g. context length exceeded)
+    │       └── ResponseTooLarge     the body (decompressed) is over the byte limit
     ├── ParseError                   a reply that does not parse into what the stage needs
     ├── ShardError                   output cannot be written or resumed
-    └── BudgetExceeded               a configured run budget was reached
+    │   └── OutputLocked             another run holds the output directory (exit code 2)
+    └── RunHalted                    not the item's fault: the run stops, resumably
+        ├── BudgetExceeded           a configured run budget was reached (exit code 3)
+        ├── EndpointUnusable         a whole endpoint failed: key refused, a request that
+        │                            cannot fit its limits, a wait over the cap (exit code 4)
+        ├── Stalled                  no progress for ``run.watchdog_stop_s`` (exit code 3)
+        └── Draining                 a stop was asked and this call would have to wait
 
-Retryability is a class, not a flag: ``except RetryableError`` is the retry policy.
+Retryability is a class, not a flag: ``except RetryableError`` is the retry policy. So is
+scope: an :class:`EndpointError` fails one call (and, unhandled, one item); a
+:class:`RunHalted` is never written as a failed row. The item that met it is left undone,
+the run drains and stops, and the next run redoes that item from the response cache.
 """
 
 from __future__ import annotations
@@ -32,16 +42,22 @@ __all__ = (
     "BudgetExceeded",
     "ConfigError",
     "ConnectionLost",
+    "Draining",
     "EndpointError",
+    "EndpointUnusable",
     "EngineError",
     "FatalEndpointError",
     "InputError",
     "MalformedResponse",
+    "OutputLocked",
     "ParseError",
     "RateLimited",
+    "ResponseTooLarge",
     "RetryableError",
+    "RunHalted",
     "ServerError",
     "ShardError",
+    "Stalled",
     "Timeout",
 )
 
@@ -186,6 +202,14 @@ class BadRequest(FatalEndpointError):
     """HTTP 400/404/413/422: the request itself is wrong (model name, context length...)."""
 
 
+class ResponseTooLarge(FatalEndpointError):
+    """The response body, decompressed, is over the endpoint's ``max_response_bytes``.
+
+    Not retried: a server that sends an oversized answer once sends it again, and every
+    attempt would cost the limit in memory.
+    """
+
+
 class ParseError(EngineError):
     """A model reply does not parse into what the stage needs.
 
@@ -213,5 +237,83 @@ class ShardError(EngineError):
         super().__init__(msg)
 
 
-class BudgetExceeded(EngineError):
+class OutputLocked(ShardError):
+    """Another run (or process) holds the output directory's lock.
+
+    Attributes:
+        holder: what the lock file says about its holder (pid, host, command, start).
+    """
+
+    exit_code = 2
+
+    def __init__(self, reason: str, *, path: str | None = None, holder: str = "") -> None:
+        self.holder = holder
+        super().__init__(
+            reason,
+            path=path,
+            hint="wait for it to finish or stop it, or choose another output directory",
+        )
+
+
+class RunHalted(EngineError):
+    """The run cannot go on for a reason that is not the item's: it stops, resumably.
+
+    An item that meets it is left undone (no failed row): the run stops taking items,
+    drains, commits and exits with :attr:`exit_code`; the next run redoes the item, its
+    paid calls replayed from the cache.
+
+    Attributes:
+        reason: what happened, in one line.
+    """
+
+    exit_code = 3
+    label = "halted"  # the prefix of the run's stop_reason
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BudgetExceeded(RunHalted):
     """A configured budget (requests, tokens, cost) was reached; the run stops resumably."""
+
+    label = "budget"
+
+
+class EndpointUnusable(RunHalted):
+    """An endpoint failed as a whole, so no item can be served by it until it is fixed.
+
+    Its key was refused (401/403), a single request cannot fit its limits (a tokens/min
+    quota smaller than one request), or it asked for a wait longer than the endpoint's
+    ``max_wait_s``. Written as a failed row per item, such an error would turn a run into a
+    "complete" output of failed rows; instead the run stops resumably (exit code 4).
+
+    Attributes:
+        endpoint: the endpoint's config name (never its key).
+        status: HTTP status, if a response said it.
+    """
+
+    exit_code = 4
+    label = "endpoint"
+
+    def __init__(self, reason: str, *, endpoint: str | None = None, status: int | None = None):
+        self.endpoint = endpoint
+        self.status = status
+        prefix = f"endpoint {endpoint!r}: " if endpoint else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{prefix}{code}{reason}")
+
+
+class Stalled(RunHalted):
+    """Nothing progressed (no call answered, no row written) for ``run.watchdog_stop_s``."""
+
+    label = "watchdog"
+
+
+class Draining(RunHalted):
+    """A stop was asked (Ctrl+C) and this call would have to wait for a paused endpoint.
+
+    The item is left undone instead of holding the drain for the pause.
+    """
+
+    label = "stopped"

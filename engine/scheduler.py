@@ -10,11 +10,12 @@ hands its rows, whole, to the sink (a synchronous call on the event loop thread:
 writer, no locks). Items already done in an earlier run are skipped.
 
 Stopping: when ``stop`` is set (first Ctrl+C), no new item starts and the in-flight ones
-finish (drain). When a spending limit is reached (:class:`~engine.errors.BudgetExceeded`
-out of an item), the run stops the same way; the items whose calls were refused are not
-written, so the next run redoes them (their paid calls replay from the cache). Cancelling the task running :func:`run_items` (second
-Ctrl+C) abandons the in-flight items at once; rows already handed to the sink stay and
-are committed by the caller.
+finish (drain). When an item meets a :class:`~engine.errors.RunHalted` (a spending limit
+reached, an endpoint that failed as a whole, a stop while a call waits for a paused
+endpoint), the run stops the same way; that item is not written, so the next run redoes
+it (its paid calls replay from the cache). Cancelling the task running :func:`run_items`
+(second Ctrl+C) abandons the in-flight items at once; rows already handed to the sink stay
+and are committed by the caller.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from collections.abc import Awaitable, Callable, Container, Iterator
 
 import msgspec
 
-from .errors import BudgetExceeded, EndpointError, EngineError, InputError, ParseError
+from .errors import Draining, EndpointError, EngineError, InputError, ParseError, RunHalted
 from .methods.base import Method, failed_row
 from .metrics.core import Metrics
 from .records import BadInput, Item, RowOut
 
-__all__ = ("ITEM_ERRORS", "first_engine_error", "partition_items", "run_items")
+__all__ = ("ITEM_ERRORS", "first_engine_error", "halt_reason", "partition_items", "run_items")
 
 ITEM_ERRORS = (EndpointError, ParseError, InputError)
 """Errors that fail one item (written as a failed row); any other error stops the run."""
@@ -50,6 +51,18 @@ def first_engine_error(exc: BaseException) -> EngineError | None:
 
 
 log = logging.getLogger("engine")
+
+
+def halt_reason(exc: RunHalted) -> str:
+    """The run's ``stop_reason`` for a halt: ``"<label>: <what happened>"``.
+
+    The label (``budget``, ``endpoint``, ``watchdog``, ``stopped``) says which kind of halt
+    it was; the CLI maps it to an exit code.
+    """
+    if isinstance(exc, Draining):
+        return "stopped"
+    return f"{exc.label}: {exc}"
+
 
 WriteItem = Callable[[int, list[RowOut]], None]
 
@@ -83,6 +96,7 @@ async def run_items(
     span: int | None = None,
     emit: EmitRows | None = None,
     partition: tuple[int, int] | None = None,
+    on_halt: Callable[[RunHalted], None] | None = None,
 ) -> str | None:
     """Process every item of ``method.work()`` not in ``done``.
 
@@ -102,6 +116,8 @@ async def run_items(
         partition: ``(k, n)``: process only the items whose index % n == k, renumbered
             ``index // n`` (see :func:`partition_items`); the others are not this run's
             and are not counted as skipped.
+        on_halt: called once with the first :class:`~engine.errors.RunHalted` an item
+            met (the engine logs it and stops the gates' waiting).
 
     Returns:
         None when every item was processed, else why the run stopped early.
@@ -109,7 +125,7 @@ async def run_items(
     room = asyncio.Semaphore(window)
     span = span or max(16 * window, 4096)
     stop_reason: str | None = None
-    budget: list[str] = []  # why a budget stopped the run (first one wins)
+    halted: list[RunHalted] = []  # why the run was halted (the first one wins)
     started: deque[int] = deque()  # indices in flight, in start order (= index order)
     finished: set[int] = set()  # finished indices still behind an unfinished one
     advanced = asyncio.Event()
@@ -128,11 +144,12 @@ async def run_items(
             metrics.add_row(kind)
         metrics.mark_progress()
 
-    def budget_stop(index: int, exc: BudgetExceeded) -> None:
+    def halt(index: int, exc: RunHalted) -> None:
         # Not the item's fault: leave it undone (redone on resume) and stop taking items.
-        if not budget:
-            budget.append(str(exc))
-            log.warning("%s; stopping (raise the budget and rerun to continue)", exc)
+        if not halted:
+            halted.append(exc)
+            if on_halt is not None:
+                on_halt(exc)
         stop.set()
         retire(index)
 
@@ -147,14 +164,14 @@ async def run_items(
                 rows = [
                     failed_row(method.name, item.key, source=item.source, stage="item", error=exc)
                 ]
-            except BudgetExceeded as exc:
-                budget_stop(item.index, exc)
+            except RunHalted as exc:
+                halt(item.index, exc)
                 return
             except BaseExceptionGroup as group:
                 found = first_engine_error(group)
-                if not isinstance(found, BudgetExceeded):
+                if not isinstance(found, RunHalted):
                     raise
-                budget_stop(item.index, found)
+                halt(item.index, found)
                 return
             if emit is not None:
                 await emit(rows)
@@ -197,6 +214,6 @@ async def run_items(
             metrics.items_started += 1
             started.append(item.index)
             tg.create_task(one(item), name=f"item-{item.index}")
-    if budget:
-        return f"budget: {budget[0]}"
+    if halted:
+        return halt_reason(halted[0])
     return stop_reason

@@ -10,12 +10,26 @@ can live inside another asyncio program.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from abc import ABC, abstractmethod
 from typing import Any, Self
 
 from aiohttp import web
 
-__all__ = ("LoopbackServer",)
+__all__ = ("LoopbackServer", "is_loopback")
+
+log = logging.getLogger("engine")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LoopbackServer(ABC):
@@ -56,6 +70,13 @@ class LoopbackServer(ABC):
         """
         if self._runner is not None:
             return
+        if not is_loopback(self.host):
+            log.warning(
+                "%s listens on %s, which other machines can reach: it has no authentication "
+                "of its own; use 127.0.0.1 unless you mean to expose it",
+                type(self).__name__,
+                self.host or "every interface",
+            )
         app = self.build_app()
         runner = web.AppRunner(app, access_log=None, handle_signals=False, **self._runner_options)
         await runner.setup()

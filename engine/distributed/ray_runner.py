@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from .. import __version__
 from ..api import Engine, RunResult
 from ..config import Config, config_hash
 from ..errors import ConfigError, EngineError
+from ..io.lock import OutputLock
 from ..io.manifest import Manifest, load_manifest
 from ..io.readers import fingerprint
 from ..llm.cache import copy_cache
@@ -286,17 +288,34 @@ def _builds_derived(config: Config) -> bool:
     return entry is not None and callable(getattr(entry[1], "finalize", None))
 
 
-def _clear_for_new(out_dir: Path) -> None:
-    """``--force-new``: remove an earlier output's partitions and merged manifest."""
+def _clear_for_new(out_dir: Path, keep: Path) -> None:
+    """``--force-new``: remove an earlier output's partitions and merged manifest.
+
+    Only what a Ray run writes is removed: shard files the merged manifest lists (by
+    their own name pattern, never another name a manifest may hold) and the partitions
+    folder; never ``keep`` (the run's input).
+    """
     old = load_manifest(out_dir)
     if old is not None:
         for shard in old.shards:
-            if "/" not in shard.name:
+            path = out_dir / shard.name
+            if _is_shard_name(shard.name) and path.resolve() != keep.resolve():
                 with contextlib.suppress(OSError):
-                    (out_dir / shard.name).unlink()
+                    path.unlink()
         with contextlib.suppress(OSError):
             (out_dir / "manifest.json").unlink()
-    shutil.rmtree(out_dir / PARTITIONS_DIR, ignore_errors=True)
+    parts = out_dir / PARTITIONS_DIR
+    if keep.resolve().is_relative_to(parts.resolve()):
+        raise ConfigError(
+            f"run.input lies inside {parts}, which --force-new deletes",
+            field="run.input",
+            hint="move the input out of the output directory",
+        )
+    shutil.rmtree(parts, ignore_errors=True)
+
+
+def _is_shard_name(name: str) -> bool:
+    return re.fullmatch(r"(kept|rejected|failed)-\d{5,}\.jsonl", name) is not None
 
 
 async def run_on_ray(
@@ -355,16 +374,18 @@ async def run_on_ray(
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         started_ray = True
     try:
-        return await _drive(
-            ray,
-            config,
-            workers=workers,
-            force_new=force_new,
-            stop=stop,
-            lease_term_s=lease_term_s,
-            worker_cpus=worker_cpus,
-            on_started=on_started,
-        )
+        # The driver holds OUT for the whole run; each worker's Engine holds its partition.
+        with OutputLock(out):
+            return await _drive(
+                ray,
+                config,
+                workers=workers,
+                force_new=force_new,
+                stop=stop,
+                lease_term_s=lease_term_s,
+                worker_cpus=worker_cpus,
+                on_started=on_started,
+            )
     finally:
         if started_ray:
             ray.shutdown()
@@ -393,7 +414,7 @@ async def _drive(
     chash = config_hash(config)
     input_path = config.resolve(config.run.input)
     if force_new:
-        _clear_for_new(out)
+        _clear_for_new(out, keep=input_path)
     check_partitioned_output(out, n, config_hash=chash)
     merge_args: dict[str, Any] = {
         "config_hash": chash,

@@ -3,34 +3,42 @@
 A *segment* is self-contained text that follows a heading (Humpback's "text that follows
 an HTML header"). Three formats are read, by file extension:
 
-- HTML (``.html``, ``.htm``): parsed with the stdlib :class:`html.parser.HTMLParser`, fed
-  64 KiB at a time; each ``<h1>``..``<h6>`` starts a segment holding the text that follows
-  it up to the next heading (``script``, ``style``, ``nav``, ``header``, ``footer`` and
-  similar boilerplate are skipped).
+- HTML (``.html``, ``.htm``): the page's main text is extracted with trafilatura (the
+  extractor datatrove and other web-scale pipelines use: boilerplate such as menus,
+  sidebars and footers is left out), as Markdown-like text that keeps paragraph breaks,
+  lists and indented code. Headings are protected through the extraction (trafilatura's
+  heuristics sometimes drop ``<h2>`` elements of API references), then each heading
+  starts a segment. A page is parsed whole, so pages over ``max_html_bytes`` are refused.
 - Text and Markdown (``.md``, ``.markdown``, ``.txt``): read line by line; each ATX
-  heading (``#`` .. ``######``) starts a segment.
+  heading (``#`` .. ``######``) starts a segment; headings inside fenced code are body.
 - JSONL (``.jsonl``): one record per line, already a segment: its text field (``text``),
   its header field (``title``, optional) and its id field (``id``, else ``file:line``).
 
-Memory is flat in the corpus size: files are walked in sorted order and read
-incrementally, and a segment stops accumulating at ``max_chars`` (it is then dropped as
-too long), so a huge file never sits in memory. The only state that grows is the dedup set
-the caller passes in (fixed-size digests, one per distinct kept segment).
+Segments keep the text's shape: paragraph breaks (one blank line), line breaks, list
+markers and the indentation of code are preserved; only trailing spaces and runs of
+blank lines are trimmed. Markdown links and images are reduced to their text
+(``[Phoenix](Phoenix_(mythology) "wikilink")`` -> ``Phoenix``), reference definitions
+are dropped, and code is left untouched.
 
-Segment rules (each configurable, see :class:`SegmentRules`), applied in this order:
-empty, no header (HTML/Markdown), header capitalisation ratio, length bounds, exact dedup.
+A section longer than ``max_chars`` is split at paragraph boundaries (then at lines,
+then at spaces) into balanced parts, each its own segment (key ``doc@offset.part``);
+a fenced code block split across parts is closed and reopened. Memory stays flat in the
+corpus size: a section is buffered up to ``16 x max_chars``, then flushed in parts.
+
+Segment rules (each configurable, see :class:`SegmentRules`), applied in this order and
+each counted by reason: empty, no header (HTML/Markdown), header capitalisation ratio,
+too short (a part under ``min_chars``), exact dedup.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import TextIO
 
 import orjson
 
@@ -48,18 +56,20 @@ __all__ = (
     "caps_ratio",
     "iter_corpus_files",
     "read_corpus",
+    "reduce_links",
     "segments_html",
     "segments_text",
+    "split_text",
 )
 
 HTML_EXTENSIONS = frozenset({".html", ".htm"})
 TEXT_EXTENSIONS = frozenset({".md", ".markdown", ".txt"})
 JSONL_EXTENSIONS = frozenset({".jsonl"})
 
-_CHUNK = 64 * 1024
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_FENCE = re.compile(r"^ {0,3}(```+|~~~+)")
 _SPACE = re.compile(r"[ \t\r\f\v]+")
+_BUFFER_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,8 @@ class SegmentRules:
     """Which segments are kept (Humpback section 2.1; exact bounds are ours).
 
     Attributes:
-        min_chars: drop segments shorter than this (characters).
-        max_chars: drop segments of this length or longer; also caps what is buffered.
+        min_chars: drop segments (parts) shorter than this (characters).
+        max_chars: split longer sections into parts of at most this many characters.
         max_header_caps_ratio: drop segments whose header has a larger share of capital
             letters among its letters (the paper's "proportion of capitalized letters in
             the header"); 1.0 disables the rule.
@@ -87,6 +97,7 @@ class SegmentRules:
     text_field: str = "text"
     header_field: str = "title"
     id_field: str = "id"
+    max_html_bytes: int = 20 * 1024 * 1024
 
 
 @dataclass
@@ -101,6 +112,8 @@ class CorpusStats:
         dropped: rule -> segments dropped by it.
         bad_records: unreadable records or files (yielded as BadInput).
         segments: segments that passed every rule (yielded as Items).
+        sections_split: sections longer than ``max_chars`` split into parts.
+        parts: segments those splits produced.
     """
 
     files: int = 0
@@ -110,6 +123,8 @@ class CorpusStats:
     dropped: Counter[str] = field(default_factory=Counter)
     bad_records: int = 0
     segments: int = 0
+    sections_split: int = 0
+    parts: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """Plain-dict view for reports."""
@@ -121,6 +136,8 @@ class CorpusStats:
             "dropped": dict(sorted(self.dropped.items())),
             "bad_records": self.bad_records,
             "segments": self.segments,
+            "sections_split": self.sections_split,
+            "parts": self.parts,
         }
 
 
@@ -130,10 +147,11 @@ class Segment:
 
     Attributes:
         header: the heading it follows ("" when none).
-        text: the segment text (paragraphs joined by newlines).
+        text: the section text, in its shape (see the module docstring).
         offset: position of the segment in its document: 0 for text before the first
             heading (and for a JSONL record), k for the text after the k-th heading.
-        truncated: the text reached ``max_chars`` and stopped accumulating.
+        truncated: more of the section follows in the next Segment (it reached the
+            buffer bound); the parts of both are numbered as one section.
         line: line of the heading in a Markdown/text file (0 when unknown).
     """
 
@@ -152,171 +170,270 @@ def caps_ratio(text: str) -> float:
     return sum(1 for c in letters if c.isupper()) / len(letters)
 
 
+_LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\((?:[^()]|\([^()]*\))*\)")
+_REF_LINK = re.compile(r"!?\[([^\[\]]+)\]\[[^\[\]]*\]")
+_AUTOLINK = re.compile(r"<((?:https?|ftp|mailto):[^>\s]+)>")
+_REF_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:[ \t]+\S+.*$", re.M)
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|])")
+
+
+def _outside_code(text: str, fn: Callable[[str], str]) -> str:
+    """Apply ``fn`` to the parts of Markdown ``text`` outside fences and code spans."""
+    out: list[str] = []
+    prose: list[str] = []
+    fence: str | None = None
+
+    def flush() -> None:
+        if prose:
+            chunk = "\n".join(prose)
+            parts: list[str] = []
+            pos = 0
+            for m in _CODE_SPAN.finditer(chunk):
+                parts.append(fn(chunk[pos : m.start()]))
+                parts.append(m.group(0))
+                pos = m.end()
+            parts.append(fn(chunk[pos:]))
+            out.append("".join(parts))
+            prose.clear()
+
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if fence is not None:
+            out.append(line)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = None
+            continue
+        if m:
+            flush()
+            fence = m.group(1)
+            out.append(line)
+            continue
+        prose.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def _reduce(text: str) -> str:
+    prev = None
+    while prev != text:  # links inside image alt text or link text
+        prev = text
+        text = _LINK.sub(lambda m: m.group(1), text)
+    text = _REF_LINK.sub(lambda m: m.group(1), text)
+    text = _AUTOLINK.sub(lambda m: m.group(1), text)
+    return _REF_DEF.sub("", text)
+
+
+def reduce_links(text: str) -> str:
+    """Markdown ``text`` with links and images reduced to their text (code untouched)."""
+    return _outside_code(text, _reduce)
+
+
+def _shape(text: str) -> str:
+    """Trailing spaces off every line, at most one blank line in a row, no edge blanks."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if not line and (not out or not out[-1]):
+            continue
+        out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out)
+
+
 def _clean(text: str) -> str:
-    lines = (_SPACE.sub(" ", line).strip() for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
+    return _shape(reduce_links(text))
 
 
-class _Buffer:
-    """Segment text accumulated up to a cap."""
+# ------------------------------------------------------------------- splitting
+def _blocks(text: str) -> list[str]:
+    """Paragraph blocks of ``text``: split at blank lines outside fenced code."""
+    blocks: list[str] = []
+    cur: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if fence is not None:
+            cur.append(line)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = None
+            continue
+        if m:
+            fence = m.group(1)
+            cur.append(line)
+            continue
+        if not line.strip():
+            if cur:
+                blocks.append("\n".join(cur))
+                cur = []
+            continue
+        cur.append(line)
+    if cur:
+        blocks.append("\n".join(cur))
+    return blocks
 
-    __slots__ = ("cap", "parts", "size", "truncated")
 
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.parts: list[str] = []
-        self.size = 0
-        self.truncated = False
+def _split_long(block: str, limit: int) -> list[str]:
+    """A block over ``limit``: split at lines (a fence is closed and reopened), then spaces."""
+    lines = block.split("\n")
+    opener = lines[0] if _FENCE.match(lines[0]) else None
+    closer = _FENCE.match(lines[0]).group(1) if opener else None  # type: ignore[union-attr]
+    room = limit - (len(opener) + len(closer) + 2 if opener and closer else 0)
+    room = max(room, 1)
+    pieces: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for line in lines:
+        while len(line) > room:
+            cut = line.rfind(" ", 0, room)
+            cut = cut if cut > 0 else room
+            if cur:
+                pieces.append("\n".join(cur))
+                cur, size = [], 0
+            pieces.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        if cur and size + len(line) + 1 > room:
+            pieces.append("\n".join(cur))
+            cur, size = [], 0
+        cur.append(line)
+        size += len(line) + 1
+    if cur:
+        pieces.append("\n".join(cur))
+    if opener and closer:
+        fixed = []
+        for i, piece in enumerate(pieces):
+            if i > 0 and not _FENCE.match(piece.split("\n", 1)[0]):
+                piece = f"{opener}\n{piece}"
+            if i < len(pieces) - 1 and not piece.rstrip().endswith(closer):
+                piece = f"{piece}\n{closer}"
+            fixed.append(piece)
+        pieces = fixed
+    return [p for p in pieces if p.strip()]
 
-    def add(self, text: str) -> None:
-        if self.truncated:
-            return
-        room = self.cap - self.size
-        if len(text) > room:
-            text = text[:room]
-            self.truncated = True
-        self.parts.append(text)
-        self.size += len(text)
 
-    def take(self) -> tuple[str, bool]:
-        text, truncated = "".join(self.parts), self.truncated
-        self.parts, self.size, self.truncated = [], 0, False
-        return text, truncated
+def split_text(text: str, max_chars: int) -> list[str]:
+    """``text`` in balanced parts of at most ``max_chars`` characters, cut at paragraph
+    boundaries where possible (then lines, then spaces). Short text is one part."""
+    if len(text) <= max_chars:
+        return [text]
+    n = math.ceil(len(text) / max_chars)
+    target = min(max_chars, math.ceil(len(text) / n) + 1)
+    units: list[str] = []
+    for block in _blocks(text):
+        units.extend(_split_long(block, max_chars) if len(block) > max_chars else [block])
+    parts: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for unit in units:
+        add = len(unit) + (2 if cur else 0)
+        if cur and (size + add > max_chars or size >= target):
+            parts.append("\n\n".join(cur))
+            cur, size = [], 0
+            add = len(unit)
+        cur.append(unit)
+        size += add
+    if cur:
+        parts.append("\n\n".join(cur))
+    return parts
 
 
 # ------------------------------------------------------------------------ text
 def segments_text(lines: Iterator[str], *, max_chars: int) -> Iterator[Segment]:
-    """Header-anchored segments of Markdown/plain text (ATX headings; fenced code is body).
+    """Header-anchored sections of Markdown/plain text (ATX headings; fenced code is body).
 
-    Text before the first heading is yielded with header "" (offset 0).
+    Text before the first heading is yielded with header "" (offset 0). A section is
+    buffered up to ``16 x max_chars`` characters; past that it is yielded in pieces
+    (``truncated`` set on all but the last).
     """
     header, offset, at = "", 0, 1
-    buf = _Buffer(max_chars + 1)
-    in_fence = False
+    buf: list[str] = []
+    size = 0
+    fence: str | None = None
+    cap = _BUFFER_FACTOR * max_chars
     for lineno, line in enumerate(lines, 1):
         line = line.rstrip("\r\n")
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        m = None if in_fence else _HEADING.match(line)
-        if m:
-            text, truncated = buf.take()
+        m = _FENCE.match(line)
+        if fence is not None:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = None
+        elif m:
+            fence = m.group(1)
+        h = None if fence is not None or m else _HEADING.match(line)
+        if h:
+            text = "\n".join(buf)
             if text.strip() or header:
-                yield Segment(header, _clean(text), offset, truncated, at)
-            header, offset, at = m.group(2).strip(), offset + 1, lineno
+                yield Segment(header, _clean(text), offset, False, at)
+            buf, size = [], 0
+            header, offset, at = _clean(h.group(2).strip()), offset + 1, lineno
             continue
-        buf.add(line + "\n")
-    text, truncated = buf.take()
+        buf.append(line)
+        size += len(line) + 1
+        if size > cap and fence is None and not line.strip():
+            yield Segment(header, _clean("\n".join(buf)), offset, True, at)
+            buf, size = [], 0
+    text = "\n".join(buf)
     if text.strip() or header:
-        yield Segment(header, _clean(text), offset, truncated, at)
+        yield Segment(header, _clean(text), offset, False, at)
 
 
 # ------------------------------------------------------------------------ html
-_SKIP = frozenset(
-    {"script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "head"}
-)
-_VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-)
-_BLOCK = frozenset(
-    {
-        "p",
-        "div",
-        "li",
-        "ul",
-        "ol",
-        "br",
-        "tr",
-        "table",
-        "section",
-        "article",
-        "blockquote",
-        "pre",
-        "dd",
-        "dt",
-        "hr",
-        "main",
-    }
-)
-_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_MARK = "xqxSEHDG{level}xqx"
+_MARK_RE = re.compile(r"^\s*xqxSEHDG([1-6])xqx\s*(.*)$")
 
 
-class _SegmentParser(HTMLParser):
-    def __init__(self, max_chars: int) -> None:
-        super().__init__(convert_charrefs=True)
-        self.max_chars = max_chars
-        self.ready: list[Segment] = []
-        self.skip_depth = 0
-        self.skip_stack: list[str] = []
-        self.in_heading: str | None = None
-        self.heading_parts: list[str] = []
-        self.header = ""
-        self.seg_index = 0
-        self.body = _Buffer(max_chars + 1)
+def html_to_markdown(html: str) -> str:
+    """The main text of an HTML page as Markdown-like text (trafilatura), with every
+    heading kept as an ATX heading and trafilatura's Markdown escapes undone."""
+    import trafilatura
+    from lxml import html as lxml_html
+    from lxml.etree import ParserError
 
-    def _flush(self) -> None:
-        text, truncated = self.body.take()
-        if text.strip() or self.header:
-            self.ready.append(Segment(self.header, _clean(text), self.seg_index, truncated))
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP and tag not in _VOID:
-            self.skip_stack.append(tag)
-            return
-        if self.skip_stack:
-            return
-        if tag in _HEADINGS:
-            self._flush()
-            self.in_heading = tag
-            self.heading_parts = []
-            self.seg_index += 1
-        elif tag in _BLOCK:
-            self.body.add("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.skip_stack:
-            if tag == self.skip_stack[-1]:
-                self.skip_stack.pop()
-            elif tag in self.skip_stack:
-                while self.skip_stack and self.skip_stack.pop() != tag:
-                    pass
-            return
-        if self.in_heading is not None and tag in _HEADINGS:
-            self.header = _SPACE.sub(" ", " ".join(self.heading_parts)).strip()[:500]
-            self.in_heading = None
-        elif tag in _BLOCK:
-            self.body.add("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip_stack:
-            return
-        if self.in_heading is not None:
-            if sum(len(p) for p in self.heading_parts) < 1000:
-                self.heading_parts.append(data.replace("\n", " "))
-            return
-        self.body.add(data.replace("\n", " "))
-
-    def finish(self) -> None:
-        self.close()
-        if self.in_heading is not None:
-            self.header = _SPACE.sub(" ", " ".join(self.heading_parts)).strip()[:500]
-            self.in_heading = None
-        self._flush()
+    try:
+        tree = lxml_html.document_fromstring(html)
+    except (ParserError, ValueError):
+        return ""
+    for h in list(tree.iter("h1", "h2", "h3", "h4", "h5", "h6")):
+        level = int(str(h.tag)[1])
+        title = " ".join(h.text_content().split())
+        tail = h.tail
+        h.clear()
+        h.tag = "p"
+        h.text = f"{_MARK.format(level=level)} {title}" if title else ""
+        h.tail = tail
+    out = trafilatura.extract(
+        tree,
+        output_format="markdown",
+        include_formatting=True,
+        include_tables=True,
+        include_comments=False,
+        include_links=False,
+        include_images=False,
+        favor_recall=True,
+        deduplicate=False,
+    )
+    if not out:
+        return ""
+    lines = []
+    for line in out.split("\n"):
+        m = _MARK_RE.match(line)
+        lines.append(f"{'#' * int(m.group(1))} {m.group(2)}" if m else line)
+    # trafilatura keeps the page source's indentation inside paragraphs: prose lines are
+    # dedented (code blocks keep theirs), and its Markdown escapes are undone.
+    return _outside_code(
+        "\n".join(lines),
+        lambda t: _ESCAPE.sub(r"\1", "\n".join(x.strip() for x in t.split("\n"))),
+    )
 
 
 def segments_html(chunks: Iterator[str], *, max_chars: int) -> Iterator[Segment]:
-    """Header-anchored segments of an HTML document fed chunk by chunk.
+    """Header-anchored sections of an HTML document (read whole, then extracted).
 
     Text before the first heading is yielded with header "".
     """
-    parser = _SegmentParser(max_chars)
-    for chunk in chunks:
-        parser.feed(chunk)
-        if parser.ready:
-            yield from parser.ready
-            parser.ready = []
-    parser.finish()
-    yield from parser.ready
-    parser.ready = []
+    text = html_to_markdown("".join(chunks))
+    for seg in segments_text(iter(text.split("\n")), max_chars=max_chars):
+        yield Segment(seg.header, seg.text, seg.offset, seg.truncated, 0)
 
 
 # ----------------------------------------------------------------------- files
@@ -336,14 +453,6 @@ def iter_corpus_files(path: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(root) / name
-
-
-def _chunks(f: TextIO) -> Iterator[str]:
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            return
-        yield chunk
 
 
 def read_corpus(
@@ -372,6 +481,7 @@ def read_corpus(
     """
     st = stats if stats is not None else CorpusStats()
     index = 0
+    numbering: dict[tuple[str, int], int] = {}
     root = path if path.is_dir() else path.parent
     for file in iter_corpus_files(path):
         ext = file.suffix.lower()
@@ -390,38 +500,54 @@ def read_corpus(
                 if isinstance(entry, str):  # a bad record: "line\treason"
                     line, why = entry.split("\t", 1)
                     st.bad_records += 1
-                    yield BadInput(
-                        index=index, key=f"{rel}:{line}", source=f"{rel}:{line}", reason=why
-                    )
+                    where_bad = f"{rel}:{line}" if line != "0" else rel
+                    yield BadInput(index=index, key=where_bad, source=where_bad, reason=why)
                     index += 1
                     continue
                 doc_id, seg = entry
                 st.segments_read += 1
-                reason = _check(seg, rules, jsonl=ext in JSONL_EXTENSIONS)
-                if reason is None and rules.dedup and seen is not None and not seen(seg.text):
-                    reason = "duplicate"
+                jsonl = ext in JSONL_EXTENSIONS
+                reason = _check(seg, rules, jsonl=jsonl)
                 if reason is not None:
                     st.dropped[reason] += 1
                     continue
-                st.segments += 1
-                if ext in JSONL_EXTENSIONS:
+                key = (doc_id[0], seg.offset)
+                parts = split_text(seg.text, rules.max_chars)
+                if len(parts) > 1 or seg.truncated or key in numbering:
+                    if key not in numbering:
+                        st.sections_split += 1
+                    first = numbering.get(key, 0)
+                    numbering[key] = first + len(parts)
+                    if not seg.truncated:
+                        numbering.pop(key)
+                    st.parts += len(parts)
+                    named = [(f"{seg.offset}.{first + i + 1}", p) for i, p in enumerate(parts)]
+                else:
+                    named = [(str(seg.offset), parts[0])]
+                if jsonl:
                     where = f"{rel}:{doc_id[1]}"
                 elif seg.line:
                     where = f"{rel}:{seg.line}"
                 else:
                     where = f"{rel}#{seg.offset}"
-                yield Item(
-                    index=index,
-                    key=f"{doc_id[0]}@{seg.offset}",
-                    source=where,
-                    data={
-                        "text": seg.text,
+                for suffix, text in named:
+                    drop = _part_check(text, rules)
+                    if drop is None and rules.dedup and seen is not None and not seen(text):
+                        drop = "duplicate"
+                    if drop is not None:
+                        st.dropped[drop] += 1
+                        continue
+                    st.segments += 1
+                    data: dict[str, object] = {
+                        "text": text,
                         "header": seg.header,
                         "doc_id": doc_id[0],
                         "offset": seg.offset,
-                    },
-                )
-                index += 1
+                    }
+                    if suffix != str(seg.offset):
+                        data["part"] = int(suffix.rsplit(".", 1)[1])
+                    yield Item(index=index, key=f"{doc_id[0]}@{suffix}", source=where, data=data)
+                    index += 1
         except OSError as exc:
             st.bad_records += 1
             yield BadInput(
@@ -440,25 +566,31 @@ def _check(seg: Segment, rules: SegmentRules, *, jsonl: bool) -> str | None:
         return "no_header"
     if seg.header and caps_ratio(seg.header) > rules.max_header_caps_ratio:
         return "header_caps"
-    n = len(seg.text)
-    if n < rules.min_chars:
+    return None
+
+
+def _part_check(text: str, rules: SegmentRules) -> str | None:
+    if len(text) < rules.min_chars:
         return "too_short"
-    if seg.truncated or n >= rules.max_chars:
-        return "too_long"
     return None
 
 
 def _document(
     file: Path, rel: str, ext: str, rules: SegmentRules, st: CorpusStats
-) -> Iterator[tuple[tuple[str, int], Segment]]:
+) -> Iterator[str | tuple[tuple[str, int], Segment]]:
+    if ext in HTML_EXTENSIONS:
+        size = file.stat().st_size
+        if size > rules.max_html_bytes:
+            yield f"0\tHTML page is {size} bytes, over the {rules.max_html_bytes}-byte limit"
+            return
+        st.documents += 1
+        text = file.read_bytes().decode("utf-8", errors="replace")
+        for seg in segments_html(iter([text]), max_chars=rules.max_chars):
+            yield (rel, seg.offset), seg
+        return
     with file.open("r", encoding="utf-8", errors="replace", newline="") as f:
         st.documents += 1
-        segs = (
-            segments_html(_chunks(f), max_chars=rules.max_chars)
-            if ext in HTML_EXTENSIONS
-            else segments_text(iter(f), max_chars=rules.max_chars)
-        )
-        for seg in segs:
+        for seg in segments_text(iter(f), max_chars=rules.max_chars):
             yield (rel, seg.offset), seg
 
 
@@ -489,13 +621,11 @@ def _jsonl(
             header = data.get(rules.header_field)
             rid = data.get(rules.id_field)
             doc_id = str(rid) if isinstance(rid, str | int) and str(rid) else f"{rel}:{lineno}"
-            truncated = len(text) >= rules.max_chars
             yield (
                 (doc_id, lineno),
                 Segment(
                     header=_SPACE.sub(" ", header).strip() if isinstance(header, str) else "",
-                    text=_clean(text) if not truncated else text,
+                    text=_shape(text),
                     offset=0,
-                    truncated=truncated,
                 ),
             )

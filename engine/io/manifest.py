@@ -52,7 +52,11 @@ It is the file-system seam of this package: tests pass one that fails like a ful
 """
 
 _NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-_CORRUPT_HINT = "delete OUT or choose a new output directory"
+_CORRUPT_HINT = (
+    "move everything but cache.sqlite out of OUT (or start a new output directory and copy "
+    "OUT/cache.sqlite into it), then run again: every response already paid for replays "
+    "from the cache for free"
+)
 _CHUNK = 1 << 20
 
 

@@ -60,7 +60,10 @@ _SHARD_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl$")
 _PARTIAL_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl\.partial$")
 _BUFFERING = 256 * 1024
 _PATH_HINT = "check the output path and its permissions"
-_CORRUPT_HINT = "delete OUT or choose a new output directory"
+_CORRUPT_HINT = (
+    "run again with --force-new: it discards the shards and the manifest but keeps "
+    "OUT/cache.sqlite, so every response already paid for replays for free"
+)
 
 
 def shard_name(kind: str, index: int) -> str:
@@ -117,6 +120,7 @@ class ShardSink:
         on_commit: Callable[[Manifest], None] | None = None,
         clock: Clock = monotonic,
         opener: Opener | None = None,
+        redact: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """Wire a sink to ``out_dir`` whose committed state is ``manifest``.
 
@@ -127,6 +131,8 @@ class ShardSink:
             on_commit: called with the manifest after every successful commit.
             clock: monotonic time, for commit timings.
             opener: file-system seam passed to :func:`open` for shards and manifest.
+            redact: applied to each item's serialized rows of a kind before they are
+                written (secrets out of every row).
 
         Raises:
             ValueError: ``shard_records`` is below 1.
@@ -139,6 +145,7 @@ class ShardSink:
         self._on_commit = on_commit
         self._clock = clock
         self._opener = opener
+        self._redact = redact
         self._done = DoneSet.from_state(manifest.done)
         self._totals: dict[str, int] = dict.fromkeys(KINDS, 0)
         self._next_index: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -170,6 +177,8 @@ class ShardSink:
         engine_version: str,
         simulated: bool,
         force_new: bool = False,
+        protect: Sequence[Path] = (),
+        redact: Callable[[bytes], bytes] | None = None,
         on_commit: Callable[[Manifest], None] | None = None,
         clock: Clock = monotonic,
         opener: Opener | None = None,
@@ -184,7 +193,12 @@ class ShardSink:
             method: the method's name (recorded).
             engine_version: synth-engine's version (recorded).
             simulated: the endpoint is the simulator (recorded).
-            force_new: delete an earlier output (shards and manifest) and start fresh.
+            force_new: delete an earlier output (the shards its manifest lists, partial
+                files and the manifest; never anything else) and start fresh.
+            protect: files that must never be deleted or overwritten (the run's input);
+                one inside ``out_dir`` named like an output file is refused.
+            redact: applied to each item's serialized rows before they are written (the
+                run's secrets out of every row).
             on_commit: called with the manifest after every successful commit.
             clock: monotonic time, for commit timings.
             opener: file-system seam passed to :func:`open`.
@@ -193,15 +207,47 @@ class ShardSink:
             The sink and what was found (done items to skip, files discarded).
 
         Raises:
-            ShardError: the directory cannot be created or written; it holds shards but
-                no manifest; its manifest is corrupt, belongs to another config or input,
-                or lists shards that are missing or damaged.
+            ShardError: the directory cannot be created or written; it holds shard files
+                no manifest lists; its manifest is corrupt, belongs to another config or
+                input, or lists shards that are missing or damaged; a protected file is
+                named like one of the output's files.
+
+        An earlier output that committed nothing (no shard, no item) claims nothing: a
+        run with another config or input replaces its manifest instead of refusing.
         """
         out_dir = Path(out_dir)
         _prepare_dir(out_dir)
+        for kept in protect:
+            kept = Path(kept)
+            if kept.parent.resolve() == out_dir.resolve() and _is_output_name(kept.name):
+                raise ShardError(
+                    f"the input {kept.name} lies in the output directory under a name the "
+                    "output uses for its own files, so the run could overwrite it",
+                    path=str(kept),
+                    hint="move the input out of the output directory, or write output elsewhere",
+                )
         manifest = load_manifest(out_dir)
         shards, partials = _scan(out_dir)
         discarded: list[str] = []
+        if manifest is not None and not manifest.shards and manifest.totals.get("items", 0) == 0:
+            if (
+                manifest.config_hash != config_hash
+                or manifest.input_fingerprint != input_fingerprint
+            ):
+                force_new = True  # it claims nothing: start over for this config and input
+        if manifest is not None:
+            orphans, strangers = _unlisted(manifest, shards)
+        else:
+            orphans, strangers = [], list(shards)
+        if strangers:
+            more = f" (and {len(strangers) - 1} more)" if len(strangers) > 1 else ""
+            raise ShardError(
+                f"output directory holds {strangers[0]}{more}, which "
+                + ("its manifest does not list" if manifest is not None else "no manifest lists")
+                + ", so it was not written by this output and is left alone",
+                path=str(out_dir),
+                hint="move such files away, or choose a new output directory",
+            )
         if manifest is not None and not force_new:
             if manifest.config_hash != config_hash:
                 raise ShardError(
@@ -226,8 +272,7 @@ class ShardSink:
                     path=str(out_dir / first),
                     hint=_CORRUPT_HINT,
                 )
-            listed = {s.name for s in manifest.shards}
-            doomed = [*partials, *(n for n in shards if n not in listed)]
+            doomed = [*partials, *orphans]
             _delete(out_dir, doomed)
             discarded.extend(doomed)
             sink = cls(
@@ -237,6 +282,7 @@ class ShardSink:
                 on_commit=on_commit,
                 clock=clock,
                 opener=opener,
+                redact=redact,
             )
             return sink, ResumeState(
                 done=sink._done.copy(),
@@ -244,15 +290,15 @@ class ShardSink:
                 complete=manifest.complete,
                 discarded=discarded,
             )
-        if manifest is None and shards and not force_new:
-            raise ShardError(
-                "output directory holds shards but no manifest",
-                path=str(out_dir),
-                hint="choose a new output directory or delete it",
-            )
-        doomed = [*partials, *shards]
+        # A fresh start: delete only what the old output wrote (the shards its manifest
+        # lists, crash orphans numbered after them, partial files, the manifest).
+        doomed = [*partials, *orphans]
         if manifest is not None:
-            doomed.insert(0, MANIFEST_NAME)
+            doomed = [
+                MANIFEST_NAME,
+                *(s.name for s in manifest.shards if _SHARD_RE.match(s.name)),
+                *doomed,
+            ]
         _delete(out_dir, doomed)
         discarded.extend(doomed)
         now = utc_now()
@@ -276,6 +322,7 @@ class ShardSink:
             on_commit=on_commit,
             clock=clock,
             opener=opener,
+            redact=redact,
         )
         return sink, ResumeState(done=sink._done.copy(), discarded=discarded)
 
@@ -343,7 +390,9 @@ class ShardSink:
             if not n:
                 continue
             shard = self._open.get(kind) or self._start_shard(kind)
-            data = buffers[kind]
+            data: bytes | bytearray = buffers[kind]
+            if self._redact is not None:
+                data = self._redact(bytes(data))
             try:
                 shard.file.write(data)
             except OSError as exc:
@@ -541,6 +590,41 @@ def _scan(out_dir: Path) -> tuple[list[str], list[str]]:
         elif _PARTIAL_RE.match(name) or name == MANIFEST_NAME + ".tmp":
             partials.append(name)
     return shards, partials
+
+
+def _is_output_name(name: str) -> bool:
+    """Whether ``name`` is one the output uses for its shards, partials or manifest."""
+    return bool(
+        _SHARD_RE.match(name)
+        or _PARTIAL_RE.match(name)
+        or name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp")
+    )
+
+
+def _unlisted(manifest: Manifest, shards: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Shard files the manifest does not list: crash orphans and strangers.
+
+    An orphan is numbered after every listed shard of its kind (renamed by a run that
+    died before the manifest that would list it was written): this output's own, safe to
+    delete. Any other unlisted shard file was not written by this output's runs.
+    """
+    next_index: dict[str, int] = {}
+    for info in manifest.shards:
+        m = _SHARD_RE.match(info.name)
+        if m:
+            next_index[m.group(1)] = max(next_index.get(m.group(1), 0), int(m.group(2)) + 1)
+    listed = {info.name for info in manifest.shards}
+    orphans: list[str] = []
+    strangers: list[str] = []
+    for name in shards:
+        if name in listed:
+            continue
+        m = _SHARD_RE.match(name)
+        if m and int(m.group(2)) >= next_index.get(m.group(1), 0):
+            orphans.append(name)
+        else:
+            strangers.append(name)
+    return orphans, strangers
 
 
 def _delete(out_dir: Path, names: Sequence[str]) -> None:

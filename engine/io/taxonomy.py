@@ -1,30 +1,41 @@
 """InstructLab taxonomy reader: a directory tree whose leaves are ``qna.yaml`` files.
 
-Accepted format (``version: 3``):
+A leaf is accepted or refused exactly as InstructLab's data generation does it
+(``instructlab-sdg`` reads every leaf with ``instructlab-schema``'s ``TaxonomyParser``,
+the schema version taken from the file, yamllint warnings counted as errors, and a file
+with any warning or error left out). The rules are instructlab-schema's own, applied here
+in process (so a 150-leaf taxonomy reads in well under a second and every problem gets
+the line of the offending node):
 
-* **skills** (under ``compositional_skills/`` or ``foundational_skills/``):
-  ``task_description``, ``created_by`` and ``seed_examples``, each a ``question`` and an
-  ``answer`` plus an optional ``context``. A leaf whose seeds carry a context is a
-  *grounded* skill (then every seed must have one); otherwise it is a *freeform* skill.
-* **knowledge** (under ``knowledge/``): ``domain``, ``document_outline``, ``created_by``,
-  ``seed_examples`` (each a ``context`` with ``questions_and_answers``, a list of
-  ``question``/``answer``), and a ``document`` block ``{repo, commit, patterns}``. Here
-  ``repo`` is a *local* directory (absolute, or relative to the leaf's directory, else to
-  the taxonomy root) and ``patterns`` are globs of Markdown files inside it; ``commit`` is
-  recorded, not checked out.
+1. the YAML must parse and be a mapping (an empty file is refused, as InstructLab warns);
+2. ``version`` (absent: 1) picks the schema ``v{version}/{compositional_skills,knowledge}.json``
+   shipped in the ``instructlab-schema`` package; the schema name is the leaf's first
+   path component (anything else: ``knowledge`` when there is a ``document`` block);
+3. versions 2 and up are linted with yamllint, with instructlab-schema's configuration
+   (``relaxed``, no line-length rule), warnings being errors as in SDG;
+4. a deprecated schema (knowledge versions 1 and 2) refuses the leaf with its message;
+5. JSON-schema validation (required keys, types, ``minItems``: 5 skill seeds, 5 knowledge
+   contexts of 3 questions each, unique items, no unknown keys).
 
-Leaves are found by walking the tree in sorted order, so the order (and each leaf's
-index) is the same on every run. A leaf that does not validate becomes a
-:class:`~engine.records.BadInput` whose source is ``file:line`` of the offending node
-and whose reason names the field; the other leaves are unaffected.
+Which files are leaves is SDG's rule too: a file named exactly ``qna.yaml`` whose first
+path component is ``compositional_skills`` or ``knowledge``. ``foundational_skills/`` is
+not read by InstructLab's data generation; its leaves are skipped with a warning (or read
+as compositional skills with ``foundational_skills = true``). A ``qna.yml`` (or another
+case of the name) is reported, never silently ignored.
+
+Knowledge leaves name their documents by git ``repo``, ``commit`` and ``patterns``;
+:mod:`engine.io.knowledge` fetches and chunks them. A leaf is a *grounded* skill when its
+first seed has a ``context`` (SDG picks the pipeline from the first seed the same way).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -33,11 +44,16 @@ from ..errors import InputError
 from ..records import BadInput
 
 __all__ = (
+    "LEAF_NAME",
     "Document",
+    "DocumentSource",
     "KnowledgeSeed",
     "Leaf",
     "LeafKind",
+    "Problem",
     "SkillSeed",
+    "TaxonomyScan",
+    "check_leaf",
     "find_leaves",
     "read_leaf",
     "read_taxonomy",
@@ -46,9 +62,26 @@ __all__ = (
 LeafKind = Literal["freeform_skill", "grounded_skill", "knowledge"]
 
 LEAF_NAME = "qna.yaml"
-_SKILL_ROOTS = ("compositional_skills", "foundational_skills")
-_KNOWLEDGE_ROOT = "knowledge"
-_DOC_SUFFIXES = (".md", ".markdown")
+SDG_ROOTS = ("compositional_skills", "knowledge")
+FOUNDATIONAL = "foundational_skills"
+YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
+"""instructlab-schema's ``DEFAULT_YAMLLINT_CONFIG`` (kept in step by a test)."""
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One thing wrong (or worth a warning) in an input file.
+
+    Attributes:
+        file: the file, relative to the input root.
+        line: 1-based line, when known.
+        message: what is wrong and, where it helps, what to do.
+    """
+
+    file: str
+    line: int | None
+    message: str
 
 
 class SkillSeed(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,8 +99,24 @@ class KnowledgeSeed(msgspec.Struct, frozen=True, kw_only=True):
     qa: tuple[tuple[str, str], ...]
 
 
+class DocumentSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A knowledge leaf's ``document`` block.
+
+    Attributes:
+        repo: git repository: a URL (``https://``, ``file://``, ``git@``) or a local path.
+        commit: the pinned commit.
+        patterns: glob patterns of the documents inside the repository.
+        line: line of the ``document`` key in the leaf.
+    """
+
+    repo: str
+    commit: str
+    patterns: tuple[str, ...]
+    line: int = 1
+
+
 class Document(msgspec.Struct, frozen=True, kw_only=True):
-    """A knowledge document: its path relative to the taxonomy root and its text."""
+    """A knowledge document: its path inside its repository and its text."""
 
     name: str
     text: str
@@ -81,25 +130,29 @@ class Leaf(msgspec.Struct, frozen=True, kw_only=True):
             ``compositional_skills/writing/freeform/haiku``; its stable identity.
         file: the ``qna.yaml`` path relative to the taxonomy root.
         kind: ``freeform_skill``, ``grounded_skill`` or ``knowledge``.
+        version: the leaf's schema version (1 when the file has no ``version``).
         created_by: the author field.
         task_description: skills' task description (knowledge: empty).
         domain: knowledge domain (skills: empty).
         document_outline: knowledge document outline (skills: empty).
         skill_seeds: skills' seed examples.
         knowledge_seeds: knowledge seed examples.
-        documents: knowledge documents, in sorted order.
-        commit: the document block's commit (recorded only).
+        source: a knowledge leaf's ``document`` block.
+        documents: knowledge documents (filled by :mod:`engine.io.knowledge`).
+        commit: the commit the documents were read at.
     """
 
     path: str
     file: str
     kind: LeafKind
+    version: int = 3
     created_by: str = ""
     task_description: str = ""
     domain: str = ""
     document_outline: str = ""
     skill_seeds: tuple[SkillSeed, ...] = ()
     knowledge_seeds: tuple[KnowledgeSeed, ...] = ()
+    source: DocumentSource | None = None
     documents: tuple[Document, ...] = ()
     commit: str = ""
 
@@ -109,246 +162,331 @@ class Leaf(msgspec.Struct, frozen=True, kw_only=True):
         return "knowledge" if self.kind == "knowledge" else "skills"
 
 
-class _LeafError(Exception):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.reason = reason
+# ------------------------------------------------------------------ schema rules
+@functools.cache
+def _validator(version: int, schema_name: str) -> tuple[Any, str | None]:
+    """(jsonschema validator, deprecation message) of one instructlab-schema file.
 
+    Raises:
+        FileNotFoundError: no such schema version.
+    """
+    from instructlab.schema import schema_base
+    from jsonschema.validators import validator_for
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+    base = schema_base().joinpath(f"v{version}")
 
+    def load(name: str) -> Any:
+        path = base.joinpath(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"v{version}/{name}")
+        return json.loads(path.read_text(encoding="utf-8"))
 
-def _mapping(node: yaml.Node, field: str) -> dict[str, yaml.Node]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _LeafError(_line(node), f"{field}: expected a mapping")
-    out: dict[str, yaml.Node] = {}
-    for key, value in node.value:
-        if not isinstance(key, yaml.ScalarNode):
-            raise _LeafError(_line(key), f"{field}: keys must be plain strings")
-        if key.value in out:
-            raise _LeafError(_line(key), f"{field}: duplicate key {key.value!r}")
-        out[str(key.value)] = value
-    return out
+    def retrieve(uri: str) -> Any:
+        return Resource.from_contents(load(uri), default_specification=DRAFT202012)
 
-
-def _need(m: dict[str, yaml.Node], key: str, parent: yaml.Node, field: str) -> yaml.Node:
-    if key not in m:
-        raise _LeafError(_line(parent), f"{field}: missing required field {key!r}")
-    return m[key]
-
-
-def _text(node: yaml.Node, field: str, *, required: bool = True) -> str:
-    if not isinstance(node, yaml.ScalarNode) or node.tag.endswith((":null", ":bool")):
-        raise _LeafError(_line(node), f"{field}: expected a string")
-    value = str(node.value).strip()
-    if required and not value:
-        raise _LeafError(_line(node), f"{field}: must not be empty")
-    return value
-
-
-def _seq(node: yaml.Node, field: str) -> list[yaml.Node]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise _LeafError(_line(node), f"{field}: expected a list")
-    if not node.value:
-        raise _LeafError(_line(node), f"{field}: must not be empty")
-    return list(node.value)
-
-
-def _opt_text(m: dict[str, yaml.Node], key: str, field: str) -> str:
-    return _text(m[key], f"{field}.{key}", required=False) if key in m else ""
-
-
-def _kind_root(rel: Path) -> str:
-    root = rel.parts[0] if len(rel.parts) > 1 else ""
-    if root == _KNOWLEDGE_ROOT or root in _SKILL_ROOTS:
-        return root
-    return ""
-
-
-def _skill_seeds(node: yaml.Node) -> tuple[SkillSeed, ...]:
-    seeds: list[SkillSeed] = []
-    with_context: list[bool] = []
-    for i, ex in enumerate(_seq(node, "seed_examples")):
-        field = f"seed_examples[{i}]"
-        m = _mapping(ex, field)
-        question = _text(_need(m, "question", ex, field), f"{field}.question")
-        answer = _text(_need(m, "answer", ex, field), f"{field}.answer")
-        context = _text(m["context"], f"{field}.context") if "context" in m else ""
-        if with_context and with_context[0] != bool(context):
-            raise _LeafError(
-                _line(ex),
-                f"{field}: mixes seeds with and without a context "
-                "(a grounded skill needs a context on every seed)",
-            )
-        with_context.append(bool(context))
-        seeds.append(SkillSeed(question=question, answer=answer, context=context))
-    return tuple(seeds)
-
-
-def _knowledge_seeds(node: yaml.Node) -> tuple[KnowledgeSeed, ...]:
-    seeds: list[KnowledgeSeed] = []
-    for i, ex in enumerate(_seq(node, "seed_examples")):
-        field = f"seed_examples[{i}]"
-        m = _mapping(ex, field)
-        context = _text(_need(m, "context", ex, field), f"{field}.context")
-        qa_node = _need(m, "questions_and_answers", ex, field)
-        pairs: list[tuple[str, str]] = []
-        for j, qa in enumerate(_seq(qa_node, f"{field}.questions_and_answers")):
-            qf = f"{field}.questions_and_answers[{j}]"
-            qm = _mapping(qa, qf)
-            pairs.append(
-                (
-                    _text(_need(qm, "question", qa, qf), f"{qf}.question"),
-                    _text(_need(qm, "answer", qa, qf), f"{qf}.answer"),
-                )
-            )
-        seeds.append(KnowledgeSeed(context=context, qa=tuple(pairs)))
-    return tuple(seeds)
-
-
-def _documents(node: yaml.Node, leaf_dir: Path, root: Path) -> tuple[tuple[Document, ...], str]:
-    m = _mapping(node, "document")
-    repo_node = _need(m, "repo", node, "document")
-    repo = _text(repo_node, "document.repo")
-    if "://" in repo or repo.startswith("git@"):
-        raise _LeafError(
-            _line(repo_node),
-            "document.repo: remote repositories are not fetched; clone it and give a local path",
+    schema = load(f"{schema_name}.json")
+    if schema.get("deprecated"):
+        return None, str(
+            schema.get("description") or f"{schema_name} schema version {version} is deprecated"
         )
-    commit = _opt_text(m, "commit", "document")
-    patterns = [
-        _text(p, f"document.patterns[{i}]")
-        for i, p in enumerate(_seq(_need(m, "patterns", node, "document"), "document.patterns"))
+    registry: Any = Registry(retrieve=retrieve)  # type: ignore[call-arg]
+    return validator_for(schema)(schema, registry=registry), None
+
+
+@functools.cache
+def _yamllint_config() -> Any:
+    from yamllint.config import YamlLintConfig
+
+    return YamlLintConfig(YAMLLINT_CONFIG)
+
+
+def _node_line(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """Line of the node at ``path`` (keys and indices) in a composed YAML tree."""
+    line = int(node.start_mark.line) + 1 if node is not None else None
+    for part in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            hit = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if hit is None:
+                return line
+            key_node = next(k for k, v in node.value if v is hit)
+            line, node = int(key_node.start_mark.line) + 1, hit
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = int(node.start_mark.line) + 1
+        else:
+            return line
+    return line
+
+
+def _lint(text: str, rel: str) -> list[Problem]:
+    from yamllint import linter
+
+    return [
+        Problem(rel, int(p.line), f"yamllint {p.level}: {p.message}")
+        for p in linter.run(text, _yamllint_config())
     ]
-    candidates = [Path(repo)] if os.path.isabs(repo) else [leaf_dir / repo, root / repo]
-    base = next((c for c in candidates if c.is_dir()), None)
-    if base is None:
-        raise _LeafError(_line(repo_node), f"document.repo: directory {repo!r} not found")
-    docs: dict[Path, None] = {}
-    for i, pattern in enumerate(patterns):
-        matched = sorted(p for p in base.glob(pattern) if p.is_file())
-        if not matched:
-            raise _LeafError(
-                _line(m["patterns"].value[i]),
-                f"document.patterns[{i}]: {pattern!r} matches no file in {repo!r}",
-            )
-        for p in matched:
-            if p.suffix.lower() not in _DOC_SUFFIXES:
-                raise _LeafError(
-                    _line(m["patterns"].value[i]),
-                    f"document.patterns[{i}]: {p.name!r} is not a Markdown file",
-                )
-            docs.setdefault(p, None)
-    out: list[Document] = []
-    for p in sorted(docs):
+
+
+def _schema_name(rel: Path, contents: Mapping[str, Any]) -> str:
+    first = rel.parts[0] if rel.parts else ""
+    if first in SDG_ROOTS:
+        return first
+    return "knowledge" if "document" in contents else "compositional_skills"
+
+
+def _version(contents: Mapping[str, Any]) -> int:
+    raw = contents.get("version", 1)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return 1  # the schema then reports the type, as instructlab-schema does
+
+
+def check_leaf(path: Path, root: Path) -> tuple[dict[str, Any] | None, int, list[Problem]]:
+    """Validate one leaf file with instructlab-schema's rules.
+
+    Returns:
+        (contents, version, problems): contents is None when the file does not parse
+        into a mapping; the leaf is usable only when problems is empty.
+    """
+    rel_path = path.relative_to(root)
+    rel = rel_path.as_posix()
+    if path.name != LEAF_NAME:
+        msg = f'taxonomy files must be named "{LEAF_NAME}"; "{path.name}" is not read'
+        return None, 0, [Problem(rel, None, msg)]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, 0, [Problem(rel, None, f"cannot read the leaf ({exc})")]
+    try:
+        loader = _Loader(text)
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _LeafError(_line(repo_node), f"document: cannot read {p.name!r} ({exc})") from exc
-        name = Path(os.path.relpath(p.resolve(), root.resolve())).as_posix()
-        out.append(Document(name=name, text=text))
-    return tuple(out), commit
+            node = loader.get_single_node()
+            contents = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else None
+        return None, 0, [Problem(rel, line, f"not valid YAML: {exc.problem or exc.context}")]
+    except yaml.YAMLError as exc:
+        return None, 0, [Problem(rel, None, f"not valid YAML: {exc}")]
+    if not contents:
+        return None, 0, [Problem(rel, 1, "the file is empty (InstructLab leaves it out)")]
+    if not isinstance(contents, dict):
+        msg = "not valid: the top-level element is not an object with key-value pairs"
+        return None, 0, [Problem(rel, 1, msg)]
+    version = _version(contents)
+    problems: list[Problem] = []
+    if version > 1:
+        problems.extend(_lint(text, rel))
+    name = _schema_name(rel_path, contents)
+    try:
+        validator, deprecated = _validator(version, name)
+    except FileNotFoundError:
+        problems.append(
+            Problem(
+                rel,
+                _node_line(node, ("version",)),
+                f"version {version}: no {name} schema of that version in instructlab-schema "
+                "(supported: 1, 2, 3)",
+            )
+        )
+        return contents, version, problems
+    if deprecated is not None:
+        problems.append(Problem(rel, _node_line(node, ("version",)), deprecated))
+        return contents, version, problems
+    errors = sorted(validator.iter_errors(contents), key=lambda e: list(map(str, e.path)))
+    for err in errors:
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "minItems":
+            msg = f"{where}: must have at least {err.validator_value} items"
+        else:
+            msg = f"{where}: {err.message[-200:]}"
+        problems.append(Problem(rel, _node_line(node, tuple(err.absolute_path)), msg))
+    return contents, version, problems
+
+
+# ------------------------------------------------------------------ leaf building
+def _clean(value: Any) -> str:
+    return str(value).strip()
+
+
+def _leaf(rel: Path, contents: dict[str, Any], version: int, node_line: int) -> Leaf:
+    kind_root = _schema_name(rel, contents)
+    leaf_path = rel.parent.as_posix()
+    created_by = _clean(contents.get("created_by", ""))
+    if kind_root == "knowledge":
+        kseeds = tuple(
+            KnowledgeSeed(
+                context=_clean(s["context"]),
+                qa=tuple(
+                    (_clean(qa["question"]), _clean(qa["answer"]))
+                    for qa in s["questions_and_answers"]
+                ),
+            )
+            for s in contents["seed_examples"]
+        )
+        doc = contents["document"]
+        return Leaf(
+            path=leaf_path,
+            file=rel.as_posix(),
+            kind="knowledge",
+            version=version,
+            created_by=created_by,
+            domain=_clean(contents["domain"]),
+            document_outline=_clean(contents.get("document_outline", "")),
+            knowledge_seeds=kseeds,
+            source=DocumentSource(
+                repo=_clean(doc["repo"]),
+                commit=_clean(doc["commit"]),
+                patterns=tuple(_clean(p) for p in doc["patterns"]),
+                line=node_line,
+            ),
+        )
+    seeds = tuple(
+        SkillSeed(
+            question=_clean(s["question"]),
+            answer=_clean(s["answer"]),
+            context=_clean(s.get("context", "")),
+        )
+        for s in contents["seed_examples"]
+    )
+    return Leaf(
+        path=leaf_path,
+        file=rel.as_posix(),
+        kind="grounded_skill" if seeds[0].context else "freeform_skill",
+        version=version,
+        created_by=created_by,
+        task_description=_clean(contents.get("task_description", "")),
+        skill_seeds=seeds,
+    )
 
 
 def read_leaf(path: Path, root: Path) -> Leaf:
     """Read and validate one ``qna.yaml`` at ``path`` inside the taxonomy ``root``.
 
     Raises:
-        InputError: the leaf is malformed; ``line`` and the reason name the field.
+        InputError: the leaf is refused; ``line`` and the reason name the first problem.
     """
+    contents, version, problems = check_leaf(path, root)
     rel = path.relative_to(root)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the leaf ({exc})", path=str(rel)) from exc
-    try:
-        doc = yaml.compose(text, Loader=yaml.SafeLoader)
-        if doc is None:
-            raise _LeafError(1, "the file is empty")
-        top = _mapping(doc, "qna.yaml")
-        version_node = _need(top, "version", doc, "qna.yaml")
-        if not isinstance(version_node, yaml.ScalarNode) or version_node.value.strip() != "3":
-            raise _LeafError(_line(version_node), "version: only version 3 is supported")
-        kind_root = _kind_root(rel)
-        if not kind_root:
-            raise _LeafError(
-                1,
-                "leaf is not under knowledge/, compositional_skills/ or foundational_skills/",
-            )
-        created_by = _opt_text(top, "created_by", "qna.yaml")
-        leaf_path = rel.parent.as_posix()
-        if kind_root == _KNOWLEDGE_ROOT:
-            domain = _text(_need(top, "domain", doc, "qna.yaml"), "domain")
-            outline = _text(_need(top, "document_outline", doc, "qna.yaml"), "document_outline")
-            kseeds = _knowledge_seeds(_need(top, "seed_examples", doc, "qna.yaml"))
-            documents, commit = _documents(
-                _need(top, "document", doc, "qna.yaml"), path.parent, root
-            )
-            return Leaf(
-                path=leaf_path,
-                file=rel.as_posix(),
-                kind="knowledge",
-                created_by=created_by,
-                domain=domain,
-                document_outline=outline,
-                knowledge_seeds=kseeds,
-                documents=documents,
-                commit=commit,
-            )
-        task = _text(_need(top, "task_description", doc, "qna.yaml"), "task_description")
-        sseeds = _skill_seeds(_need(top, "seed_examples", doc, "qna.yaml"))
-        return Leaf(
-            path=leaf_path,
-            file=rel.as_posix(),
-            kind="grounded_skill" if sseeds[0].context else "freeform_skill",
-            created_by=created_by,
-            task_description=task,
-            skill_seeds=sseeds,
-        )
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = int(mark.line) + 1 if mark is not None else None
-        raise InputError(
-            f"not valid YAML: {exc.problem or exc.context}", path=str(rel), line=line
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", path=str(rel)) from exc
-    except _LeafError as exc:
-        raise InputError(exc.reason, path=str(rel), line=exc.line) from exc
+    if problems or contents is None:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(first.message + more, path=rel.as_posix(), line=first.line)
+    doc_line = 1
+    if "document" in contents:
+        doc_line = _document_line(path)
+    return _leaf(rel, contents, version, doc_line)
 
 
-def find_leaves(root: Path) -> list[Path]:
-    """Every ``qna.yaml`` under ``root``, walked in sorted order (hidden dirs skipped)."""
-    found: list[Path] = []
+def _document_line(path: Path) -> int:
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("document:"):
+            return n
+    return 1
+
+
+class TaxonomyScan(msgspec.Struct):
+    """What the walk found.
+
+    Attributes:
+        leaves: the leaf files to read, in sorted order.
+        notes: files that are not read and why (wrong name, root InstructLab ignores).
+    """
+
+    leaves: list[Path]
+    notes: list[Problem]
+
+
+def find_leaves(root: Path, *, foundational_skills: bool = False) -> TaxonomyScan:
+    """The leaves under ``root``, walked in sorted order (hidden directories skipped),
+    with a note for every ``qna.yaml``-like file that is not read."""
+    scan = TaxonomyScan(leaves=[], notes=[])
+    roots = SDG_ROOTS + ((FOUNDATIONAL,) if foundational_skills else ())
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if LEAF_NAME in filenames:
-            found.append(Path(dirpath) / LEAF_NAME)
-    return found
+        for name in sorted(filenames):
+            if name.casefold() not in ("qna.yaml", "qna.yml"):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root)
+            first = rel.parts[0] if len(rel.parts) > 1 else ""
+            if name != LEAF_NAME:
+                scan.notes.append(
+                    Problem(
+                        rel.as_posix(),
+                        None,
+                        f'not read: taxonomy files must be named "{LEAF_NAME}" '
+                        f"(InstructLab does not read {name!r}); rename it",
+                    )
+                )
+            elif first == FOUNDATIONAL and not foundational_skills:
+                scan.notes.append(
+                    Problem(
+                        rel.as_posix(),
+                        None,
+                        "skipped: InstructLab's data generation reads only "
+                        "compositional_skills/ and knowledge/ (set "
+                        "[method.lab] foundational_skills = true to read it as a skill)",
+                    )
+                )
+            elif first not in roots:
+                scan.notes.append(
+                    Problem(
+                        rel.as_posix(),
+                        None,
+                        "skipped: not under compositional_skills/ or knowledge/ "
+                        "(InstructLab does not read it)",
+                    )
+                )
+            else:
+                scan.leaves.append(path)
+    return scan
 
 
-def read_taxonomy(root: Path) -> Iterator[Leaf | BadInput]:
-    """Each leaf under ``root`` (sorted), validated; a malformed one as a BadInput.
+def read_taxonomy(
+    root: Path,
+    *,
+    foundational_skills: bool = False,
+    on_note: Callable[[Problem], None] | None = None,
+) -> Iterator[Leaf | BadInput]:
+    """Each leaf under ``root`` (sorted), validated; a refused one as a BadInput.
+
+    Args:
+        root: the taxonomy directory.
+        foundational_skills: read ``foundational_skills/`` leaves as compositional skills.
+        on_note: called with each file that is not read (see :func:`find_leaves`).
 
     Raises:
         InputError: ``root`` is not a directory or holds no leaf.
     """
     if not root.is_dir():
-        raise InputError("taxonomy is not a directory", path=str(root))
-    leaves = find_leaves(root)
-    if not leaves:
-        raise InputError(f"taxonomy holds no {LEAF_NAME} leaf", path=str(root))
-    for index, path in enumerate(leaves):
+        raise InputError("taxonomy is not a directory (check run.input)", path=str(root))
+    scan = find_leaves(root, foundational_skills=foundational_skills)
+    for note in scan.notes:
+        if on_note is not None:
+            on_note(note)
+    if not scan.leaves:
+        raise InputError(
+            f"taxonomy holds no {LEAF_NAME} leaf under compositional_skills/ or knowledge/",
+            path=str(root),
+        )
+    for index, path in enumerate(scan.leaves):
         try:
             yield read_leaf(path, root)
         except InputError as exc:
             rel = path.relative_to(root)
-            line = getattr(exc, "line", None)
             yield BadInput(
                 index=index,
                 key=rel.parent.as_posix(),
-                source=f"{rel.as_posix()}:{line}" if line else rel.as_posix(),
-                reason=str(getattr(exc, "reason", exc)),
+                source=f"{rel.as_posix()}:{exc.line}" if exc.line else rel.as_posix(),
+                reason=exc.reason,
             )

@@ -18,6 +18,7 @@ the manifest), so a budget covers the whole job, not one invocation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -81,11 +82,16 @@ class Spend:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Spend:
-        """Inverse of :meth:`to_dict` (missing or malformed fields count as 0)."""
+        """Inverse of :meth:`to_dict` (missing, malformed, negative or non-finite fields
+        count as 0: a manifest edited by hand or written by an older version must not
+        carry a negative spend that keeps every budget from triggering)."""
 
         def num(key: str) -> float:
             value = raw.get(key, 0)
-            return float(value) if isinstance(value, int | float) else 0.0
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return 0.0
+            value = float(value)
+            return value if 0.0 <= value < math.inf else 0.0
 
         return cls(
             int(num("requests")),
@@ -193,7 +199,13 @@ class Ledger:
     def charge(
         self, stage: str | None, endpoint: str, prompt_tokens: int, completion_tokens: int
     ) -> None:
-        """Charge a finished request's tokens (and their cost) to ``stage`` and ``endpoint``."""
+        """Charge a finished request's tokens (and their cost) to ``stage`` and ``endpoint``.
+
+        Raises:
+            ValueError: a negative count (the caller validates a server's usage first).
+        """
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError(f"negative usage ({prompt_tokens}, {completion_tokens})")
         stage = stage or _OTHER
         price = self._prices.get(endpoint)
         cost = (

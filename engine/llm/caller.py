@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..errors import BudgetExceeded, EndpointError, RateLimited, ServerError, Timeout
+from ..errors import (
+    AuthError,
+    BudgetExceeded,
+    EndpointError,
+    EndpointUnusable,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
 from .budget import Ledger
 from .cache import CachedResponse, ResponseCache, request_key
 from .client import ChatResult, Client
@@ -22,7 +30,7 @@ from .gate import Gate, Outcome
 from .retry import RetryPolicy
 from .wire import Usage
 
-__all__ = ("CallObserver", "Caller", "Completion", "estimate_prompt_tokens")
+__all__ = ("CallObserver", "Caller", "Completion", "estimate_prompt_tokens", "sane_usage")
 
 
 class CallObserver(Protocol):
@@ -76,6 +84,26 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         if isinstance(content, str):
             chars += len(content)
     return math.ceil(chars / 4) + 4 * len(messages) + 3
+
+
+# Usage figures above this per request are no count a server could mean (the largest
+# context windows are a few million tokens); they, and negative ones, are ignored.
+_MAX_USAGE_TOKENS = 100_000_000
+
+
+def sane_usage(usage: Usage | None) -> Usage | None:
+    """``usage`` if its figures are plausible, else None (the caller then estimates).
+
+    A server's negative or absurd counts must not reach the ledger: a usage of minus
+    ten million tokens would drive recorded spend below zero, and no budget would ever
+    trigger.
+    """
+    if usage is None:
+        return None
+    figures = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    if all(0 <= n <= _MAX_USAGE_TOKENS for n in figures):
+        return usage
+    return None
 
 
 def _outcome_for(error: EndpointError) -> Outcome:
@@ -155,6 +183,9 @@ class Caller:
         Raises:
             EndpointError: a fatal error, or a retryable one that exhausted its retries.
             BudgetExceeded: a spending limit was reached before an attempt was sent.
+            EndpointUnusable: the endpoint failed as a whole (its key was refused, a
+                request cannot fit its limits, a wait over ``max_wait_s``); the run stops.
+            Draining: a stop was asked and the call would have to wait.
         """
         body_params = {**self.params, **{k: v for k, v in params.items() if v is not None}}
         key: bytes | None = None
@@ -181,6 +212,14 @@ class Caller:
             if isinstance(result, ChatResult):
                 break
             error = result
+            if isinstance(error, AuthError):
+                # The key is refused: no item can be served by this endpoint until the
+                # user fixes it. Stop the run (resumably) instead of failing every item.
+                unusable = EndpointUnusable(
+                    f"{error.reason}", endpoint=self.name, status=error.status
+                )
+                self.gate.fail(unusable)
+                raise unusable from error
             if not self.retry.should_retry(error, attempt):
                 raise error
             attempt += 1
@@ -189,7 +228,7 @@ class Caller:
             delay = self.retry.delay(error, attempt - 1)
             if delay > 0:
                 await asyncio.sleep(delay)
-        usage = result.usage or Usage(
+        usage = sane_usage(result.usage) or Usage(
             prompt_tokens=prompt_est,
             completion_tokens=sum(math.ceil(len(t) / 4) for t in result.texts),
         )
@@ -244,7 +283,7 @@ class Caller:
             if observer is not None:
                 observer.on_finish(0.0, False, "cancelled", 0, 0, None)
             raise
-        usage = result.usage
+        usage = sane_usage(result.usage)
         if ledger is not None:
             ledger.charge(
                 stage,

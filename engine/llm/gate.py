@@ -17,6 +17,12 @@ dropped lazily, and a waiter cancelled after it was granted gives its place back
 After each response :meth:`Gate.release` reconciles the token reservation with the
 reported usage, tightens the buckets from ``x-ratelimit-*`` headers (learning the limits
 when the config gave none), and feeds the AIMD controller.
+
+Every wait a server can cause is bounded by ``max_wait_s``: a Retry-After, a reset or a
+debt that would hold the head of the queue longer fails the gate for good with
+:class:`~engine.errors.EndpointUnusable` (the run stops resumably instead of sleeping for
+days). :meth:`Gate.drain` (a stop was asked) bounds the waiting of the calls still to come
+by a short grace, so a paused endpoint cannot hold a drain.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ..clock import Cancellable, Clock, Scheduler
-from ..errors import BadRequest
+from ..errors import Draining, EndpointUnusable, RunHalted
 from .bucket import TokenBucket
 from .wire import RateInfo
 
@@ -115,6 +121,9 @@ class Gate:
             while no rpm/tpm limit is known; True always; False never.
         min_concurrency: floor for the adaptive limit.
         burst_s: bucket burst, in seconds' worth of the limit (see ``bucket``).
+        max_wait_s: the longest the head of the queue may be held by the server's limits
+            (a 429's Retry-After, a bucket debt); beyond it the gate fails every call with
+            :class:`~engine.errors.EndpointUnusable`.
         clock: monotonic time; default the running loop's.
         call_later: timer scheduler; default the running loop's.
     """
@@ -129,11 +138,19 @@ class Gate:
         adaptive: bool | Literal["auto"] = "auto",
         min_concurrency: int = 1,
         burst_s: float = 1.0,
+        max_wait_s: float = 600.0,
         clock: Clock | None = None,
         call_later: Scheduler | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
+        if not 0 < max_wait_s < math.inf:
+            raise ValueError(f"max_wait_s must be a positive number (got {max_wait_s})")
+        self._max_wait = float(max_wait_s)
+        # Set once the endpoint failed as a whole: every waiter and every later call gets it.
+        self._failure: RunHalted | None = None
+        # While draining, a call still waiting at this time gives up (Draining).
+        self._drain_deadline = math.inf
         self.name = name
         self._clock = clock
         self._call_later = call_later
@@ -293,18 +310,27 @@ class Gate:
             priority: higher goes first (use the pipeline depth of the stage).
 
         Raises:
-            BadRequest: the request alone needs more tokens than a whole minute's quota.
+            EndpointUnusable: the request alone needs more tokens than a whole minute's
+                quota, or the endpoint failed (a wait over ``max_wait_s``).
+            Draining: a drain's grace is over and the call cannot start at once.
         """
+        if self._failure is not None:
+            raise self._failure
         if self._tpm is not None and tokens > self._tpm:
-            raise BadRequest(
-                f"request reserves {tokens} tokens but the endpoint allows {self._tpm:.0f} tokens/min; "
-                "lower max_tokens or shorten the prompt",
+            # The run halts (the request can never be sent as configured); the gate stays
+            # usable for the calls in flight.
+            raise EndpointUnusable(
+                f"a request reserves {tokens} tokens (prompt + max_tokens x n) but the "
+                f"endpoint allows {self._tpm:.0f} tokens/min, so it can never be sent; "
+                "lower max_tokens, shorten the prompt or raise tpm",
                 endpoint=self.name,
             )
         if not self._heap:
             permit = self._try_grant(tokens)
             if permit is not None:
                 return permit
+        if self._drain_deadline <= self._now():
+            raise Draining(f"endpoint {self.name!r}: stopping, and this call would have to wait")
         fut: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (-priority, next(self._seq), tokens, fut))
         if len(self._heap) == 1:
@@ -381,11 +407,89 @@ class Gate:
             now = self._now()
             wait = self._wait_for(tokens, now)
             if wait > 0:
-                if wait != math.inf:
-                    self._arm(now + wait, now)
+                if wait == math.inf:
+                    return  # held: no lease (set_share pumps again)
+                # Under a fleet's lease the buckets refill at the share's rate: that much
+                # of the wait is the fleet's pacing, not the server's doing.
+                if wait * self._share > self._max_wait:
+                    self._fail(
+                        EndpointUnusable(
+                            f"the endpoint's limits would hold the next call for {wait:,.0f} s, "
+                            f"more than max_wait_s = {self._max_wait:g}; "
+                            f"{self._hold_detail(now)}; rerun later to resume",
+                            endpoint=self.name,
+                        )
+                    )
+                    return
+                if now + wait > self._drain_deadline:
+                    self._fail_waiters(self._draining())
+                    return
+                self._arm(now + wait, now)
                 return
             heapq.heappop(heap)
             fut.set_result(self._grant(tokens, now))
+
+    def _hold_detail(self, now: float) -> str:
+        """What holds the queue: the pause, or the buckets' levels."""
+        if self._paused_until > now:
+            return f"paused by the server for {self._paused_until - now:,.0f} s"
+        parts = []
+        if self._req_bucket is not None and self._req_bucket.level < 1:
+            parts.append(f"requests bucket at {self._req_bucket.level:,.1f}")
+        if self._tok_bucket is not None:
+            parts.append(f"tokens bucket at {self._tok_bucket.level:,.0f}")
+        return ", ".join(parts) or "rate limits"
+
+    def _draining(self) -> Draining:
+        return Draining(f"endpoint {self.name!r}: stopping, and this call would have to wait")
+
+    def _fail_waiters(self, error: RunHalted) -> None:
+        """Fail every call waiting in the queue with ``error``."""
+        heap, self._heap = self._heap, []
+        for _, _, _, fut in heap:
+            if not fut.done():
+                fut.set_exception(error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+
+    def _fail(self, error: EndpointUnusable) -> EndpointUnusable:
+        """The endpoint failed as a whole: fail the waiters and every later call."""
+        if self._failure is None:
+            self._failure = error
+        self._fail_waiters(self._failure)
+        return error
+
+    @property
+    def failure(self) -> RunHalted | None:
+        """Why the endpoint failed as a whole (None while it is usable)."""
+        return self._failure
+
+    def fail(self, error: EndpointUnusable) -> None:
+        """Mark the endpoint failed as a whole (e.g. its key was refused mid-run).
+
+        Calls waiting now and every later :meth:`acquire` raise ``error``; calls in flight
+        finish as they will.
+        """
+        self._fail(error)
+
+    def drain(self, grace_s: float = 5.0) -> None:
+        """A stop was asked: calls that cannot start within ``grace_s`` give up.
+
+        Waiting calls whose start is held past the grace (a pause, a bucket) fail at once
+        with :class:`~engine.errors.Draining`; the others fail when the grace ends; a call
+        arriving after it fails unless it can start at once. Items whose calls give up are
+        left undone and redone by the next run.
+        """
+        now = self._now()
+        self._drain_deadline = min(self._drain_deadline, now + max(0.0, grace_s))
+        self._schedule(max(0.0, self._drain_deadline - now), self._on_drain_deadline)
+        self._pump()
+
+    def _on_drain_deadline(self) -> None:
+        if self._heap:
+            self._fail_waiters(self._draining())
 
     def _arm(self, at: float, now: float) -> None:
         if self._timer is not None:
@@ -476,10 +580,12 @@ class Gate:
                 if learned and recent and self._tok_bucket is not None:
                     self._tok_bucket.charge(self._granted_tokens)
         # What the server has left, less what we have sent that it may not have counted.
+        # Never below empty: a server's "remaining: -5000000" is no debt we owe (the
+        # window it counts resets on its own), and honouring it would wait for days.
         if rate.remaining_requests is not None and self._req_bucket is not None:
-            self._req_bucket.clamp(rate.remaining_requests - self._in_flight)
+            self._req_bucket.clamp(max(0.0, rate.remaining_requests) - self._in_flight)
         if rate.remaining_tokens is not None and self._tok_bucket is not None:
-            self._tok_bucket.clamp(rate.remaining_tokens)
+            self._tok_bucket.clamp(max(0.0, rate.remaining_tokens))
         if self._adaptive == "auto" and (self._limit < self._max or self._probe):
             if not self.adapting:
                 # Known limits bound the endpoint from now on (buckets pace, 429s pause):
@@ -489,6 +595,17 @@ class Gate:
 
     def _on_rate_limited(self, permit: Permit, retry_after: float | None, now: float) -> None:
         self._consecutive_429 += 1
+        if retry_after is not None and retry_after > self._max_wait:
+            self._fail(
+                EndpointUnusable(
+                    f"HTTP 429 asks to wait {retry_after:,.0f} s (Retry-After), more than "
+                    f"max_wait_s = {self._max_wait:g}; the quota may be exhausted for the day; "
+                    "rerun later to resume",
+                    endpoint=self.name,
+                    status=429,
+                )
+            )
+            return
         if retry_after is None:
             retry_after = min(60.0, 1.0 * 2 ** (self._consecutive_429 - 1))
         self._paused_until = max(self._paused_until, now + retry_after)

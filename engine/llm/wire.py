@@ -7,6 +7,7 @@ and reused (msgspec perf tips: "Reuse Encoders/Decoders", "Avoid Decoding Unused
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -56,13 +57,28 @@ class Choice(msgspec.Struct, kw_only=True):
     finish_reason: str | None = None
 
 
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    """The ``error`` object of an OpenAI-style error body."""
+
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """An OpenAI-style error body: ``{"error": {...}}``."""
+
+    error: ErrorDetail | str | None = None
+
+
 class ChatCompletion(msgspec.Struct, kw_only=True):
-    """A non-streamed ``/v1/chat/completions`` response."""
+    """A non-streamed ``/v1/chat/completions`` response (or an error sent with HTTP 200)."""
 
     id: str = ""
     model: str = ""
     choices: list[Choice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
+    error: ErrorDetail | str | None = None
 
 
 class Delta(msgspec.Struct, kw_only=True):
@@ -80,25 +96,12 @@ class ChunkChoice(msgspec.Struct, kw_only=True):
 
 
 class ChatChunk(msgspec.Struct, kw_only=True):
-    """One ``data:`` event of a streamed response."""
+    """One ``data:`` event of a streamed response (or an error event, as vLLM sends)."""
 
     id: str = ""
     model: str = ""
     choices: list[ChunkChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
-
-
-class ErrorDetail(msgspec.Struct, kw_only=True):
-    """The ``error`` object of an OpenAI-style error body."""
-
-    message: str = ""
-    type: str | None = None
-    code: str | int | None = None
-
-
-class ErrorBody(msgspec.Struct, kw_only=True):
-    """An OpenAI-style error body: ``{"error": {...}}``."""
-
     error: ErrorDetail | str | None = None
 
 
@@ -147,9 +150,11 @@ def parse_duration(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        value = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, value) if math.isfinite(value) else None
     total = 0.0
     pos = 0
     for m in _DURATION_PART.finditer(text):
@@ -162,13 +167,15 @@ def parse_duration(text: str | None) -> float | None:
     return total
 
 
-def _number(text: str | None) -> float | None:
+def _number(text: str | None, *, at_least: float = -math.inf) -> float | None:
+    """A finite number of at least ``at_least``, else None (a header to ignore)."""
     if text is None:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if at_least <= value < math.inf else None
 
 
 def parse_rate_headers(headers: Any) -> RateInfo | None:
@@ -179,7 +186,9 @@ def parse_rate_headers(headers: Any) -> RateInfo | None:
 
     Returns:
         A :class:`RateInfo`, or None when no such header is present (the common case
-        for self-hosted servers, kept cheap).
+        for self-hosted servers, kept cheap). A value that is not a finite number, or a
+        limit below one request or token per minute, reads as absent: a server's
+        ``inf`` or ``1e-9`` must neither crash the gate nor stop it for good.
     """
     get = headers.get
     lr = get("x-ratelimit-limit-requests")
@@ -189,10 +198,10 @@ def parse_rate_headers(headers: Any) -> RateInfo | None:
     if lr is None and lt is None and rr is None and rt is None:
         return None
     return RateInfo(
-        limit_requests=_number(lr),
+        limit_requests=_number(lr, at_least=1.0),
         remaining_requests=_number(rr),
         reset_requests=parse_duration(get("x-ratelimit-reset-requests")),
-        limit_tokens=_number(lt),
+        limit_tokens=_number(lt, at_least=1.0),
         remaining_tokens=_number(rt),
         reset_tokens=parse_duration(get("x-ratelimit-reset-tokens")),
     )
@@ -213,27 +222,33 @@ class SseAccumulator:
             to :class:`~engine.errors.MalformedResponse`).
     """
 
-    __slots__ = ("_pending", "done", "parts", "reasons", "usage")
+    __slots__ = ("_pending", "done", "error", "parts", "reasons", "usage")
 
     def __init__(self) -> None:
-        self._pending = b""
+        # Bytes after the last newline seen: a line cut by a read boundary. A bytearray
+        # grows in place, so a stream that sends no newline for a long time costs linear
+        # time, not quadratic (each read copied the whole pending line again).
+        self._pending = bytearray()
         self.done = False
         self.parts: dict[int, list[str]] = {}
         self.reasons: dict[int, str | None] = {}
         self.usage: Usage | None = None
+        self.error: str | None = None  # an error event's message (the stream failed)
 
     def feed(self, data: bytes) -> bool:
         """Take one read; True if it carried content text (for time to first token)."""
-        if self._pending:
-            data = self._pending + data
         end = data.rfind(b"\n")
         if end < 0:
-            self._pending = data
+            self._pending += data
             return False
-        self._pending = data[end + 1 :]
-        payloads = [
-            line[5:].strip() for line in data[:end].split(b"\n") if line.startswith(b"data:")
-        ]
+        if self._pending:
+            self._pending += data[: end + 1]
+            lines = bytes(self._pending)
+            self._pending.clear()
+        else:
+            lines = data[: end + 1]
+        self._pending += data[end + 1 :]
+        payloads = [line[5:].strip() for line in lines.split(b"\n") if line.startswith(b"data:")]
         if b"[DONE]" in payloads:
             del payloads[payloads.index(b"[DONE]") :]
             self.done = True
@@ -252,6 +267,9 @@ class SseAccumulator:
         reasons = self.reasons
         text_seen = False
         for chunk in chunks:
+            if chunk.error is not None and self.error is None:
+                err = chunk.error
+                self.error = (err if isinstance(err, str) else err.message) or "no error message"
             if chunk.usage is not None:
                 self.usage = chunk.usage
             for choice in chunk.choices:

@@ -13,15 +13,19 @@ from typing import Any
 import msgspec
 
 from ..config import Base, Config, locate_key, validation_error
-from ..errors import ConfigError
-from .base import Method, MethodContext, failed_row
+from ..errors import ConfigError, InputError
+from ..io.readers import check_readable, read_jsonl
+from ..records import BadInput
+from .base import ChecksInput, InputCheck, Method, MethodContext, failed_row
 from .respond import RespondConfig, RespondMethod
 
 __all__ = (
     "METHODS",
     "RECORD_INPUT",
+    "InputCheck",
     "Method",
     "MethodContext",
+    "check_input",
     "create_method",
     "failed_row",
     "method_config",
@@ -106,3 +110,45 @@ def create_method(config: Config, ctx: MethodContext) -> Method:
     cfg = method_config(config)
     _, factory = METHODS[config.run.method]
     return factory(cfg, ctx)
+
+
+_RECORD_FIELDS = {"respond": ("instruction",), "codeclm": ("instruction",)}
+"""Fields the JSONL-record methods without their own ``check_input`` require."""
+
+
+class _NoStage:
+    calls = ok = failed = parse_errors = 0
+
+
+def check_input(config: Config) -> InputCheck:
+    """Read ``config``'s input the way ``run`` will, without calling any endpoint.
+
+    Raises:
+        ConfigError: the method's table is invalid.
+    """
+    cfg = method_config(config)
+    path = config.resolve(config.run.input or "")
+    try:
+        check_readable(path)
+    except InputError as exc:
+        return InputCheck.failed(exc)
+    ctx = MethodContext(config=config, callers={}, input_path=path, stage=lambda _: _NoStage())
+    _, factory = METHODS[config.run.method]
+    if hasattr(factory, "check_input"):
+        method = factory(cfg, ctx)
+        if isinstance(method, ChecksInput):
+            return method.check_input()
+    check = InputCheck()
+    try:
+        for rec in read_jsonl(path, required=_RECORD_FIELDS.get(config.run.method, ())):
+            if isinstance(rec, BadInput):
+                check.items_bad += 1
+                file, _, line = rec.source.rpartition(":")
+                check.add_problem(
+                    file or rec.source, int(line) if line.isdigit() else None, rec.reason
+                )
+            else:
+                check.items_ok += 1
+    except InputError as exc:
+        return InputCheck.failed(exc)
+    return check

@@ -31,13 +31,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..config import Base
-from ..errors import EndpointError, ParseError
+from ..errors import EndpointError, InputError, ParseError
 from ..filters import BloomDedup, ExactDedup
 from ..io.corpus import CorpusStats, SegmentRules, read_corpus
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import Generate, check_templates, json_schema, parse_score
 from . import prompts_backtranslation as P
-from .base import MethodContext, failed_row
+from .base import InputCheck, MethodContext, failed_row
 
 __all__ = (
     "BacktranslationConfig",
@@ -274,6 +274,24 @@ class BacktranslationMethod:
         )
         self._dedup = dedup
         return read_corpus(path, rules, seen=dedup.add, stats=self.corpus)
+
+    def check_input(self) -> InputCheck:
+        """Read the whole corpus as ``run`` will: segments, bad records, drops by rule."""
+        check = InputCheck()
+        try:
+            for item in self.work():
+                if isinstance(item, BadInput):
+                    check.items_bad += 1
+                    file, _, line = item.source.rpartition(":")
+                    if not file or not line.isdigit():
+                        file, line = item.source, ""
+                    check.add_problem(file, int(line) if line else None, item.reason)
+                else:
+                    check.items_ok += 1
+        except InputError as exc:
+            return InputCheck.failed(exc)
+        check.details = self.corpus.as_dict()
+        return check
 
     async def _score(
         self, gen: Generate[Curation], role: str, instruction: str, answer: str

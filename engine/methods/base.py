@@ -12,13 +12,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
 from ..config import Config
-from ..errors import EngineError
+from ..errors import EngineError, InputError
 from ..io.derived import DerivedFile
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import ChatCaller, StageObserver
 
-__all__ = ("Finalizing", "Method", "MethodContext", "failed_row")
+__all__ = (
+    "ChecksInput",
+    "Finalizing",
+    "InputCheck",
+    "InputProblem",
+    "Method",
+    "MethodContext",
+    "failed_row",
+)
 
 
 class MethodContext:
@@ -96,6 +106,56 @@ class Finalizing(Protocol):
 
     async def finalize(self, out_dir: Path) -> list[DerivedFile]:
         """Write derived datasets; return their records."""
+        ...
+
+
+class InputProblem(msgspec.Struct, frozen=True):
+    """A problem (or warning) found in the input: file, line (None: unknown), message."""
+
+    file: str
+    line: int | None
+    message: str
+
+
+class InputCheck(msgspec.Struct, kw_only=True):
+    """What reading the input found, without calling any endpoint (``validate``).
+
+    Attributes:
+        items_ok: usable work items (leaves, tasks, segments, records).
+        items_bad: items that would become failed rows.
+        problems: every refusal, with its file and line.
+        warnings: what is read differently than the user may expect, or left out.
+        details: method-specific figures (kinds, labels, drop counts...).
+    """
+
+    items_ok: int = 0
+    items_bad: int = 0
+    problems: list[InputProblem] = msgspec.field(default_factory=list)
+    warnings: list[InputProblem] = msgspec.field(default_factory=list)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def add_problem(self, file: str, line: int | None, message: str) -> None:
+        """Record a problem."""
+        self.problems.append(InputProblem(file, line, message))
+
+    def add_warning(self, file: str, line: int | None, message: str) -> None:
+        """Record a warning."""
+        self.warnings.append(InputProblem(file, line, message))
+
+    @classmethod
+    def failed(cls, exc: InputError) -> InputCheck:
+        """A check where the input as a whole cannot be read."""
+        check = cls()
+        check.add_problem(exc.path or "input", exc.line, exc.reason)
+        return check
+
+
+@runtime_checkable
+class ChecksInput(Protocol):
+    """A method that can read its input the way ``run`` will, for ``validate``."""
+
+    def check_input(self) -> InputCheck:
+        """Read the whole input; count usable and bad items; list every problem."""
         ...
 
 

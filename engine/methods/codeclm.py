@@ -859,7 +859,13 @@ class CodecLMMethod:
                 room.release()
 
         async with asyncio.TaskGroup() as tg:
-            for n, rec in enumerate(read_jsonl(self.ctx.input_path, required=("instruction",))):
+            for n, rec in enumerate(
+                read_jsonl(
+                    self.ctx.input_path,
+                    required=("instruction",),
+                    duplicate_ids=self.ctx.config.run.duplicate_ids,
+                )
+            ):
                 self.seeds_read += 1
                 while n - head >= span:
                     advanced.clear()

@@ -47,12 +47,13 @@ from ..config import Base
 from ..errors import EndpointError, InputError, ParseError
 from ..filters import ExactDedup, normalize
 from ..io.derived import DerivedFile, write_jsonl_atomic
+from ..io.knowledge import KnowledgeSettings, chunk_markdown, load_documents
 from ..io.shards import iter_rows
-from ..io.taxonomy import Leaf, read_taxonomy
+from ..io.taxonomy import Leaf, Problem, read_taxonomy
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import Generate, check_templates, parse_score
 from . import prompts_lab as P
-from .base import MethodContext, failed_row
+from .base import InputCheck, MethodContext, failed_row
 from .semantic_dedup import REASON as NEAR_DUPLICATE
 from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
@@ -158,10 +159,20 @@ class LabConfig(Base, frozen=True):
         templates: prompt overrides.
         mix: the data-mixing recipe.
         semantic_dedup: embedding near-duplicate filter on questions (off by default).
+        foundational_skills: also read ``foundational_skills/`` leaves, as compositional
+            skills (InstructLab's data generation skips them; so does the default).
+        document_cache: directory of knowledge-repository checkouts, relative to the
+            config file (None: ``~/.cache/synth-engine/knowledge``).
+        mirrors: repository URL -> local path or URL to clone instead (offline use).
+        git_timeout_s: bound of every git command.
     """
 
     pipeline: Literal["full", "simple"] = "full"
     taxonomy: str | None = None
+    foundational_skills: bool = False
+    document_cache: str | None = None
+    mirrors: dict[str, str] = msgspec.field(default_factory=dict)
+    git_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     num_samples: Annotated[int, msgspec.Meta(ge=1)] = 30
     num_contexts: Annotated[int, msgspec.Meta(ge=1)] = 10
     grounded_questions: Annotated[int, msgspec.Meta(ge=1)] = 3
@@ -506,6 +517,7 @@ class LabMethod:
         self.per_leaf: dict[str, Counter[str]] = {}
         self.failed_by_stage: Counter[str] = Counter()
         self.bad_leaves: list[dict[str, str]] = []
+        self.notes: list[Problem] = []
         self.derived_counts: dict[str, int] = {}
         # Rebuilt on resume from every committed row whose question passed dedup.
         self.semantic = semantic_dedup(
@@ -520,31 +532,119 @@ class LabMethod:
         self.filters = FILTERS + ((NEAR_DUPLICATE,) if self.semantic is not None else ())
 
     # ---------------------------------------------------------------- prepare
-    async def prepare(self) -> None:
-        """Read and validate the taxonomy (malformed leaves become failed rows).
+    def _root(self) -> Path:
+        cfg = self.ctx.config
+        if self.cfg.taxonomy:
+            return cfg.resolve(self.cfg.taxonomy)
+        path = self.ctx.input_path
+        return path if path.is_dir() else path.parent
+
+    def knowledge_settings(self) -> KnowledgeSettings:
+        """Where knowledge repositories are checked out, and the mirrors."""
+        cache = self.cfg.document_cache
+        return KnowledgeSettings(
+            cache_dir=(
+                self.ctx.config.resolve(cache)
+                if cache
+                else Path.home() / ".cache" / "synth-engine" / "knowledge"
+            ),
+            mirrors=dict(self.cfg.mirrors),
+            timeout_s=self.cfg.git_timeout_s,
+        )
+
+    def read_entries(self) -> list[Leaf | BadInput]:
+        """Every leaf, validated, with its documents read (refused ones as BadInput).
+
+        Files that are not read (``qna.yml``, ``foundational_skills/``) and other warnings
+        are logged and kept in :attr:`notes`.
 
         Raises:
             InputError: the taxonomy is not a directory or holds no leaf.
         """
-        cfg = self.ctx.config
-        if self.cfg.taxonomy:
-            root = cfg.resolve(self.cfg.taxonomy)
-        else:
-            path = self.ctx.input_path
-            root = path if path.is_dir() else path.parent
-        self.root = root
+        root = self.root = self._root()
+        self.notes = []
+
+        def note(p: Problem) -> None:
+            self.notes.append(p)
+            self.ctx.log.warning("taxonomy: %s: %s", p.file, p.message)
+
+        settings = self.knowledge_settings()
+        entries: list[Leaf | BadInput] = []
+        for entry in read_taxonomy(
+            root, foundational_skills=self.cfg.foundational_skills, on_note=note
+        ):
+            if isinstance(entry, Leaf) and entry.source is not None:
+                file = entry.file
+                try:
+                    entry = load_documents(
+                        entry,
+                        root,
+                        settings,
+                        warn=lambda m, f=file: note(Problem(f, None, m)),  # type: ignore[misc]
+                    )
+                except InputError as exc:
+                    entry = BadInput(
+                        index=len(entries),
+                        key=entry.path,
+                        source=f"{exc.path}:{exc.line}" if exc.line else str(exc.path),
+                        reason=exc.reason,
+                    )
+            if isinstance(entry, Leaf) and entry.kind != "knowledge":
+                mixed = {bool(s.context) for s in entry.skill_seeds}
+                if len(mixed) > 1:
+                    note(
+                        Problem(
+                            entry.file,
+                            None,
+                            f"seeds with and without a context: run as a {entry.kind} "
+                            "(the first seed decides, as in InstructLab SDG)",
+                        )
+                    )
+            entries.append(entry)
+        return entries
+
+    async def prepare(self) -> None:
+        """Read and validate the taxonomy and fetch its documents (refused leaves become
+        failed rows).
+
+        Raises:
+            InputError: the taxonomy is not a directory or holds no leaf.
+        """
         if self.semantic is not None:
             self.semantic.warm_up()
-        self.entries = list(read_taxonomy(root))
+        self.entries = await asyncio.to_thread(self.read_entries)
         for entry in self.entries:
             if isinstance(entry, Leaf):
                 self.leaves[entry.path] = entry
             else:
                 self.bad_leaves.append({"source": entry.source, "reason": entry.reason})
                 self.ctx.log.warning("taxonomy leaf skipped: %s: %s", entry.source, entry.reason)
-        if not self.leaves and not self.bad_leaves:
-            raise InputError("taxonomy holds no leaf", path=str(root))
         self.total = len(self.entries)
+
+    def check_input(self) -> InputCheck:
+        """Read the taxonomy and its documents as ``run`` will, calling no endpoint."""
+        try:
+            entries = self.read_entries()
+        except InputError as exc:
+            return InputCheck.failed(exc)
+        check = InputCheck()
+        kinds: Counter[str] = Counter()
+        chunks = 0
+        for entry in entries:
+            if isinstance(entry, Leaf):
+                check.items_ok += 1
+                kinds[entry.kind] += 1
+                chunks += len(self._chunks(entry))
+            else:
+                check.items_bad += 1
+                file, _, line = entry.source.rpartition(":")
+                if not file or not line.isdigit():
+                    file, line = entry.source, ""
+                check.add_problem(file, int(line) if line else None, entry.reason)
+        for note in self.notes:
+            check.add_warning(note.file, note.line, note.message)
+        check.details = {"leaves_by_kind": dict(sorted(kinds.items())), "knowledge_chunks": chunks}
+        return check
 
     def work(self) -> Iterator[Item | BadInput]:
         """One item per leaf, in the taxonomy's sorted order (malformed leaves as BadInput)."""
@@ -783,7 +883,7 @@ class LabMethod:
     def _chunks(self, leaf: Leaf) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         for d, doc in enumerate(leaf.documents):
-            for c, text in enumerate(chunk_words(doc.text, self.cfg.chunk_word_count)):
+            for c, text in enumerate(chunk_markdown(doc.text, self.cfg.chunk_word_count)):
                 out.append((f"d{d}.c{c}", text))
         return out
 
@@ -954,6 +1054,7 @@ class LabMethod:
             "pipeline": self.cfg.pipeline,
             "leaves_total": len(self.entries),
             "leaves_bad": self.bad_leaves,
+            "leaves_not_read": [msgspec.to_builtins(n) for n in self.notes],
             "per_leaf": leaves,
             "generated": sum(e["generated"] for e in leaves.values()),
             "dropped_by_filter": {f: by_filter.get(f, 0) for f in self.filters},

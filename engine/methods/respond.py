@@ -102,7 +102,11 @@ class RespondMethod:
 
     def work(self) -> Iterator[Item | BadInput]:
         """One item per input line with an ``instruction``."""
-        return read_jsonl(self.ctx.input_path, required=("instruction",))
+        return read_jsonl(
+            self.ctx.input_path,
+            required=("instruction",),
+            duplicate_ids=self.ctx.config.run.duplicate_ids,
+        )
 
     async def process(self, item: Item) -> list[RowOut]:
         """Respond, judge, route."""

@@ -14,8 +14,10 @@ Pipeline (spec: shared methods.md section 3; reference code ``vllm_prompt_based.
    all accepted inputs, in prompt order (filter and reason ``near_duplicate``).
 2. One work item per accepted input: ``annotate_n`` samples at low temperature (one
    request with ``n``, or parallel requests with distinct ``seed``), the output filters
-   (length, optional; noise), the label mapping (classification), then a majority vote
-   (ties -> the shortest; rejected below ``min_frequency``) -> one kept or rejected row.
+   (length, optional; noise), a vote over whole outputs (ties -> the shortest, then the
+   first seen; rejected below ``min_frequency``), then in classification mode the winner
+   mapped to a label (case-sensitive, whole label; none -> rejected), as the reference
+   does (``engine.methods.selfguide_rules``) -> one kept or rejected row.
 3. Then one item per dropped candidate input, each becoming a rejected row with its filter
    and reason, so every candidate is accounted for.
 4. ``finalize`` (classification): ``balanced.jsonl`` downsamples every label to the
@@ -25,9 +27,11 @@ Determinism: every random choice comes from ``random.Random`` seeded by the run 
 its identity (``selfguide:{seed}:round:{r}:prompt:{j}``), and every call replays from the
 cache, so a resume rebuilds the same pool and the same rows.
 
+The task file (``run.input``) may be this engine's format, the reference's task list or a
+Natural-Instructions task (:mod:`engine.io.tasks`).
+
 Not reproduced: the reference code's noise filter extended a module-level phrase list on
-every call (the list grew without bound); :class:`engine.filters.PhraseFilter` copies its
-phrases once and never mutates them.
+every call (the list grew without bound); :class:`NoiseFilter` copies its phrases once.
 """
 
 from __future__ import annotations
@@ -36,8 +40,6 @@ import asyncio
 import json
 import math
 import random
-import re
-import tomllib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,21 +49,15 @@ import msgspec
 
 from ..config import Base
 from ..errors import BudgetExceeded, EndpointError, InputError
-from ..filters import (
-    DEFAULT_NOISE_PHRASES,
-    ExactDedup,
-    LengthBounds,
-    PhraseFilter,
-    balance_classes,
-    majority_vote,
-    map_label,
-)
+from ..filters import ExactDedup, LengthBounds, balance_classes
 from ..io.derived import DerivedFile, write_jsonl_atomic
 from ..io.shards import iter_rows
+from ..io.tasks import LoadedTask, Task, TaskExample, TaskType, load_task, match_label, read_task
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import ChatCaller, check_templates, render
 from . import prompts_selfguide as P
-from .base import MethodContext
+from .base import InputCheck, MethodContext
+from .selfguide_rules import GREETINGS, NoiseFilter, narrow_window, reference_vote
 from .semantic_dedup import REASON as NEAR_DUPLICATE
 from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
@@ -81,8 +77,6 @@ __all__ = (
 
 INPUT_FILTERS: tuple[str, ...] = ("empty", "length", "noise", "duplicate")
 """Input filters in the order they apply (the rejected rows' ``filter`` values)."""
-
-TaskType = Literal["generation", "classification"]
 
 
 class SelfGuideTemplates(Base, frozen=True):
@@ -121,7 +115,8 @@ class SelfGuideConfig(Base, frozen=True):
             pipeline forces the output constraint off).
         length_sd: the length filters keep mean ± this many standard deviations (2).
         noise_filter: apply the noise phrase filter to inputs and outputs.
-        default_noise_phrases: include ``engine.filters.DEFAULT_NOISE_PHRASES``.
+        default_noise_phrases: include the reference's 14 greetings
+            (``engine.methods.selfguide_rules.GREETINGS``).
         noise_phrases: extra phrases, added to the task file's ``noise_phrases``.
         dedup_examples: also drop candidates equal to a gold example input.
         annotate_n: samples per input for the vote (reference: 10).
@@ -136,8 +131,15 @@ class SelfGuideConfig(Base, frozen=True):
         concurrency: calls in flight during the generation rounds (None: ``per_round``).
         templates: prompt overrides.
         semantic_dedup: embedding near-duplicate filter on generated inputs (off by default).
+        task: the task to run when ``run.input`` lists several (the reference's
+            ``tasks.json``): its ``task_name``.
+        task_type: override the task file's (or the inferred) type.
+        labels: override the task file's (or the inferred) labels (classification).
     """
 
+    task: str | None = None
+    task_type: TaskType | None = None
+    labels: tuple[str, ...] | None = None
     role: Literal["strong", "target", "judge"] = "target"
     generation_rounds: Annotated[int, msgspec.Meta(ge=1)] = 10
     per_round: Annotated[int, msgspec.Meta(ge=1)] = 10
@@ -164,100 +166,6 @@ class SelfGuideConfig(Base, frozen=True):
     concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
     templates: SelfGuideTemplates = msgspec.field(default_factory=SelfGuideTemplates)
     semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
-
-
-# ------------------------------------------------------------------ task files
-class TaskExample(msgspec.Struct, frozen=True):
-    """One gold example."""
-
-    input: str
-    output: str
-
-
-class Task(msgspec.Struct, frozen=True, kw_only=True):
-    """A task file: the instruction, gold examples, type and labels.
-
-    Attributes:
-        name: the task's name (default: the file's stem).
-        instruction: the task instruction.
-        examples: gold (input, output) pairs (the reference uses about 3).
-        type: ``generation`` or ``classification``.
-        labels: the classes (classification only; at least 2).
-        noise_phrases: the task's extra noise phrases (the reference's ``optional_list``).
-    """
-
-    name: str = ""
-    instruction: str
-    examples: tuple[TaskExample, ...]
-    type: TaskType = "generation"
-    labels: tuple[str, ...] = ()
-    noise_phrases: tuple[str, ...] = ()
-
-
-def _field_of(exc: msgspec.ValidationError) -> str:
-    msg = str(exc)
-    path = msg.rsplit("at `$", 1)[1].rstrip("`").lstrip(".") if "at `$" in msg else ""
-    missing = re.search(r"missing required field `([^`]+)`", msg)
-    if missing:
-        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
-    return path or "(top level)"
-
-
-def load_task(path: Path) -> Task:
-    """Read a task file (``.toml`` or ``.json``).
-
-    Raises:
-        InputError: the file cannot be read or parsed, or a field is missing or wrong
-            (the message names the file and the field).
-    """
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read task file ({exc.strerror or exc})", path=where) from exc
-    try:
-        if path.suffix.lower() == ".json":
-            doc = json.loads(text)
-        else:
-            doc = tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise InputError(f"task file is not valid {kind} ({exc})", path=where) from exc
-    if not isinstance(doc, dict):
-        raise InputError("task file must hold an object", path=where)
-    try:
-        task = msgspec.convert(doc, Task)
-    except msgspec.ValidationError as exc:
-        field = _field_of(exc)
-        reason = str(exc).split(" - at `", 1)[0]
-        raise InputError(f"field {field}: {reason}", path=where) from exc
-    if not task.instruction.strip():
-        raise InputError("field instruction: must not be empty", path=where)
-    if not task.examples:
-        raise InputError("field examples: at least one {input, output} example needed", path=where)
-    for i, ex in enumerate(task.examples):
-        if not ex.input.strip():
-            raise InputError(f"field examples[{i}].input: must not be empty", path=where)
-        if not ex.output.strip():
-            raise InputError(f"field examples[{i}].output: must not be empty", path=where)
-    if task.type == "classification":
-        labels = [lb for lb in task.labels if lb.strip()]
-        if len(set(labels)) < 2:
-            raise InputError(
-                "field labels: a classification task needs at least 2 distinct labels",
-                path=where,
-            )
-        for i, ex in enumerate(task.examples):
-            if map_label(ex.output, labels) is None:
-                raise InputError(
-                    f"field examples[{i}].output: contains none of the labels {labels}",
-                    path=where,
-                )
-    elif task.labels:
-        raise InputError("field labels: only a classification task has labels", path=where)
-    if not task.name:
-        task = msgspec.structs.replace(task, name=path.stem)
-    return task
 
 
 # --------------------------------------------------------------- pure helpers
@@ -341,6 +249,8 @@ class SelfGuideMethod:
         t = cfg.templates
         check_templates(t, P.TEMPLATE_VARS, prefix="method.selfguide.templates")
         self.task: Task | None = None
+        self.loaded: LoadedTask | None = None
+        self.warnings: list[str] = []
         self.accepted: list[Candidate] = []
         self.dropped: list[Candidate] = []
         self.total: int | None = None
@@ -352,7 +262,7 @@ class SelfGuideMethod:
         self.balance: dict[str, Any] = {}
         self._input_length: LengthBounds | None = None
         self._output_length: LengthBounds | None = None
-        self._noise: PhraseFilter | None = None
+        self._noise: NoiseFilter | None = None
         # No rebuild from committed rows: prepare() replays every round from the cache.
         self.semantic = semantic_dedup(
             cfg.semantic_dedup, ctx.config, method=self.name, logger=ctx.log
@@ -369,8 +279,18 @@ class SelfGuideMethod:
 
     def _task(self) -> Task:
         if self.task is None:
-            self.task = load_task(self.ctx.input_path)
+            cfg = self.cfg
+            self.loaded = read_task(
+                self.ctx.input_path, name=cfg.task, task_type=cfg.task_type, labels=cfg.labels
+            )
+            self.task = self.loaded.task
+            for note in self.loaded.notes:
+                self._warn(note)
         return self.task
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.ctx.log.warning("selfguide: %s", message)
 
     def settings(self) -> dict[str, Any]:
         """The effective per-task-type settings (None options resolved)."""
@@ -393,7 +313,7 @@ class SelfGuideMethod:
     def noise_phrases(self) -> tuple[str, ...]:
         """The noise phrases in use (a fresh tuple; nothing global is extended)."""
         task = self._task()
-        base = DEFAULT_NOISE_PHRASES if self.cfg.default_noise_phrases else ()
+        base = GREETINGS if self.cfg.default_noise_phrases else ()
         return tuple(dict.fromkeys((*base, *task.noise_phrases, *self.cfg.noise_phrases)))
 
     def _setup_filters(self) -> None:
@@ -402,10 +322,20 @@ class SelfGuideMethod:
         k = self.cfg.length_sd
         if s["input_length_filter"]:
             self._input_length = LengthBounds.from_examples([e.input for e in task.examples], k)
+            why = narrow_window(self._input_length, [len(e.input) for e in task.examples])
+            if why:
+                self._warn(
+                    f"input length filter {why}; set input_length_filter = false or add examples"
+                )
         if s["output_length_filter"]:
             self._output_length = LengthBounds.from_examples([e.output for e in task.examples], k)
+            why = narrow_window(self._output_length, [len(e.output) for e in task.examples])
+            if why:
+                self._warn(
+                    f"output length filter {why}; set output_length_filter = false or add examples"
+                )
         if self.cfg.noise_filter:
-            self._noise = PhraseFilter(self.noise_phrases())
+            self._noise = NoiseFilter(self.noise_phrases())
 
     @property
     def _student(self) -> ChatCaller:
@@ -469,7 +399,7 @@ class SelfGuideMethod:
         return msgs
 
     # -------------------------------------------------------------- filters
-    def check_input(self, text: str, dedup: ExactDedup) -> tuple[str, str] | None:
+    def filter_input(self, text: str, dedup: ExactDedup) -> tuple[str, str] | None:
         """(filter, reason) of the first input filter that drops ``text``, else None.
 
         A kept text is added to ``dedup``.
@@ -555,7 +485,7 @@ class SelfGuideMethod:
             for j, t in enumerate(tasks):
                 text, label = t.result()
                 cand = Candidate(round=round_no, prompt=j, text=text, label=label)
-                verdict = self.check_input(text, dedup)
+                verdict = self.filter_input(text, dedup)
                 if verdict is not None:
                     cand.filter, cand.reason = verdict
                 cands.append(cand)
@@ -637,7 +567,8 @@ class SelfGuideMethod:
         return [(r[0] if r else "").strip() for r in replies]
 
     def vote(self, samples: Sequence[str]) -> tuple[dict[str, Any] | None, str, str]:
-        """Output filters, label mapping and the vote over one input's samples.
+        """Output filters, the vote over whole outputs, then (classification) the label
+        mapping, in the reference's order.
 
         Returns:
             (result, filter, reason): result holds ``output``, ``votes`` (and ``label``)
@@ -657,14 +588,7 @@ class SelfGuideMethod:
             survivors.append(s)
         if not survivors:
             return None, "output_filters", f"none of {len(samples)} outputs passed the filters"
-        if self.classification:
-            labels = self._task().labels
-            mapped = [m for m in (map_label(s, labels) for s in survivors) if m is not None]
-            self.samples_dropped["label"] += len(survivors) - len(mapped)
-            if not mapped:
-                return None, "label", f"none of {len(survivors)} outputs contains a label"
-            survivors = mapped
-        v = majority_vote(survivors, min_frequency=self.cfg.min_frequency)
+        v = reference_vote(survivors, min_frequency=self.cfg.min_frequency)
         if v.winner is None:
             return (
                 None,
@@ -674,8 +598,31 @@ class SelfGuideMethod:
             )
         result: dict[str, Any] = {"output": v.winner, "votes": {"top": v.top, "total": v.total}}
         if self.classification:
-            result["label"] = v.winner
+            label = match_label(v.winner, self._task().labels)
+            if label is None:
+                return None, "label", f"the voted output {v.winner[:80]!r} names no label"
+            result["output"] = result["label"] = label
         return result, "", ""
+
+    def check_input(self) -> InputCheck:
+        """Read the task file as ``run`` will (one usable item: the task)."""
+        try:
+            task = self._task()
+            self._setup_filters()
+        except InputError as exc:
+            return InputCheck.failed(exc)
+        check = InputCheck(items_ok=1)
+        for w in self.warnings:
+            check.add_warning(str(self.ctx.input_path), None, w)
+        check.details = {
+            "task": task.name,
+            "format": self.loaded.format if self.loaded else None,
+            "type": task.type,
+            "labels": list(task.labels),
+            "examples": len(task.examples),
+            "noise_phrases": len(self.noise_phrases()),
+        }
+        return check
 
     async def process(self, item: Item) -> list[RowOut]:
         """Annotate and vote one accepted input, or emit one dropped candidate."""
@@ -771,6 +718,8 @@ class SelfGuideMethod:
                 dropped_total[k] += v
         out: dict[str, Any] = {
             "task": self.task.name if self.task else None,
+            "task_format": self.loaded.format if self.loaded else None,
+            "warnings": list(self.warnings),
             "task_type": self.task.type if self.task else None,
             "settings": self.settings() if self.task else None,
             "rounds": self.rounds,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -307,14 +307,26 @@ def _enc_hook(obj: object) -> object:
 _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
-def write_report(path: str | os.PathLike[str], report: Report) -> None:
+def write_report(
+    path: str | os.PathLike[str],
+    report: Report,
+    *,
+    redact: Callable[[bytes], bytes] | None = None,
+) -> None:
     """Write ``report`` as indented JSON to ``path`` atomically (temporary file + rename).
+
+    Args:
+        path: the report file.
+        report: the report.
+        redact: applied to the encoded report (the run's secrets out of it).
 
     Raises:
         OSError: the file cannot be written.
     """
     target = Path(path)
     data = msgspec.json.format(_ENCODER.encode(report), indent=2) + b"\n"
+    if redact is not None:
+        data = redact(data)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -423,6 +435,13 @@ def render_summary(report: Report) -> str:
     if cost_line:
         lines.append(cost_line)
     lines.append(f"stopped     {report.stop_reason or 'no (complete)'}")
+    if r.kept == 0 and (r.failed or r.rejected):
+        why = (
+            f"every item failed ({r.failed} failed rows; each says its stage and error)"
+            if not r.rejected
+            else f"{r.rejected} rejected by the filters, {r.failed} failed"
+        )
+        lines.append(f"NOTHING KEPT {why}")
 
     if report.endpoints:
         lines.append("")

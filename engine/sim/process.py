@@ -8,6 +8,7 @@ and costs the client no CPU.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -29,7 +30,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def sim_process(
-    *args: str, port: int | None = None, timeout: float = 20.0, cwd: Path | None = None
+    *args: str,
+    port: int | None = None,
+    timeout: float = 20.0,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``python -m engine sim ARGS`` on 127.0.0.1; yield its base URL; stop it on exit.
 
@@ -38,6 +43,7 @@ def sim_process(
         port: the port (default: a free one).
         timeout: seconds to wait for it to answer.
         cwd: working directory of the process.
+        env: extra environment variables (e.g. the one ``--api-key-env`` names).
 
     Raises:
         RuntimeError: it exited or did not answer in time.
@@ -46,6 +52,7 @@ def sim_process(
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "sim", "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

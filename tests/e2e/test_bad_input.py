@@ -238,7 +238,9 @@ def _keyed_endpoints(url: str) -> list[str]:
 
 def test_invalid_api_key_is_one_line_and_never_echoed(tmp_path: Path) -> None:
     key = "sk-test-WRONG-0123456789abcdef"
-    with external_sim("--api-key", "sk-right-key-xyz", "--latency-ms", "1") as url:
+    with external_sim(
+        "--api-key-env", "SIM_KEY", "--latency-ms", "1", env={"SIM_KEY": "sk-right-key-xyz"}
+    ) as url:
         sets = [f"run.output={tmp_path / 'out'}", *SMALL, *_keyed_endpoints(url)]
         proc = run_cli(
             "run", str(CONFIGS / "demo.toml"), "--quiet", *_flags(sets), env={"SYNTH_TEST_KEY": key}
@@ -252,7 +254,7 @@ def test_invalid_api_key_is_one_line_and_never_echoed(tmp_path: Path) -> None:
 def test_secret_key_appears_in_no_output(tmp_path: Path) -> None:
     key = "sk-synth-SECRET-4c1d9e7f00aa"
     out = tmp_path / "out"
-    with external_sim("--api-key", key, "--latency-ms", "1") as url:
+    with external_sim("--api-key-env", "SIM_KEY", "--latency-ms", "1", env={"SIM_KEY": key}) as url:
         sets = [f"run.output={out}", *SMALL, *_keyed_endpoints(url)]
         proc = run_cli(
             "--log-level",

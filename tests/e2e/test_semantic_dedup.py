@@ -117,7 +117,7 @@ def _write_job(tmp: Path, url: str) -> Path:
         leaf.mkdir(parents=True)
         seeds = "\n".join(
             f"  - question: Example {name} question {k}?\n    answer: Example answer {k}."
-            for k in range(3)
+            for k in range(5)  # InstructLab v3 needs >= 5 seeds
         )
         (leaf / "qna.yaml").write_text(
             f"version: 3\ncreated_by: test\ntask_description: Write {name} tasks.\n"

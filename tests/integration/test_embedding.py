@@ -52,7 +52,8 @@ async def test_two_engines_in_one_loop(tmp_path: Path) -> None:
 
 
 async def test_cancelling_one_engine_leaves_the_other_and_resumes(tmp_path: Path) -> None:
-    slow = ["endpoints.strong.sim={latency_ms = 40}", "method.codeclm.metadata_count=12"]
+    # Slow enough (about 2 s alone) that it is still running when cancelled at 0.8 s.
+    slow = ["endpoints.strong.sim={latency_ms = 100}", "method.codeclm.metadata_count=12"]
     victim = asyncio.create_task(_run(tmp_path / "victim", slow))
     other = asyncio.create_task(_run(tmp_path / "other"))
     await asyncio.sleep(0.8)

@@ -32,9 +32,11 @@ CONFIG = ROOT / "configs" / "demo.toml"
 CONCURRENCY = 8  # per endpoint: bounds the calls in flight at a kill
 
 
-def external_sim(*args: str) -> contextlib.AbstractContextManager[str]:
+def external_sim(
+    *args: str, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[str]:
     """``synth-engine sim`` in its own process on a free loopback port; yields base_url."""
-    return sim_process(*args, cwd=ROOT)
+    return sim_process(*args, cwd=ROOT, env=env)
 
 
 def paid(url: str) -> int:

@@ -44,16 +44,24 @@ def test_html_segments_follow_headings_and_skip_boilerplate() -> None:
     segs = list(segments_html(iter([html[:50], html[50:]]), max_chars=1000))
     assert [s.header for s in segs] == ["", "First Topic", "Second Topic"]
     assert segs[0].text == "Before any heading."
-    assert segs[1].text.splitlines() == [BODY, "one", "two"]
+    assert segs[1].text.splitlines() == [BODY, "", "- one", "- two"]  # shape kept
     assert segs[2].text == "Café text."
     assert "Copyright" not in segs[2].text and "var x" not in segs[0].text
     assert [s.offset for s in segs] == [0, 1, 2]
 
 
-def test_html_segment_stops_accumulating_at_max_chars() -> None:
-    chunks = iter(["<h1>Long</h1><p>", *(["word " * 1000] * 50), "</p>"])
-    (seg,) = list(segments_html(chunks, max_chars=100))
-    assert seg.truncated and len(seg.text) <= 101
+def test_long_section_is_split_at_paragraphs_not_dropped(tmp_path: Path) -> None:
+    paras = [f"Paragraph {i}: " + "word " * 30 for i in range(20)]
+    (tmp_path / "long.md").write_text("# Long\n\n" + "\n\n".join(paras) + "\n", encoding="utf-8")
+    rules = SegmentRules(min_chars=50, max_chars=700, dedup=False)
+    got, stats = items(tmp_path / "long.md", rules)
+    parts = [i for i in got if isinstance(i, Item)]
+    assert len(parts) >= 5 and stats.sections_split == 1 and stats.parts == len(parts)
+    assert all(len(p.data["text"]) <= 700 for p in parts)
+    assert [p.key for p in parts] == [f"long.md@1.{k}" for k in range(1, len(parts) + 1)]
+    joined = "\n\n".join(str(p.data["text"]) for p in parts)
+    assert joined.split("\n\n") == [x.rstrip() for x in paras]  # cut at paragraph breaks
+    assert "too_long" not in stats.dropped
 
 
 # ------------------------------------------------------------------------- text
@@ -89,16 +97,16 @@ def write_rules_corpus(tmp_path: Path) -> Path:
 def test_every_rule_counts_its_drops(tmp_path: Path) -> None:
     rules = SegmentRules(min_chars=20, max_chars=200, max_header_caps_ratio=0.6)
     got, stats = items(write_rules_corpus(tmp_path), rules)
-    assert [i.data["header"] for i in got if isinstance(i, Item)] == ["Good Header"]
+    # "Long" (300 chars, no space) is split into two parts instead of being dropped
+    assert [i.data["header"] for i in got if isinstance(i, Item)] == ["Good Header", "Long", "Long"]
     assert dict(stats.dropped) == {
         "no_header": 1,
         "header_caps": 1,
         "too_short": 1,
-        "too_long": 1,
         "duplicate": 1,
         "empty": 1,
     }
-    assert stats.segments_read == 7 and stats.segments == 1
+    assert stats.segments_read == 7 and stats.segments == 3
 
 
 def test_rules_can_be_switched_off(tmp_path: Path) -> None:

@@ -328,19 +328,90 @@ def test_corrupt_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ShardError) as info:
         _open(tmp_path)
     assert info.value.path == str(tmp_path / "manifest.json")
-    assert info.value.hint == "delete OUT or choose a new output directory"
+    assert info.value.hint is not None and "cache.sqlite" in info.value.hint
 
 
-def test_shards_without_a_manifest_are_refused_unless_forced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("force_new", [False, True])
+def test_shards_no_manifest_lists_are_left_alone_even_when_forced(
+    tmp_path: Path, force_new: bool
+) -> None:
+    # No manifest lists this file, so nothing proves this output wrote it: --force-new
+    # must not delete it (it may be a user's file), and a new run must not overwrite it.
     (tmp_path / "kept-00000.jsonl").write_text('{"id": 1}\n')
     (tmp_path / "failed-00003.jsonl.partial").write_text("")
     with pytest.raises(ShardError) as info:
-        _open(tmp_path)
-    assert info.value.reason == "output directory holds shards but no manifest"
-    assert info.value.hint == "choose a new output directory or delete it"
-    sink, resume = _open(tmp_path, force_new=True)
-    assert sorted(resume.discarded) == ["failed-00003.jsonl.partial", "kept-00000.jsonl"]
+        _open(tmp_path, force_new=force_new)
+    assert "kept-00000.jsonl" in info.value.reason and "no manifest lists" in info.value.reason
+    assert info.value.hint == "move such files away, or choose a new output directory"
+    assert (tmp_path / "kept-00000.jsonl").read_text() == '{"id": 1}\n'
+
+
+def test_force_new_deletes_only_what_the_old_output_wrote(tmp_path: Path) -> None:
+    sink, _ = _open(tmp_path, shard_records=2)
+    for i in range(4):
+        sink.write_item(i, _kept(i))
+    sink.close(complete=True)
+    (tmp_path / "seeds.jsonl").write_text('{"instruction": "mine"}\n')
+    (tmp_path / "kept-00009.jsonl").write_text("crash orphan, numbered after the listed\n")
+    (tmp_path / "notes.txt").write_text("user's\n")
+    sink, resume = _open(tmp_path, force_new=True, config_hash="cfg-2")
+    assert sorted(resume.discarded) == [
+        "kept-00000.jsonl",
+        "kept-00001.jsonl",
+        "kept-00009.jsonl",
+        "manifest.json",
+    ]
+    assert (tmp_path / "seeds.jsonl").exists() and (tmp_path / "notes.txt").exists()
     sink.abandon()
+
+
+def test_an_unlisted_shard_numbered_among_the_listed_is_not_ours(tmp_path: Path) -> None:
+    sink, _ = _open(tmp_path, shard_records=2)
+    for i in range(6):
+        sink.write_item(i, _kept(i))
+    sink.close(complete=False)
+    # kept-00001 is listed; a file of the same number pattern below the last listed one
+    # that the manifest does not list was put there by someone else.
+    manifest = load_manifest(tmp_path)
+    assert manifest is not None
+    listed = [s.name for s in manifest.shards]
+    assert listed == ["kept-00000.jsonl", "kept-00001.jsonl", "kept-00002.jsonl"]
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    raw["shards"] = [s for s in raw["shards"] if s["name"] != "kept-00001.jsonl"]
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    for force_new in (False, True):
+        with pytest.raises(ShardError, match="kept-00001.jsonl, which its manifest does not list"):
+            _open(tmp_path, force_new=force_new)
+    assert (tmp_path / "kept-00001.jsonl").exists()
+
+
+def test_an_input_named_like_an_output_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "kept-00000.jsonl").write_text('{"instruction": "x"}\n')
+    with pytest.raises(ShardError, match="lies in the output directory"):
+        _open(tmp_path, protect=[tmp_path / "kept-00000.jsonl"])
+    assert (tmp_path / "kept-00000.jsonl").exists()
+
+
+def test_an_output_that_committed_nothing_claims_nothing(tmp_path: Path) -> None:
+    # A first run that wrote no row (wrong input, stopped at once) must not lock the
+    # directory to its config and input: fixing the input and rerunning just works.
+    sink, _ = _open(tmp_path)
+    sink.close(complete=False, stop_reason="error")
+    sink, resume = _open(tmp_path, config_hash="cfg-2", input_fingerprint="other")
+    assert resume.resumed is False and resume.discarded == ["manifest.json"]
+    sink.write_item(0, _kept(0))
+    sink.close(complete=True)
+    with pytest.raises(ShardError, match="different config"):
+        _open(tmp_path, config_hash="cfg-3", input_fingerprint="other")
+
+
+def test_rows_pass_the_redactor_before_they_are_written(tmp_path: Path) -> None:
+    secret = b"sk-test-0123456789abcdef"
+    sink, _ = _open(tmp_path, redact=lambda b: b.replace(secret, b"[redacted]"))
+    sink.write_item(0, [("failed", {"id": "a", "error": "key " + secret.decode() + " refused"})])
+    sink.close(complete=True)
+    text = (tmp_path / "failed-00000.jsonl").read_bytes()
+    assert secret not in text and b"[redacted]" in text
 
 
 def test_only_partials_without_a_manifest_start_fresh(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from engine.clock import FakeClock
-from engine.errors import BadRequest
+from engine.errors import Draining, EndpointUnusable
 from engine.llm.gate import Gate, Permit
 from engine.llm.wire import RateInfo
 
@@ -333,7 +333,7 @@ async def test_tpm_reservation_refund_and_debt() -> None:
 async def test_acquire_more_than_tpm_raises_immediately() -> None:
     fake = FakeClock()
     gate = make_gate(fake, tpm=1000)
-    with pytest.raises(BadRequest):
+    with pytest.raises(EndpointUnusable, match="can never be sent"):
         await gate.acquire(tokens=1001)
     st = gate.state()
     assert st.in_flight == 0 and st.waiting == 0
@@ -576,3 +576,100 @@ async def test_waiters_resume_exactly_at_the_end_of_a_pause(seed: int) -> None:
     for w in waiters:
         assert w.result().started_at == pytest.approx(start + retry_after, abs=1e-6)
         assert w.result().started_at >= start + retry_after - 1e-6
+
+
+# ------------------------------------------------- waits the server can cause are capped
+
+
+async def test_retry_after_over_max_wait_fails_the_endpoint_not_the_run_for_days() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, max_concurrency=1, max_wait_s=300.0)
+    first = await gate.acquire()
+    waiter = asyncio.ensure_future(gate.acquire())
+    await settle()
+    gate.release(first, outcome="rate_limited", retry_after=999_999.0)
+    await settle()
+    with pytest.raises(EndpointUnusable, match=r"999,999 s \(Retry-After\).*max_wait_s = 300"):
+        await waiter
+    # Every later call fails the same way at once: the run stops instead of sleeping.
+    with pytest.raises(EndpointUnusable):
+        await gate.acquire()
+    assert gate.failure is not None and fake.pending_timers() == 0
+
+
+async def test_retry_after_within_max_wait_pauses_as_before() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, max_concurrency=1, max_wait_s=300.0)
+    first = await gate.acquire()
+    waiter = asyncio.ensure_future(gate.acquire())
+    await settle()
+    gate.release(first, outcome="rate_limited", retry_after=299.0)
+    await run_clock(fake, 298.0)
+    assert not waiter.done()
+    await run_clock(fake, 300.0)
+    assert waiter.result().started_at == pytest.approx(299.0)
+
+
+async def test_a_debt_that_would_hold_the_queue_past_max_wait_fails_the_endpoint() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, tpm=6000.0, max_wait_s=60.0)
+    p = await gate.acquire(tokens=100)
+    # The server reports usage far above the reservation (a hostile or broken count):
+    # the debt would take days to refill.
+    gate.release(p, used_tokens=10_000_000)
+    with pytest.raises(EndpointUnusable, match="max_wait_s = 60"):
+        await gate.acquire(tokens=100)
+
+
+async def test_negative_remaining_is_no_debt_of_days() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, max_wait_s=600.0)
+    p = await gate.acquire(tokens=10)
+    rate = RateInfo(limit_tokens=60_000.0, remaining_tokens=-5_000_000.0, reset_tokens=1.0)
+    gate.release(p, rate=rate, used_tokens=10)
+    waiter = asyncio.ensure_future(gate.acquire(tokens=10))
+    await run_clock(fake, 5.0)
+    assert waiter.done() and waiter.result().started_at < 5.0
+
+
+# ------------------------------------------------------------------------ draining
+
+
+async def test_drain_fails_calls_held_by_a_pause_at_once() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, max_concurrency=4)
+    first = await gate.acquire()
+    gate.release(first, outcome="rate_limited", retry_after=120.0)
+    waiters = [asyncio.ensure_future(gate.acquire()) for _ in range(3)]
+    await settle()
+    gate.drain(grace_s=5.0)
+    await settle()
+    for w in waiters:
+        with pytest.raises(Draining):
+            await w
+    with pytest.raises(Draining):
+        await gate.acquire()  # a call that cannot start at once gives up
+
+
+async def test_drain_lets_calls_that_start_within_the_grace_go() -> None:
+    fake = FakeClock()
+    gate = make_gate(fake, max_concurrency=1)
+    first = await gate.acquire()
+    queued = asyncio.ensure_future(gate.acquire())
+    late = asyncio.ensure_future(gate.acquire())
+    await settle()
+    gate.drain(grace_s=5.0)
+    await fake_sleep_and_settle(fake, 1.0)
+    gate.release(first)  # a place frees within the grace: the head goes
+    await settle()
+    assert queued.done() and not queued.exception()
+    await run_clock(fake, 6.0)  # the grace ends with one call still queued
+    with pytest.raises(Draining):
+        await late
+    gate.release(queued.result())
+    # A call that can start at once still goes after the grace (its item finishes).
+    assert (await gate.acquire()).started_at == pytest.approx(6.0)
+
+
+async def fake_sleep_and_settle(fake: FakeClock, seconds: float) -> None:
+    await run_clock(fake, fake.now + seconds)

@@ -272,3 +272,20 @@ def test_sse_accumulator_done_stops_and_missing_done_is_seen() -> None:
 def test_sse_accumulator_rejects_malformed_payloads(body: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):  # ValidationError is a DecodeError
         SseAccumulator().feed(body)
+
+
+def test_a_line_without_newline_costs_linear_time() -> None:
+    # 20,000 reads of 512 bytes with no newline: appended in place this takes milliseconds;
+    # re-copied on every read (the old pending + data) it moves about 100 GB (tens of
+    # seconds). The bound is 250 times the linear cost, so only the complexity can fail it.
+    import time
+
+    acc = SseAccumulator()
+    piece = b"x" * 512
+    start = time.perf_counter()
+    acc.feed(b"data: ")
+    for _ in range(20_000):
+        acc.feed(piece)
+    assert time.perf_counter() - start < 5.0
+    with pytest.raises(msgspec.DecodeError):
+        acc.feed(b"\n")  # the line ends: it is one (undecodable) payload, read whole

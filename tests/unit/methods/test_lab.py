@@ -334,7 +334,7 @@ async def run_lab(tmp_path: Path, **method: object) -> tuple[LabMethod, list[Row
             continue
         assert isinstance(item, Item)
         rows.extend(await lab.process(item))
-    assert [b.source for b in bad] == ["compositional_skills/writing/broken/qna.yaml:7"]
+    assert [b.source for b in bad] == ["compositional_skills/writing/broken/qna.yaml:4"]
     return lab, rows, caller
 
 
@@ -344,7 +344,7 @@ async def test_full_pipeline_scripted(tmp_path: Path) -> None:
     for kind, row in rows:
         by_leaf.setdefault(row["leaf"], []).append((kind, row))
     report = lab.report()
-    assert report["leaves_bad"][0]["source"].endswith("broken/qna.yaml:7")
+    assert report["leaves_bad"][0]["source"].endswith("broken/qna.yaml:4")
     for leaf, leaf_rows in by_leaf.items():
         entry = report["per_leaf"][leaf]
         kinds = Counter(k for k, _ in leaf_rows)

@@ -240,11 +240,11 @@ def gen_script(outputs: dict[int, str], annotate: Callable[[str], list[str]]) ->
 def test_rounds_filters_and_report(tmp_path: Path) -> None:
     outputs = {
         0: "   ",  # empty
-        1: "Sure! here is a new input",  # noise (default list)
+        1: "Of course! here is a new input",  # noise (the reference's greetings)
         2: "GOLD ONE",  # duplicate of a gold input (normalised)
         3: "repeat me",
         4: "repeat me",  # duplicate within the round
-        5: "contains BANNED word",  # task-level extra noise phrase from config
+        5: "contains banned word",  # task-level extra noise phrase from config
         6: "[input]= repeat me",  # cleaned, then a duplicate of an earlier round
     }
     method, fake = make(
@@ -314,7 +314,7 @@ def test_vote_min_frequency_and_output_filters(tmp_path: Path) -> None:
             return [f"different {i}" for i in range(10)]  # 1/10 < 0.3
         if "input number 1" in content:
             return ["Of course! out one"] * 10  # all noise
-        return ["out b", "out a", "out b", "out a", "out long"] + ["Sure! x"] * 5
+        return ["out b", "out a", "out b", "out a", "out long"] + ["Absolutely! x"] * 5
 
     method, _ = make(
         tmp_path,
@@ -331,7 +331,7 @@ def test_vote_min_frequency_and_output_filters(tmp_path: Path) -> None:
     assert k1 == "rejected" and r1["filter"] == "output_filters"
     k2, r2 = by_input["fresh input number 2"]
     assert k2 == "kept"
-    assert r2["output"] == "out a"  # tie 2-2 -> the shortest (then lexicographic)
+    assert r2["output"] == "out b"  # tie 2-2 -> the shortest, then the first seen (reference)
     assert r2["votes"] == {"top": 2, "total": 5}
     ann = method.report()["annotation"]
     assert (ann["voted"], ann["dropped_min_frequency"], ann["dropped_output_filters"]) == (1, 1, 1)
@@ -382,7 +382,10 @@ def test_annotation_n_in_one_request_or_parallel(tmp_path: Path) -> None:
 def test_classification_label_conditioning_and_mapping(tmp_path: Path) -> None:
     def annotate(content: str) -> list[str]:
         if "number 0" in content:
-            return ["Positive!", "positive", "it is negative", "neutral"] + ["meh"] * 6
+            # the vote runs over whole outputs first, then the winner is mapped to a label
+            return (
+                ["positive"] * 4 + ["it is negative"] * 2 + ["Positive!", "neutral", "meh", "meh"]
+            )
         return ["neutral"] * 10  # no label at all
 
     def script(content: str, params: dict[str, Any], index: int) -> list[str]:
@@ -407,13 +410,13 @@ def test_classification_label_conditioning_and_mapping(tmp_path: Path) -> None:
     assert (r0["label"], r0["output"], r0["votes"]) == (
         "positive",
         "positive",
-        {"top": 2, "total": 3},
+        {"top": 4, "total": 10},
     )
     assert r0["requested_label"] in ("positive", "negative")
     k1, r1 = by_input["review number 1"]
     assert k1 == "rejected" and r1["filter"] == "label"
     ann = method.report()["annotation"]
-    assert ann["dropped_label"] == 1 and ann["samples_dropped"]["label"] == 17
+    assert ann["dropped_label"] == 1 and "label" not in ann["samples_dropped"]
 
 
 def test_labels_are_sampled_uniformly(tmp_path: Path) -> None:
