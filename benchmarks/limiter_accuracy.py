@@ -13,6 +13,9 @@ under 1% of requests after the first 10 seconds). Achieved RPM/TPM are what the 
 admitted (requests, tokens actually used) per minute of the client's wall time; "% of
 quota used" is the binding quota's share (target >= 97%). Windows over quota count the
 1-second-aligned 60-second windows of the sim's admission log above a limit (target 0).
+Each run also records the sim's admission log as a time series (``series``: seconds
+since the sim started, requests admitted, tokens used, 429s answered), which
+``benchmarks/plots.py`` draws against the quota.
 
     python -m benchmarks.limiter_accuracy [--duration 120] [--quick]
 """
@@ -49,6 +52,19 @@ def windows_over(per_second: list[list[float]], limit: float, key: int) -> int:
         if sum(counts.get(s, 0.0) for s in range(start, start + 60)) > limit:
             over += 1
     return over
+
+
+def series(stats: dict[str, Any]) -> list[list[float]]:
+    """The sim's per-second log as ``[second, admitted, tokens, 429s]`` rows, every second."""
+    admitted = {int(r[0]): (int(r[1]), float(r[2])) for r in stats.get("per_second", [])}
+    limited = {int(r[0]): int(r[1]) for r in stats.get("per_second_429", [])}
+    seconds = set(admitted) | set(limited)
+    if not seconds:
+        return []
+    return [
+        [s, admitted.get(s, (0, 0.0))[0], round(admitted.get(s, (0, 0.0))[1]), limited.get(s, 0)]
+        for s in range(min(seconds), max(seconds) + 1)
+    ]
 
 
 def run(
@@ -106,6 +122,7 @@ def run(
         "windows_over_rpm": windows_over(per_second, rpm, 1),
         "windows_over_tpm": windows_over(per_second, tpm, 2),
         **watch.noise(),
+        "series": series(stats),
     }
 
 

@@ -121,6 +121,7 @@ SCRIPTS = [
     ("`kill_resume`", "SIGKILL + resume vs an uninterrupted run (wraps tests/resume/killer.py)"),
     ("`memory_backtranslation`", "peak RSS of backtranslation vs corpus size"),
     ("`memory_codeclm`", "peak RSS of CodecLM vs number of seeds"),
+    ("`viewer_open`", "the viewer on a 1,000,000-row output: first page over HTTP and in Chromium"),
 ]
 
 
@@ -720,8 +721,24 @@ def other_section(name: str, data: dict[str, Any]) -> list[str]:
     return [*lines, "", f"All figures: `benchmarks/results/{name}.json`.", ""]
 
 
-def render(results: dict[str, dict[str, Any]]) -> str:
-    """The README text."""
+def pictures_section(drawn: Sequence[tuple[str, str]], prefix: str) -> list[str]:
+    """The plots (``benchmarks/plots.py``), each under its caption."""
+    if not drawn:
+        return []
+    lines = [
+        "## Pictures",
+        "",
+        "Drawn by `python -m benchmarks.render` (matplotlib, the `plots` extra) from the same",
+        "JSON files as the tables below; `benchmarks/plots.py` says what each one reads.",
+        "",
+    ]
+    for name, caption in drawn:
+        lines += [f"**{caption}**", "", f"![{caption}]({prefix}{name})", ""]
+    return lines
+
+
+def render(results: dict[str, dict[str, Any]], drawn: Sequence[tuple[str, str]] = ()) -> str:
+    """The README text (``drawn``: the plots written, as ``(file name, caption)``)."""
     lines = [
         "# Benchmarks",
         "",
@@ -730,6 +747,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "edit the prose in `benchmarks/render.py`.",
         "",
         *scripts_section(),
+        *pictures_section(drawn, "plots/"),
         *machine_section(results),
     ]
     missing = []
@@ -760,10 +778,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--results", type=Path, default=None, help="results folder")
     ap.add_argument("--out", type=Path, default=None, help="README path")
+    ap.add_argument("--no-plots", action="store_true", help="keep the PNGs as they are")
     args = ap.parse_args(argv)
     folder = args.results or results_dir(args.quick)
     out = args.out or (folder / "README.md" if folder != RESULTS else README)
-    out.write_text(render(load(folder)))
+    results = load(folder)
+    plots_dir = out.parent / "plots"
+    try:
+        if args.no_plots:
+            raise ImportError("--no-plots")
+        from benchmarks.plots import draw_all
+
+        drawn = draw_all(results, plots_dir)
+        print(f"drew {len(drawn)} plots in {plots_dir}")
+    except ImportError as exc:
+        from benchmarks.plots import PLOTS
+
+        # Without matplotlib (pip install -e '.[plots]'), keep the committed pictures.
+        drawn = [(f"{s}.png", c) for s, c, _ in PLOTS if (plots_dir / f"{s}.png").exists()]
+        print(f"plots not redrawn ({exc}); kept {len(drawn)} existing PNGs")
+    out.write_text(render(results, drawn))
     print(f"wrote {out}")
     return 0
 

@@ -47,6 +47,7 @@ from .methods.base import Finalizing, MethodContext
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
+from .metrics.status import StatusWriter
 from .prices import builtin_price, table_version
 from .records import RowOut
 from .redaction import Redactor, display_url
@@ -731,6 +732,11 @@ class Engine:
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(self._monitor(stop), name="monitor"))
             background.append(asyncio.create_task(self._drain_on(stop), name="drain"))
+            # OUT/status.json: the live figures, for a viewer in another process.
+            status = StatusWriter(
+                out_dir, self.metrics, rows=lambda: sink.rows_written, prices=self._prices()
+            )
+            background.append(asyncio.create_task(status.run(), name="status"))
             await self._watched(method.prepare())
             if self._after_prepare is not None:
                 await self._after_prepare()

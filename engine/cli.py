@@ -1,4 +1,4 @@
-"""The ``synth-engine`` command line: run | validate | bench | sim | inspect.
+"""The ``synth-engine`` command line: run | validate | bench | sim | inspect | view.
 
 The only module that prints or exits. Exit codes: 0 done; 1 runtime error; 2 bad config
 or input, or the output is locked by another run; 3 stopped early but resumable (budget,
@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -164,6 +164,16 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="interface for --metrics-port (default 127.0.0.1)",
     )
+    run.add_argument(
+        "--view",
+        nargs="?",
+        type=int,
+        const=8765,
+        default=None,
+        metavar="PORT",
+        help="serve the viewer at http://127.0.0.1:PORT/ while the run goes (default port "
+        "8765; 0: a free one); see synth-engine view",
+    )
 
     val = sub.add_parser(
         "validate",
@@ -266,6 +276,19 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("output", help="the output directory (run.output)")
     ins.add_argument("--samples", type=int, default=2, help="sample rows per kind (default 2)")
     ins.add_argument("--json", action="store_true", help="print everything as one JSON object")
+
+    view = sub.add_parser(
+        "view", help="serve a local page showing a run live and its rows (read-only)"
+    )
+    view.add_argument("output", help="output directory (finished, or being written)")
+    view.add_argument(
+        "--port", type=int, default=8765, help="TCP port (default 8765; 0: a free one)"
+    )
+    view.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface (default 127.0.0.1; another one shows the output to the network)",
+    )
     return parser
 
 
@@ -450,6 +473,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "--retry-failed is not supported with --ray",
                 hint="run it without --ray on the merged output, or rerun with --force-new",
             )
+        if args.view is not None:
+            print(
+                "synth-engine: error: --view is not available with --ray; "
+                "run synth-engine view OUT on the driver instead",
+                file=sys.stderr,
+            )
+            return 2
         return _cmd_run_ray(args, config)
 
     async def main() -> int:
@@ -473,14 +503,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, on_signal)
         progress = None if args.quiet else sys.stderr
         try:
-            async with Engine(
-                config,
-                progress=progress,
-                force_new=args.force_new,
-                retry_failed=args.retry_failed,
-                metrics_port=args.metrics_port,
-                metrics_host=args.metrics_host,
-            ) as engine:
+            async with (
+                Engine(
+                    config,
+                    progress=progress,
+                    force_new=args.force_new,
+                    retry_failed=args.retry_failed,
+                    metrics_port=args.metrics_port,
+                    metrics_host=args.metrics_host,
+                ) as engine,
+                _viewing(args.view, config.resolve(config.run.output)),
+            ):
                 if engine.metrics_url:
                     print(f"metrics     {engine.metrics_url}", file=sys.stderr, flush=True)
                 try:
@@ -515,6 +548,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _stop_exit_code(result.stop_reason)
 
     return _run_async(main)
+
+
+@contextlib.asynccontextmanager
+async def _viewing(port: int | None, out: Path) -> AsyncIterator[None]:
+    """``run --view``: the viewer of the run's output for as long as the run goes."""
+    if port is None:
+        yield
+        return
+    from .errors import ConfigError
+    from .viewer import ViewerServer
+
+    viewer = ViewerServer(out, port=port)
+    try:
+        await viewer.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve the viewer on 127.0.0.1:{port} ({exc.strerror or exc})",
+            path="--view",
+            hint="pass --view 0 for a free port",
+        ) from exc
+    try:
+        print(f"viewer      {viewer.url}", file=sys.stderr, flush=True)
+        yield
+    finally:
+        await viewer.aclose()
 
 
 def _nothing_kept(manifest: Any) -> int:
@@ -736,6 +794,40 @@ _SAMPLE_FIELDS = (
 )
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    """``view OUT``: serve the viewer until Ctrl+C."""
+    from .viewer import ViewerServer
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        print(f"synth-engine: error: {out}: not a directory", file=sys.stderr)
+        return 2
+    if not out.exists():
+        print(f"{out}: does not exist yet; the page fills in once a run writes it", file=sys.stderr)
+
+    async def serve() -> int:
+        server = ViewerServer(out, host=args.host, port=args.port)
+        try:
+            await server.start()
+        except OSError as exc:
+            print(
+                f"synth-engine: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                "pass --port 0 for a free port",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            print(f"viewer      {server.url}  (read-only; Ctrl+C to stop)", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            await server.aclose()
+        return 0
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return _run_async(serve)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``synth-engine`` console script."""
     args = _parser().parse_args(argv)
@@ -748,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim": _cmd_sim,
         "bench": _cmd_bench,
         "inspect": _cmd_inspect,
+        "view": _cmd_view,
     }
     try:
         return commands[args.command](args)

@@ -51,6 +51,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.metrics",
     ),
     "engine.bench": ("engine.llm", "engine.errors"),
+    # The viewer reads outputs (io) and the run's status file; it serves with serving.
+    "engine.viewer": (
+        "engine.viewer",
+        "engine.io",
+        "engine.errors",
+        "engine.serving",
+        "engine.metrics.status",
+    ),
     # The composition root may use everything below it, including the in-process sim.
     "engine.api": (
         "engine.config",

@@ -711,6 +711,8 @@ class LabMethod:
         if cand.get("context"):
             row["context"] = cand["context"]
         row["scores"] = cand.get("scores", {})
+        if cand.get("rationales"):
+            row["rationales"] = cand["rationales"]
         row["unit"] = unit
         row["source"] = leaf.file
         row["models"] = self.ctx.models()
@@ -847,10 +849,12 @@ class LabMethod:
         values.pop("_seed")
         scores: dict[str, Any] = {}
         cand["scores"] = scores
+        why = cand["rationales"] = {}  # each judge's explanation, beside its score
         stage = "eval_question"
         try:
             q = await self._gen(self.eval_question, "judge", values, leaf, unit)
             scores["question_check"] = q.score
+            why["question_check"] = q.explanation
             if q.score != 1:
                 raise _Drop("question_check", f"question_check={q.score}")
             stage = "gen_responses"
@@ -859,6 +863,7 @@ class LabMethod:
             stage = "eval_pair"
             p = await self._gen(self.eval_pair, "judge", {**values, "answer": answer}, leaf, unit)
             scores["pair_score"] = p.score
+            why["pair_score"] = p.explanation
             if p.score < self.cfg.min_pair_score:
                 raise _Drop("pair_check", f"pair_score={p.score}<{self.cfg.min_pair_score}")
         except _Drop as drop:
@@ -943,20 +948,24 @@ class LabMethod:
         }
         scores: dict[str, Any] = {}
         cand["scores"] = scores
+        why = cand["rationales"] = {}  # each judge's explanation, beside its score
         stage = "eval_faithfulness"
         try:
             f = await self._gen(self.eval_faithfulness, "judge", values, leaf, unit)
             scores["faithfulness"] = f.score
+            why["faithfulness"] = f.explanation
             if f.score != "YES":
                 raise _Drop("faithfulness", f"faithfulness={f.score}")
             stage = "eval_relevancy"
             r = await self._gen(self.eval_relevancy, "judge", values, leaf, unit)
             scores["relevancy"] = r.score
+            why["relevancy"] = r.explanation
             if r.score != 2:
                 raise _Drop("relevancy", f"relevancy={r.score}<2")
             stage = "eval_verify_question"
             v = await self._gen(self.eval_verify_question, "judge", values, leaf, unit)
             scores["self_contained"] = v.score
+            why["self_contained"] = v.explanation
             if v.score != 1:
                 raise _Drop("self_contained", f"self_contained={v.score}")
         except _Drop as drop:
