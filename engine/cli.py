@@ -541,10 +541,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"output      {result.output}")
         if result.complete:
             return _nothing_kept(result.manifest)
-        print(
-            f"stopped early ({result.stop_reason}); {_advice(result.stop_reason)}",
-            file=sys.stderr,
-        )
+        advice = _advice(result.stop_reason)
+        failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
+        if failed and (result.stop_reason or "").startswith("endpoint"):
+            advice += (
+                f", with --retry-failed to also redo the {failed} items that failed before "
+                "the stop (responses already paid for replay from the cache)"
+            )
+        print(f"stopped early ({result.stop_reason}); {advice}", file=sys.stderr)
         return _stop_exit_code(result.stop_reason)
 
     return _run_async(main)

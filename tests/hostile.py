@@ -28,6 +28,7 @@ from engine.sim import SimServer, SimSettings
 
 __all__ = (
     "Hostile",
+    "ServedInThread",
     "Upstream",
     "endless_body",
     "gzip_bomb",
@@ -239,3 +240,31 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+class ServedInThread:
+    """A :class:`Hostile` server on its own event loop in a thread, for tests that run the
+    CLI in a subprocess meanwhile. Use as a context manager; ``behaviour`` may be swapped
+    between runs (``served.server.behaviour = ...``)."""
+
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        import threading
+
+        self.server = Hostile(behaviour)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> ServedInThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.aclose(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()

@@ -225,10 +225,10 @@ class SseAccumulator:
     __slots__ = ("_pending", "done", "error", "parts", "reasons", "usage")
 
     def __init__(self) -> None:
-        # Bytes after the last newline seen: a line cut by a read boundary. A bytearray
-        # grows in place, so a stream that sends no newline for a long time costs linear
-        # time, not quadratic (each read copied the whole pending line again).
-        self._pending = bytearray()
+        # The pieces after the last newline seen: a line cut by read boundaries, joined
+        # once when its newline comes, so a stream that sends no newline for a long time
+        # costs linear time, not quadratic (each read copied the whole pending line again).
+        self._pending: list[bytes] = []
         self.done = False
         self.parts: dict[int, list[str]] = {}
         self.reasons: dict[int, str | None] = {}
@@ -238,16 +238,18 @@ class SseAccumulator:
     def feed(self, data: bytes) -> bool:
         """Take one read; True if it carried content text (for time to first token)."""
         end = data.rfind(b"\n")
+        pending = self._pending
         if end < 0:
-            self._pending += data
+            pending.append(data)
             return False
-        if self._pending:
-            self._pending += data[: end + 1]
-            lines = bytes(self._pending)
-            self._pending.clear()
+        if pending:
+            pending.append(data[:end])
+            lines = b"".join(pending)
+            pending.clear()
         else:
-            lines = data[: end + 1]
-        self._pending += data[end + 1 :]
+            lines = data[:end]
+        if end + 1 < len(data):
+            pending.append(data[end + 1 :])
         payloads = [line[5:].strip() for line in lines.split(b"\n") if line.startswith(b"data:")]
         if b"[DONE]" in payloads:
             del payloads[payloads.index(b"[DONE]") :]
