@@ -464,7 +464,9 @@ class Engine:
                         idle,
                         detail,
                     )
-            if stop_after > 0:
+            # Only while work is under way (prepare, items): waiting for other partitions
+            # to finish before building derived datasets is not a stall.
+            if stop_after > 0 and self._guarded is not None:
                 now = self.metrics.clock()
                 idle = now - self.metrics.last_activity_at()
                 if self._stall is None and idle > stop_after:
