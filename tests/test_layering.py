@@ -42,7 +42,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.methods.base",
         "engine.metrics",
     ),
-    "engine.bench": ("engine.llm", "engine.errors"),
+    "engine.bench": ("engine.bench", "engine.llm", "engine.errors"),
     # The composition root may use everything below it, including the in-process sim.
     "engine.api": (
         "engine.config",
