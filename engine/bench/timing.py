@@ -1,0 +1,135 @@
+"""Clock readings of each request, taken on the engine's own call path.
+
+The benchmark sends through the same :class:`~engine.llm.caller.Caller`, gate and client
+as a run. Two seams give it its readings without changing them:
+
+* :class:`Stamps`, the caller's observer: ``on_start`` fires when an attempt has passed
+  the gate (the actual send time), ``on_finish`` when it ends. The request it belongs to
+  is found through a context variable set by the task that sends it, since many requests
+  share one caller.
+* :class:`TimedClient`, the client with a stream reader that also notes the arrival time
+  of every network read that carried content (and, with a tokenizer, its tokens): the
+  inter-chunk and inter-token figures. It reads the stream the way the client does (the
+  same :class:`~engine.llm.wire.SseAccumulator`, one decode per read).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..errors import MalformedResponse
+from ..llm.client import ChatResult, Client
+from ..llm.wire import RateInfo, SseAccumulator
+from .metrics import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .tokens import TokenCounter
+
+__all__ = ("CURRENT", "Stamps", "TimedClient")
+
+CURRENT: contextvars.ContextVar[Record] = contextvars.ContextVar("synth_engine_bench_request")
+"""The request the running task is sending (set around each ``Caller.chat``)."""
+
+
+class Stamps:
+    """The caller's observer: writes send times and outcomes into the current record."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.attempts = 0
+        self.retries = 0
+
+    def on_start(self) -> None:
+        """An attempt passed the gate."""
+        self.attempts += 1
+        rec = CURRENT.get(None)
+        if rec is not None:
+            rec.attempts += 1
+            if rec.sent is None:
+                rec.sent = self.clock()
+
+    def on_finish(
+        self,
+        latency_s: float,
+        ok: bool,
+        error_kind: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_s: float | None,
+    ) -> None:
+        """An attempt ended."""
+        rec = CURRENT.get(None)
+        if rec is None:
+            return
+        if ok:
+            rec.end = self.clock()
+            if completion_tokens == 0 and prompt_tokens:
+                rec.tokens_source = "none"  # the server sent no usage
+        elif error_kind == "rate_limited":
+            rec.http_429 += 1
+
+    def on_retry(self) -> None:
+        """The caller will try again."""
+        self.retries += 1
+
+    def on_cache_hit(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Not used: the benchmark has no cache."""
+
+
+class TimedClient(Client):
+    """A :class:`~engine.llm.client.Client` whose stream reader notes content arrivals.
+
+    Args:
+        *args: as :class:`~engine.llm.client.Client`.
+        tokens: count the tokens of each content read with this tokenizer (None: don't).
+        **kwargs: as :class:`~engine.llm.client.Client`.
+    """
+
+    def __init__(self, *args: Any, tokens: TokenCounter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tokens = tokens
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, start: float, rate: RateInfo | None
+    ) -> ChatResult:
+        rec = CURRENT.get(None)
+        clock = self._clock
+        acc = SseAccumulator()
+        times: list[float] = []
+        counts: list[int] | None = [] if self._tokens is not None else None
+        seen = 0
+        async for data in resp.content.iter_any():
+            if acc.feed(data):
+                times.append(clock())
+                if counts is not None and self._tokens is not None:
+                    parts = acc.parts.get(0, [])
+                    counts.append(self._tokens.count("".join(parts[seen:])))
+                    seen = len(parts)
+            if acc.done:
+                break
+        else:
+            acc.finish()
+        end = clock()
+        if not acc.done:
+            raise MalformedResponse("stream ended before [DONE]", endpoint=self.name)
+        indices = acc.indices()
+        if not indices:
+            raise MalformedResponse("stream carried no choices", endpoint=self.name)
+        if rec is not None and times:
+            rec.chunks = times
+            rec.chunk_tokens = counts
+            rec.first_token = times[0]
+            rec.last_token = times[-1]
+        return ChatResult(
+            texts=["".join(acc.parts.get(i, ())) for i in indices],
+            finish_reasons=[acc.reasons.get(i) for i in indices],
+            usage=acc.usage,
+            rate=rate,
+            latency=end - start,
+            ttft=times[0] - start if times else None,
+        )
