@@ -14,7 +14,7 @@ seconds from the start of the run, non-decreasing, the first at 0.
 Random gaps are drawn and then scaled so that their mean is exactly ``1/rate``: a run of
 N requests then offers the rate asked for, instead of one off by about ``1/sqrt(N)`` (at
 1,000 requests a Poisson draw's realised rate is within 1% of its parameter only about
-three times in four). The gaps keep their distribution's shape; only the unit changes.
+one time in four). The gaps keep their distribution's shape; only the unit changes.
 """
 
 from __future__ import annotations
