@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from statistics import NormalDist
 
 import msgspec
 
@@ -55,6 +56,19 @@ class LengthDist(msgspec.Struct, frozen=True, kw_only=True):
         if self.kind == "normal":
             return min(self.high, max(self.low, round(rng.gauss(self.mean, self.sd))))
         return self.values[rng.randrange(len(self.values))]
+
+    def quantile(self, u: float) -> int:
+        """The length at probability ``u`` in [0, 1): one draw from a uniform ``u``."""
+        if self.kind == "fixed":
+            return self.low
+        if self.kind == "uniform":
+            return min(self.high, self.low + int(u * (self.high - self.low + 1)))
+        if self.kind == "normal":
+            if self.sd == 0:
+                return min(self.high, max(self.low, round(self.mean)))
+            z = NormalDist(self.mean, self.sd).inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+            return min(self.high, max(self.low, round(z)))
+        return self.values[min(len(self.values) - 1, int(u * len(self.values)))]
 
     @property
     def expected(self) -> float:
