@@ -32,6 +32,7 @@ SCRIPTS = (
     ("kill_resume", 1800),
     ("memory_backtranslation", 3600),
     ("memory_codeclm", 7200),
+    ("bench_peers", 1800),
 )
 
 
