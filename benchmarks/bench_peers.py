@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ PYTHON_312 = (
     "/root/.pyenv/versions/3.12.1/bin/python3",
 )
 OFFLINE = {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
-ROUNDS = 2  # each load run pair is repeated, order reversed; the figure is the median
+ROUNDS = 2  # each load run pair is repeated, order reversed; the quieter round is kept
 QUIET_PCT = 25.0  # wait (at most 15 s) for other processes to use less CPU than this
 TOKENS = 32  # output tokens of the nginx stream; prompts are asked for at 32 tokens too
 
@@ -369,6 +368,38 @@ def marginal(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _foreign(rd: dict[str, Any]) -> float:
+    return max(run.get("foreign_cpu_pct") or 0.0 for run in rd["runs"])
+
+
+def aggregate(load: dict[str, Any]) -> None:
+    """Each tool's figures from its quietest round (least CPU used by other processes).
+
+    On a shared machine a round run while others were busy reads low for whichever tool
+    it hit; as in the grid, the quieter attempt is kept and every round stays in the JSON.
+    """
+    for entry in load.values():
+        best = min(entry["rounds"], key=_foreign)
+        entry["chosen_round"] = entry["rounds"].index(best)
+        for key in ("req_s", "cpu_us_per_request", "startup_s"):
+            entry[key] = best[key]
+        entry["foreign_cpu_pct"] = _foreign(best)
+
+
+def ratios_of(load: dict[str, Any]) -> dict[str, Any]:
+    """Each tool's CPU per request over the engine's, and its rate as a share of the limit."""
+    engine = load.get("synth-engine", {})
+    return {
+        t: {
+            "cpu_x_engine": round(v["cpu_us_per_request"] / engine["cpu_us_per_request"], 1)
+            if engine.get("cpu_us_per_request") and v.get("cpu_us_per_request")
+            else None,
+            "rate_pct_of_limit": round(100.0 * v["req_s"] / 5120.0, 1) if v.get("req_s") else None,
+        }
+        for t, v in load.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and write ``results/bench_peers.json``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -394,25 +425,13 @@ def main(argv: list[str] | None = None) -> int:
                 entry = load.setdefault(tool, {"rounds": []})
                 entry["rounds"].append({"runs": [small, big], **marginal(small, big)})
                 print(tool, "load", entry["rounds"][-1] | {"runs": None}, flush=True)
-        for entry in load.values():
-            for key in ("req_s", "cpu_us_per_request", "startup_s"):
-                values = [r[key] for r in entry["rounds"] if r[key] is not None]
-                entry[key] = round(statistics.median(values), 1) if values else None
+        aggregate(load)
     with streamed_endpoint(1000.0) as base:
         for tool in args.tools:
             wait_quiet(QUIET_PCT)
             accuracy[tool] = run_tool(tool, base, 64, acc_requests, tok, "accuracy")
             print(tool, "accuracy", accuracy[tool].get("reported"), flush=True)
-    engine = load.get("synth-engine", {})
-    ratios = {
-        t: {
-            "cpu_x_engine": round(v["cpu_us_per_request"] / engine["cpu_us_per_request"], 1)
-            if engine.get("cpu_us_per_request") and v.get("cpu_us_per_request")
-            else None,
-            "rate_pct_of_limit": round(100.0 * v["req_s"] / 5120.0, 1) if v.get("req_s") else None,
-        }
-        for t, v in load.items()
-    }
+    ratios = ratios_of(load)
     write_result(
         "bench_peers",
         {
@@ -454,8 +473,8 @@ def render_section(d: dict[str, Any]) -> list[str]:
     v = s["versions"]
     rows = []
     for tool, r in d["load"].items():
-        last = r["rounds"][-1] if "rounds" in r else r
-        rep = last["runs"][1].get("reported") or {}
+        chosen = r["rounds"][r.get("chosen_round", -1)] if "rounds" in r else r
+        rep = chosen["runs"][1].get("reported") or {}
         ratio = d["ratios"].get(tool, {})
         rows.append([
             tool, v.get(tool, "?"), r.get("req_s"), ratio.get("rate_pct_of_limit"),
@@ -478,7 +497,7 @@ def render_section(d: dict[str, Any]) -> list[str]:
                 rep.get("req_s"),
                 rep.get("latency_p50_ms"),
                 rep.get("ttft_p50_ms"),
-                r["loadavg_before"][0],
+                r.get("foreign_cpu_pct"),
             ]
         )
     lines = [
@@ -494,7 +513,8 @@ def render_section(d: dict[str, Any]) -> list[str]:
         f"**Load**: {s['load']['concurrency']} in flight against a {s['load']['latency_ms']} ms endpoint "
         f"(limit {s['load']['limit_req_s']:,} req/s). Each tool runs {s['load']['requests'][0]:,} and "
         f"{s['load']['requests'][1]:,} requests, in {s.get('rounds', 1)} rounds (order reversed every other round;",
-        'the figure is the median over rounds, "it reports" is from the last); rate and CPU are',
+        "each tool's figures are from its quieter round, the one whose runs had the least foreign",
+        'CPU, as in the grid; every round is in the JSON; "it reports" is from that round); rate and CPU are',
         "the marginal ones, (N2 - N1) / (wall2 - wall1)",
         "and (CPU2 - CPU1) / (N2 - N1) over the tool's whole process tree, so start-up (imports, tokenizer,",
         "worker processes) is left out; it is shown on its own.",
@@ -510,7 +530,8 @@ def render_section(d: dict[str, Any]) -> list[str]:
                 "req/s it reports",
                 "p50 latency it reports, ms",
                 "start-up s",
-                "load avg (1 min) per run",
+                "foreign CPU % per run (N1, N2; round 1, then 2)",
+                "CPU µs/request per round",
             ],
             rows,
         ),  # fmt: skip
@@ -527,7 +548,7 @@ def render_section(d: dict[str, Any]) -> list[str]:
                 "req/s it reports",
                 "p50 latency ms",
                 "p50 TTFT ms",
-                "load avg (1 min)",
+                "foreign CPU %",
             ],
             acc_rows,
         ),
