@@ -78,7 +78,12 @@ def test_html_report_opens_with_its_plots(tmp_path: Path) -> None:
             plots = page.locator("svg.plot")
             assert plots.count() == 4
             names = [plots.nth(i).get_attribute("data-plot") for i in range(plots.count())]
-            assert names == ["rate-latency", "rate-throughput", "latency-over-time", "latency-over-time"]
+            assert names == [
+                "rate-latency",
+                "rate-throughput",
+                "latency-over-time",
+                "latency-over-time",
+            ]
             for i in range(plots.count()):
                 box = plots.nth(i).bounding_box()
                 assert box is not None and box["width"] > 300 and box["height"] > 150
