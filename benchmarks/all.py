@@ -33,6 +33,7 @@ SCRIPTS = (
     ("memory_backtranslation", 3600),
     ("memory_codeclm", 7200),
     ("viewer_open", 900),
+    ("bench_peers", 1800),
 )
 
 

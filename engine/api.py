@@ -479,7 +479,6 @@ class Engine:
                 elif (
                     self._stall is not None
                     and now - stalled_at > min(_STALL_GRACE_S, stop_after)
-                    and self._guarded is not None
                     and not self._guarded.done()
                 ):
                     log.warning("items still stuck after the stop; abandoning them")

@@ -114,6 +114,111 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _numbers(kind: type[T], option: str) -> Callable[[str], list[T]]:
+    def parse(text: str) -> list[T]:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]  # type: ignore[call-arg]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected a number or a comma-separated list, not {text!r}"
+            ) from None
+
+    return parse
+
+
+def _search(text: str) -> tuple[float, float, float]:
+    try:
+        low, high, step = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--search: expected LOW:HIGH:STEP (requests/s), not {text!r}"
+        ) from None
+    return low, high, step
+
+
+def _bench_options(b: argparse.ArgumentParser) -> None:
+    """The ``bench`` options (docs/bench.md explains each)."""
+    g = b.add_argument_group("endpoint")
+    g.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--model", required=True)
+    g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    g.add_argument("--stream", action="store_true", help="stream replies (TTFT, TPOT, ITL)")
+    g.add_argument("--rpm", type=float, default=None, help="cap requests/min at the gate")
+    g.add_argument("--tpm", type=float, default=None, help="cap tokens/min at the gate")
+    g.add_argument("--timeout-s", type=float, default=120.0, help="per-request deadline")
+    g.add_argument("--max-retries", type=int, default=3, help="retries of retryable errors")
+    g = b.add_argument_group("load")
+    g.add_argument(
+        "--load",
+        choices=("closed", "constant", "poisson", "gamma", "trace"),
+        default=None,
+        help="closed loop (default; trace with --trace), or open-loop arrivals at --rate",
+    )
+    g.add_argument(
+        "--rate",
+        type=_numbers(float, "--rate"),
+        default=None,
+        metavar="R[,R...]",
+        help="open-loop requests/s; a list sweeps them",
+    )
+    g.add_argument(
+        "--concurrency",
+        type=_numbers(int, "--concurrency"),
+        default=None,
+        metavar="C[,C...]",
+        help="closed-loop workers (default 64), or an open loop's in-flight cap; a list sweeps",
+    )
+    g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1: Poisson)")
+    g.add_argument("--requests", type=int, default=None, help="requests to send (default 1000)")
+    g.add_argument("--duration-s", type=float, default=None, help="stop sending after this long")
+    g.add_argument("--warmup-s", type=float, default=0.0, help="leave out the first seconds")
+    g.add_argument("--cooldown-s", type=float, default=0.0, help="leave out the last seconds")
+    g.add_argument("--seed", type=int, default=0, help="seed of arrivals and prompts")
+    g = b.add_argument_group("workload")
+    g.add_argument(
+        "--prompt-tokens",
+        default="32",
+        metavar="DIST",
+        help="prompt length: N, uniform:A,B, normal:MEAN,SD or file:PATH",
+    )
+    g.add_argument(
+        "--output-tokens", default=None, metavar="DIST", help="max_tokens per request, as a DIST"
+    )
+    g.add_argument("--max-tokens", type=int, default=None, help="a fixed --output-tokens")
+    g.add_argument("--ignore-eos", action="store_true", help="send ignore_eos (vLLM, SGLang)")
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--dataset", default=None, help="prompt file: JSONL or ShareGPT JSON")
+    g.add_argument("--turns", type=int, default=1, help="turns per conversation (0: all)")
+    g.add_argument("--turn-delay-s", type=float, default=0.0, help="pause between turns")
+    g.add_argument("--prefix-tokens", type=int, default=0, help="shared prefix length")
+    g.add_argument("--prefix-count", type=int, default=1, help="distinct shared prefixes")
+    g.add_argument("--trace", default=None, help="trace to replay (Mooncake JSONL, Azure CSV)")
+    g.add_argument("--trace-speed", type=float, default=1.0, help="replay this many times faster")
+    g.add_argument("--trace-unit", choices=("auto", "s", "ms"), default="auto")
+    g.add_argument("--block-tokens", type=int, default=512, help="tokens per trace hash block")
+    g.add_argument("--tokenizer", default=None, help="tokenizer.json for exact token counts")
+    g = b.add_argument_group("SLOs and reports")
+    g.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="NAME=MS",
+        help="ttft, tpot, itl or latency limit in ms (repeatable)",
+    )
+    g.add_argument("--slo-percentile", type=float, default=99.0)
+    g.add_argument(
+        "--search",
+        type=_search,
+        default=None,
+        metavar="LOW:HIGH:STEP",
+        help="find the highest rate meeting the SLOs",
+    )
+    g.add_argument(
+        "--out", default=None, help="write requests.jsonl, summary.json/.csv, report.html"
+    )
+    g.add_argument("--json", action="store_true", help="print the JSON report only")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synth-engine",
@@ -249,24 +354,12 @@ def _parser() -> argparse.ArgumentParser:
         "command line would be visible to every user of the machine; default: no key)",
     )
 
-    bench = sub.add_parser("bench", help="measure throughput of an OpenAI-compatible endpoint")
-    bench.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
-    bench.add_argument("--model", required=True)
-    bench.add_argument(
-        "--api-key-env", default=None, help="environment variable holding the API key"
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark an OpenAI-compatible endpoint (load models, streaming metrics, "
+        "sweeps, SLO search, reports; docs/bench.md)",
     )
-    bench.add_argument("--requests", type=int, default=1000)
-    bench.add_argument("--concurrency", type=int, default=64)
-    bench.add_argument("--max-tokens", type=int, default=64)
-    bench.add_argument("--prompt-tokens", type=int, default=32)
-    bench.add_argument("--stream", action="store_true")
-    bench.add_argument("--rpm", type=float, default=None)
-    bench.add_argument("--tpm", type=float, default=None)
-    bench.add_argument("--timeout-s", type=float, default=120.0)
-    bench.add_argument(
-        "--duration-s", type=float, default=None, help="stop sending after this many seconds"
-    )
-    bench.add_argument("--json", action="store_true", help="print the JSON report only")
+    _bench_options(bench)
 
     ins = sub.add_parser(
         "inspect",
@@ -679,21 +772,49 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchSettings, render_bench, run_bench
+    from .bench import BenchSettings, parse_slo, render_bench, run_bench
 
+    rates = args.rate or []
+    concurrencies = args.concurrency or []
     settings = BenchSettings(
         base_url=args.base_url,
         model=args.model,
         api_key_env=args.api_key_env,
+        load=args.load or ("trace" if args.trace else "closed"),
+        rate=rates[0] if len(rates) == 1 else None,
+        rates=rates if len(rates) > 1 else [],
+        concurrency=concurrencies[0] if len(concurrencies) == 1 else None,
+        concurrencies=concurrencies if len(concurrencies) > 1 else [],
+        burstiness=args.burstiness,
         requests=args.requests,
-        concurrency=args.concurrency,
-        max_tokens=args.max_tokens,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        cooldown_s=args.cooldown_s,
+        seed=args.seed,
         prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        max_tokens=args.max_tokens,
+        ignore_eos=args.ignore_eos,
+        temperature=args.temperature,
+        dataset=args.dataset,
+        turns=args.turns,
+        turn_delay_s=args.turn_delay_s,
+        prefix_tokens=args.prefix_tokens,
+        prefix_count=args.prefix_count,
+        trace=args.trace,
+        trace_speed=args.trace_speed,
+        trace_unit=args.trace_unit,
+        block_tokens=args.block_tokens,
+        tokenizer=args.tokenizer,
         stream=args.stream,
         rpm=args.rpm,
         tpm=args.tpm,
         timeout_s=args.timeout_s,
-        duration_s=args.duration_s,
+        max_retries=args.max_retries,
+        slos=dict(parse_slo(s) for s in args.slo),
+        slo_percentile=args.slo_percentile,
+        search=args.search,
+        out=args.out,
     )
     _raise_fd_limit()
     report = _run_async(lambda: run_bench(settings))
@@ -701,7 +822,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(render_bench(report))
-    return 0 if report["failed"] == 0 else 1
+        for path in report.get("files", []):
+            print(f"wrote         {path}")
+    if report["search"] is not None:
+        return 0 if report["search"]["best_rate"] is not None else 1
+    points = report["points"]
+    failed = any(p["failed"] for p in points)
+    missed = any(p.get("slo") and not p["slo"]["met"] for p in points)
+    return 1 if failed or missed else 0
 
 
 def _short(value: Any, width: int = 100) -> str:

@@ -50,7 +50,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.methods.base",
         "engine.metrics",
     ),
-    "engine.bench": ("engine.llm", "engine.errors"),
+    "engine.bench": ("engine.bench", "engine.llm", "engine.errors"),
     # The viewer reads outputs (io) and the run's status file; it serves with serving.
     "engine.viewer": (
         "engine.viewer",

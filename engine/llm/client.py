@@ -19,7 +19,7 @@ import contextlib
 import math
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email.utils import parsedate_to_datetime
 from time import time as wall_time
 from typing import Any
@@ -306,6 +306,9 @@ class Client:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self.simulated = False  # set once a response carries the simulated endpoint's header
+        # Called after each streamed read that carried content text, with the stream's
+        # accumulator and the time (``synth-engine bench`` notes token arrivals with it).
+        self.on_stream_content: Callable[[SseAccumulator, float], None] | None = None
 
     async def __aenter__(self) -> Client:
         self._open()
@@ -417,6 +420,7 @@ class Client:
     ) -> ChatResult:
         acc = SseAccumulator()
         ttft: float | None = None
+        hook = self.on_stream_content
         if reader.plain:
             # The common case, kept to one loop: count the bytes, feed the reads.
             limit, seen = self._max_bytes, 0
@@ -424,16 +428,22 @@ class Client:
                 seen += len(data)
                 if seen > limit:
                     raise reader._too_large()
-                if acc.feed(data) and ttft is None:
-                    ttft = self._clock() - start
+                if acc.feed(data):
+                    if ttft is None:
+                        ttft = self._clock() - start
+                    if hook is not None:
+                        hook(acc, self._clock())
                 if acc.done:
                     break
             else:
                 acc.finish()
         else:
             async for data in _decoded(resp.content, reader):
-                if acc.feed(data) and ttft is None:
-                    ttft = self._clock() - start
+                if acc.feed(data):
+                    if ttft is None:
+                        ttft = self._clock() - start
+                    if hook is not None:
+                        hook(acc, self._clock())
                 if acc.done:
                     break
             else:

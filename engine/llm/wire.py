@@ -222,7 +222,7 @@ class SseAccumulator:
             to :class:`~engine.errors.MalformedResponse`).
     """
 
-    __slots__ = ("_pending", "done", "error", "parts", "reasons", "usage")
+    __slots__ = ("_pending", "cursor", "done", "error", "parts", "reasons", "usage")
 
     def __init__(self) -> None:
         # The pieces after the last newline seen: a line cut by read boundaries, joined
@@ -234,6 +234,8 @@ class SseAccumulator:
         self.reasons: dict[int, str | None] = {}
         self.usage: Usage | None = None
         self.error: str | None = None  # an error event's message (the stream failed)
+        # Free for a consumer's bookkeeping, e.g. how many parts of choice 0 it has seen.
+        self.cursor = 0
 
     def feed(self, data: bytes) -> bool:
         """Take one read; True if it carried content text (for time to first token)."""

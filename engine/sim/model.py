@@ -99,6 +99,9 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         api_key: require ``Authorization: Bearer <api_key>`` (None: no auth); a list
             accepts any of its keys (requests are counted per key in ``/sim/stats``).
         max_context_tokens: reject ``prompt_tokens + max_tokens`` above this with 400.
+        max_concurrency: requests served at once; the rest wait in arrival order for a
+            slot before their latency starts (a server that queues, as vLLM does past
+            its batch size). None: no limit.
     """
 
     seed: int = 0
@@ -118,6 +121,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     usage: bool = True
     api_key: str | list[str] | None = None
     max_context_tokens: int | None = None
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         for kind in self.faults:
@@ -147,6 +151,8 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("max_tokens_default must be >= 1")
         if self.max_context_tokens is not None and self.max_context_tokens < 1:
             raise ValueError("max_context_tokens must be >= 1 (or unset)")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1 (or unset)")
 
 
 # 256 words, so one digest byte picks one word. Some end in "." to make pseudo-sentences.
@@ -459,6 +465,7 @@ def generate(
     prompt: int,
     response_format: Any,
     temperature: float | None = None,
+    ignore_eos: bool = False,
 ) -> Content:
     """Generate the choices of one request (pure function of its arguments).
 
@@ -473,6 +480,8 @@ def generate(
             model's low-temperature samples do: each of the ``n`` choices repeats choice 0
             with probability 0.7 (decided by its digest), so self-consistency votes have a
             majority to find. Above it, every choice differs.
+        ignore_eos: the request's ``ignore_eos`` (vLLM's extension): plain text runs to
+            ``max_tokens`` exactly.
 
     Plain text and ``json_object`` count one token per generated word; ``json_schema``
     output counts ``ceil(chars / 4)`` and always finishes with ``"stop"`` (it is never cut
@@ -503,6 +512,8 @@ def generate(
             choices.append(Choice(content, "stop", tokens))
         else:
             tokens, reason = completion_plan(max_tokens, settings.max_tokens_default, cd)
+            if ignore_eos and max_tokens is not None:
+                tokens, reason = max_tokens, "length"
             text = _text(tokens, cd)
             if json_object:
                 text = orjson.dumps({"text": text}).decode()

@@ -29,6 +29,7 @@ from engine.serving import LoopbackServer
 
 from .faults import FaultPlan
 from .model import (
+    LABEL,
     Content,
     SimSettings,
     format_duration,
@@ -125,6 +126,8 @@ class _SimState:
         self.completion_tokens = 0
         self.per_second: dict[int, list[int]] = {}
         self.per_second_429: dict[int, int] = {}
+        n = settings.max_concurrency
+        self.slots = asyncio.Semaphore(n) if n is not None else None
 
     # ------------------------------------------------------------------ helpers
     def stats(self) -> dict[str, Any]:
@@ -218,7 +221,10 @@ class _SimState:
         if self.in_flight > self.max_in_flight:
             self.max_in_flight = self.in_flight
         try:
-            return await self._chat(request)
+            if self.slots is None:
+                return await self._chat(request)
+            async with self.slots:
+                return await self._chat(request)
         finally:
             self.in_flight -= 1
 
@@ -341,6 +347,7 @@ class _SimState:
             prompt=prompt,
             response_format=body.get("response_format"),
             temperature=_temperature(body),
+            ignore_eos=body.get("ignore_eos") is True,
         )
         self._settle(cost, content, second)
         model = body.get("model")
@@ -543,8 +550,18 @@ def _sse_steps(cid: str, model: str, content: Content, include_usage: bool) -> l
 
 
 def _cuts(text: str, batches: int) -> list[int]:
-    """``batches + 1`` cut points into ``text``, near-even and snapped to word starts."""
+    """``batches + 1`` cut points into ``text``, snapped to word starts.
+
+    Simulated text (the label, then one word per token) is cut by word count, so each
+    batch carries the same number of tokens: with as many batches as tokens, every event
+    is one token (a fixed token cadence). Other text is cut near-evenly by characters.
+    """
     size = len(text)
+    if text.startswith(LABEL + " "):
+        starts = [i for i, ch in enumerate(text) if ch == " "]  # the space before each token
+        if len(starts) >= batches:
+            n = len(starts)
+            return [0, *(starts[k * n // batches] for k in range(1, batches)), size]
     cuts = [0]
     for k in range(1, batches):
         pos = text.find(" ", max(cuts[-1], size * k // batches))
