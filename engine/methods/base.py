@@ -201,12 +201,15 @@ class Column(msgspec.Struct, frozen=True):
         kinds: the row kinds that fill it (``k``ept, ``r``ejected, ``f``ailed); on the
             others it is null on every row.
         doc: what it holds (the method docs' record tables list it).
+        empty: the value a row of a filling kind gets when it does not give one (None:
+            ``""`` for text, else null).
     """
 
     name: str
     type: type
     kinds: str = "krf"
     doc: str = ""
+    empty: Any = None
 
 
 _EMPTY: dict[type, Any] = {str: ""}
@@ -220,8 +223,9 @@ class RowSchema:
     the first shard it reads, so a column that is null on every row of that shard but
     set in a later one cannot be loaded. Hence the rule this class applies: a column is
     null on *every* row of a kind that does not fill it (``Column.kinds``), and on the
-    kinds that do, a row that has no value gets the empty value of its type where one
-    exists (``""`` for text); numbers, lists and objects must be given. Unknown keys
+    kinds that do, a row that leaves the key out gets the column's empty value
+    (``Column.empty``, else ``""`` for text); a key given as None stays null (for a
+    value that no row of the run has, e.g. labels of a generation task). Unknown keys
     are a programming error.
 
     Args:
@@ -265,10 +269,12 @@ class RowSchema:
                 out[col.name] = None
                 continue
             value = row.get(col.name)
+            if value is None and col.name in common:
+                value = common[col.name]
+            elif col.name not in row:
+                value = col.empty if col.empty is not None else _EMPTY.get(col.type)
             if value is None:
-                value = common.get(col.name)
-            if value is None:
-                value = _EMPTY.get(col.type)
+                pass
             elif col.type is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             out[col.name] = value

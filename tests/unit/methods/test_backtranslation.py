@@ -6,16 +6,15 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError, ParseError
+from engine.methods import backtranslation as B
 from engine.methods import method_config
 from engine.methods import prompts_backtranslation as P
-from unittest.mock import ANY
-
-from engine.methods import backtranslation as B
 from engine.methods.backtranslation import (
     BacktranslationConfig,
     BacktranslationMethod,
