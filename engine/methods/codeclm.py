@@ -290,6 +290,10 @@ class _PoolWriter(Protocol):
         """Append the failed row of a seed that could not be read or encoded."""
         ...
 
+    def add_seed(self, use_case: int) -> None:
+        """Append an encoded seed's use case id (the use cases' distribution)."""
+        ...
+
 
 class _PoolReader(Protocol):
     """Random access into a built pool, with a combination set private to one reader."""
@@ -300,6 +304,10 @@ class _PoolReader(Protocol):
 
     def use_case(self, i: int) -> tuple[str, str]:
         """Distinct use case ``i``: its first spelling and the seed it came from."""
+        ...
+
+    def seed_use_case(self, i: int) -> int:
+        """The use case id of encoded seed ``i`` (in seed order)."""
         ...
 
     def skill(self, i: int) -> str:
@@ -322,13 +330,16 @@ class _PoolReader(Protocol):
 def _register(pool: _PoolWriter, md: Metadata, count: int) -> None:
     """Add one encoded seed to ``pool``.
 
-    Its use case and skills join the vocabularies; its own metadata is kept while fewer
-    than ``count`` are and its combination is new.
+    Its use case and skills join the vocabularies, its use case id is appended to the
+    seeds' list (so augmented items draw use cases with the seeds' frequencies), and its
+    own metadata is kept when its combination is new (every seed can be one of the
+    ``count`` items: :func:`_generate` samples among all of them).
     """
+    del count  # every seed's metadata is kept; the sample is drawn at generation
     uc = pool.use_case_id(md.use_case.lower(), md.use_case, md.seed_id)
     skills = [pool.skill_id(s.lower(), s) for s in md.skills]
-    if pool.own_count < count:
-        pool.add_own(md, _sig(uc, skills))
+    pool.add_seed(uc)
+    pool.add_own(md, _sig(uc, skills))
 
 
 def _combinations(use_cases: int, skills: int, max_skills: int, cap: int) -> int:
@@ -350,17 +361,31 @@ def _generate(
     count: int,
     max_skills: int,
     seed: int,
+    seeds: int | None = None,
 ) -> Iterator[Metadata]:
     """The ``count`` metadata items of a pool, one at a time (CodecLM App. A.3).
 
-    Items ``0 .. own - 1`` are the seeds' own metadata. Item ``i`` after them draws from
-    ``random.Random(f"codeclm:augment:{seed}:{i}")``: a use case uniformly from the
-    distinct use cases, ``k`` uniformly in ``1..min(max_skills, skills)``, then ``k``
-    skills uniformly without replacement from the distinct skills. While that
-    combination is already taken (by a seed or an earlier item) and an untaken one
-    exists, it draws again, at most ``_REDRAWS`` times in all.
+    The seeds' own metadata come first: all of them when there are at most ``count``,
+    else ``count`` of them drawn uniformly (selection sampling in seed order, from
+    ``random.Random(f"codeclm:own:{seed}")``), so every seed can contribute, not only the
+    first ones. Item ``i`` after them draws from
+    ``random.Random(f"codeclm:augment:{seed}:{i}")``: a use case as the use case of a
+    seed drawn uniformly from the ``seeds`` encoded seeds (so use cases keep the seeds'
+    distribution; ``seeds=None``: uniformly over the distinct use cases), ``k``
+    uniformly in ``1..min(max_skills, skills)``, then ``k`` skills uniformly without
+    replacement from the distinct skills. While that combination is already taken (by
+    a seed or an earlier item) and an untaken one exists, it draws again, at most
+    ``_REDRAWS`` times in all.
     """
-    own = min(own, count)
+    if own > count:
+        rng = random.Random(f"codeclm:own:{seed}")
+        need = count
+        for start in range(0, own, _BATCH):
+            for j, md in enumerate(pool.own(start, min(_BATCH, own - start)), start):
+                if need and rng.random() * (own - j) < need:
+                    need -= 1
+                    yield md
+        return
     for start in range(0, own, _BATCH):
         yield from pool.own(start, min(_BATCH, own - start))
     if own >= count or not use_cases or not skills:
@@ -370,7 +395,7 @@ def _generate(
     for i in range(own, count):
         rng = random.Random(f"codeclm:augment:{seed}:{i}")
         for _ in range(_REDRAWS):
-            uc = rng.randrange(use_cases)
+            uc = pool.seed_use_case(rng.randrange(seeds)) if seeds else rng.randrange(use_cases)
             picked = rng.sample(range(skills), rng.randint(1, most))
             sig = _sig(uc, picked)
             fresh = room > 0 and not pool.taken(sig)
@@ -396,6 +421,15 @@ class _MemoryPool:
         self._own_sigs: set[str] = set()
         self._failed: list[dict[str, Any]] = []
         self._taken: set[str] = set()
+        self._seed_uc: list[int] = []
+        self.seed_count = 0
+
+    def add_seed(self, use_case: int) -> None:
+        self._seed_uc.append(use_case)
+        self.seed_count += 1
+
+    def seed_use_case(self, i: int) -> int:
+        return self._seed_uc[i]
 
     def use_case_id(self, key: str, text: str, seed_id: str) -> int:
         if key not in self._use_cases:
@@ -453,6 +487,8 @@ _SCHEMA = (
     "CREATE TABLE own (pos INTEGER PRIMARY KEY, metadata BLOB NOT NULL)",
     "CREATE TABLE own_sig (sig TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TABLE failed (pos INTEGER PRIMARY KEY, row BLOB NOT NULL)",
+    "CREATE TABLE seed_uc (pos INTEGER PRIMARY KEY, uc INTEGER NOT NULL)",
+    "CREATE TABLE refused (sig TEXT PRIMARY KEY) WITHOUT ROWID",
 )
 _SELECT_USE_CASE = "SELECT id FROM use_case WHERE key = ?"
 _INSERT_USE_CASE = "INSERT INTO use_case VALUES (?, ?, ?, ?)"
@@ -482,6 +518,7 @@ class _SqlitePoolWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.own_count = self.failed_count = self.use_case_count = self.skill_count = 0
+        self.seed_count = 0
         try:
             for suffix in ("", "-journal", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -535,6 +572,13 @@ class _SqlitePoolWriter:
                 self.own_count += 1
         except sqlite3.Error as exc:
             raise _pool_error(self.path, exc, "write") from exc
+
+    def add_seed(self, use_case: int) -> None:
+        try:
+            self._db.execute("INSERT INTO seed_uc VALUES (?, ?)", (self.seed_count, use_case))
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+        self.seed_count += 1
 
     def add_failed(self, row: dict[str, Any]) -> None:
         try:
@@ -602,10 +646,15 @@ class _SqlitePoolReader:
         ((text,),) = self._query("SELECT text FROM skill WHERE id = ?", (i,))
         return str(text)
 
+    def seed_use_case(self, i: int) -> int:
+        ((uc,),) = self._query("SELECT uc FROM seed_uc WHERE pos = ?", (i,))
+        return int(uc)
+
     def taken(self, sig: str) -> bool:
         ((found,),) = self._query(
             "SELECT EXISTS (SELECT 1 FROM temp.taken WHERE sig = ?1)"
-            " OR EXISTS (SELECT 1 FROM own_sig WHERE sig = ?1)",
+            " OR EXISTS (SELECT 1 FROM own_sig WHERE sig = ?1)"
+            " OR EXISTS (SELECT 1 FROM refused WHERE sig = ?1)",
             (sig,),
         )
         return bool(found)
@@ -655,6 +704,7 @@ def augment_metadata(
             count=count,
             max_skills=max_skills,
             seed=seed,
+            seeds=pool.seed_count,
         )
     )
 
@@ -757,7 +807,7 @@ class CodecLMMethod:
         self.metadata_items = 0
         self.seeds_failed = 0
         self._pool_path: Path | None = None
-        self._own = self._use_cases = self._skills = 0
+        self._own = self._use_cases = self._skills = self._seeds = 0
         self.kept_by_iteration: Counter[int] = Counter()
         self.rejected = 0
         self.failed_by_stage: Counter[str] = Counter()
@@ -818,6 +868,7 @@ class CodecLMMethod:
         pool.finish()
         self._pool_path = path
         self._own = pool.own_count
+        self._seeds = pool.seed_count
         self._use_cases = pool.use_case_count
         self._skills = pool.skill_count
         self.seeds_failed = pool.failed_count
@@ -925,6 +976,7 @@ class CodecLMMethod:
             count=self.metadata_items,
             max_skills=self.cfg.max_skills,
             seed=self.ctx.seed,
+            seeds=self._seeds,
         )
 
     def work(self) -> Iterator[Item | BadInput]:

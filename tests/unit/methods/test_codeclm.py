@@ -244,7 +244,10 @@ def test_augment_allows_duplicates_when_unavoidable() -> None:
 
 
 def test_augment_count_below_seeds() -> None:
-    assert augment_metadata(ENCODINGS, 2, max_skills=3, seed=0) == ENCODINGS[:2]
+    # a uniform sample of the seeds, in seed order (every seed can contribute)
+    out = augment_metadata(ENCODINGS, 2, max_skills=3, seed=0)
+    assert len(out) == 2 and all(md in ENCODINGS for md in out)
+    assert [ENCODINGS.index(md) for md in out] == sorted(ENCODINGS.index(md) for md in out)
 
 
 # ------------------------------------------------------------------ golden prompts
