@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Container, Iterator
 import msgspec
 
 from .errors import Draining, EndpointError, EngineError, InputError, ParseError, RunHalted
-from .methods.base import Method, failed_row
+from .methods.base import Method, failed_row_for
 from .metrics.core import Metrics
 from .records import BadInput, Item, RowOut
 
@@ -162,7 +162,7 @@ async def run_items(
                 # Anything else (disk full, a broken cache, a budget) is not the item's
                 # fault and stops the run instead, resumably.
                 rows = [
-                    failed_row(method.name, item.key, source=item.source, stage="item", error=exc)
+                    failed_row_for(method, item.key, source=item.source, stage="item", error=exc)
                 ]
             except RunHalted as exc:
                 halt(item.index, exc)
@@ -203,8 +203,8 @@ async def run_items(
                 metrics.items_started += 1
                 started.append(item.index)
                 rows = [
-                    failed_row(
-                        method.name, item.key, source=item.source, stage="input", error=item.reason
+                    failed_row_for(
+                        method, item.key, source=item.source, stage="input", error=item.reason
                     )
                 ]
                 if emit is not None:

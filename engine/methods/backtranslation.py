@@ -6,18 +6,25 @@ Pipeline (spec: shared methods.md section 2; paper sections 2-3, Table 1):
    :func:`engine.io.corpus.read_corpus` from HTML, Markdown/text or JSONL, with the
    paper's rule-based selection (exact dedup, length bounds, share of capital letters in
    the header). Each segment is one work item.
-2. Self-augmentation: a model (role ``strong`` by default) predicts the instruction the
-   segment would answer, sampled at T=0.7, top-p 0.9 (the paper's generation values).
-3. Self-curation: a judge (role ``judge``) rates the (instruction, segment) pair on the
-   paper's 5-point rubric, with brief reasoning and a final ``Score: k`` line (or the JSON
-   ``{reasoning, score}`` when the endpoint supports structured output), over
-   ``curation_samples`` samples whose scores are averaged.
-4. Optional second round (the paper's iteration M0 -> M1, which in an API engine means
-   re-scoring with a better judge): ``rescore_with`` names a role that re-scores every
-   candidate; its score decides.
-5. Keep the pair when the deciding score >= threshold (default: 4, or 4.5 when scores are
-   averaged over several samples, the paper's A5 set). Kept rows carry the S_w
-   system-prompt tag ("Answer with knowledge from web search."); S_a marks seed data.
+2. Self-augmentation: a model (role ``backtranslate_role``, default ``strong``) predicts
+   the instruction the segment would answer from the segment alone (the paper's backward
+   model never sees the heading; ``backtranslate_header = true`` shows it), sampled at
+   T=0.7, top-p 0.9 (the paper's generation values).
+3. Self-curation: by default the same model (the "self" in self-curation; ``judge_role``
+   names another) rates the (instruction, segment) pair on the paper's 5-point rubric,
+   with brief reasoning and a final ``Score: k`` line (or the JSON ``{reasoning, score}``
+   when the endpoint supports structured output), over ``curation_samples`` samples whose
+   scores are averaged.
+4. Rescoring rounds (the paper's iteration: M0 curates, M1 is trained on seed + A5 and
+   re-curates, then M2): ``rescore_with`` lists the roles serving M1, M2...; each re-scores
+   every candidate and the last round's score decides.
+5. Keep the pair when the deciding score >= threshold (default 4.5: the paper's A5 set,
+   score 5 on a single integer sample; 4 gives A4). Kept rows carry the S_w system-prompt
+   tag ("Answer with knowledge from web search.").
+6. ``finalize``: with a seed file (``seeds``), the training mix: every seed pair tagged
+   S_a ("Answer in the style of an AI Assistant.") plus every kept pair tagged S_w, as
+   ``messages`` with the tag as the system turn (``training_mix.jsonl``, counts in the
+   manifest and the report).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,12 +42,24 @@ from ..config import Base
 from ..errors import EndpointError, InputError, ParseError
 from ..filters import BloomDedup, ExactDedup
 from ..io.corpus import CorpusStats, SegmentRules, read_corpus
+from ..io.derived import DerivedFile, write_jsonl_atomic
+from ..io.readers import read_jsonl
+from ..io.shards import iter_rows
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import Generate, check_templates, json_schema, parse_score
 from . import prompts_backtranslation as P
-from .base import InputCheck, MethodContext, failed_row
+from .base import (
+    Column,
+    InputCheck,
+    MethodContext,
+    RowSchema,
+    bad_input_reason,
+    items_for_schema,
+)
 
 __all__ = (
+    "COLUMNS",
+    "MIX_NAME",
     "BacktranslationConfig",
     "BacktranslationMethod",
     "BacktranslationTemplates",
@@ -48,6 +68,7 @@ __all__ = (
     "effective_threshold",
     "parse_curation",
     "parse_instruction",
+    "read_seeds",
     "score_bucket",
 )
 
@@ -83,20 +104,28 @@ class BacktranslationConfig(Base, frozen=True):
         dedup_capacity: segments the Bloom filter is sized for (10 million: 18 MB).
         dedup_error_rate: the Bloom filter's false-duplicate rate at capacity.
         backtranslate_role: role that writes the instruction (paper: backward model M_yx).
+        backtranslate_header: show the segment's heading to the backward model (paper: the
+            backward model sees the output alone; off).
         temperature: instruction sampling temperature (paper: 0.7).
         top_p: instruction nucleus sampling (paper: 0.9).
         max_tokens: max tokens of an instruction.
-        judge_role: role that curates (paper: forward model M_t).
-        curation_samples: judge samples per pair, scores averaged (ours; paper: 1).
+        judge_role: role that curates; None: the role that augmented (paper: the model
+            curates its own augmentation, "self-curation").
+        curation_samples: judge samples per pair, scores averaged (paper: 1).
         judge_temperature: judge temperature (None: 0 for one sample, 0.7 for several).
         judge_max_tokens: max tokens of a judge reply (brief reasoning + score line).
-        threshold: keep when score >= this (None: 4.5 when curation_samples > 1, else 4;
-            paper: A4 = score >= 4, A5 = score >= 4.5 / score 5).
-        rescore_with: role that re-scores every candidate in a second round (the paper's
-            iteration); None: one round.
-        tag: system-prompt tag on kept rows (paper: S_w).
-        seed_tag: tag for seed data, recorded in the report for users mixing in seeds
-            (paper: S_a).
+        threshold: keep when score >= this (paper: A5 = score 5, "score >= 4.5" in its
+            section 3.3, the set Humpback is trained on; 4 gives A4).
+        rescore_with: roles that re-score every candidate, one round each, in order (the
+            paper's iteration: serve M1, then M2, and name their roles); the last round's
+            score decides. Empty: one round.
+        tag: system prompt of augmented rows (paper: S_w).
+        seed_tag: system prompt of seed rows in the training mix (paper: S_a).
+        seeds: seed file (JSONL of instruction/response pairs, relative to the config
+            file; paper: 3,200 OpenAssistant pairs). With it, ``finalize`` writes the
+            training mix of seed (S_a) and kept (S_w) pairs. None: no mix.
+        seed_instruction_field: seed records' instruction field.
+        seed_response_field: seed records' response field.
         templates: prompt overrides.
     """
 
@@ -113,18 +142,64 @@ class BacktranslationConfig(Base, frozen=True):
     dedup_capacity: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
     dedup_error_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.001
     backtranslate_role: Role = "strong"
+    backtranslate_header: bool = False
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.7
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 256
-    judge_role: Role = "judge"
+    judge_role: Role | None = None
     curation_samples: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     judge_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     judge_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 256
-    threshold: Annotated[float, msgspec.Meta(ge=1, le=5)] | None = None
-    rescore_with: Role | None = None
+    threshold: Annotated[float, msgspec.Meta(ge=1, le=5)] = 4.5
+    rescore_with: Role | list[Role] = msgspec.field(default_factory=list)
     tag: str = P.S_W
     seed_tag: str = P.S_A
+    seeds: str | None = None
+    seed_instruction_field: str = "instruction"
+    seed_response_field: str = "response"
     templates: BacktranslationTemplates = msgspec.field(default_factory=BacktranslationTemplates)
+
+    @property
+    def curator(self) -> Role:
+        """The role that curates: ``judge_role``, else the one that augmented."""
+        return self.judge_role if self.judge_role is not None else self.backtranslate_role
+
+    @property
+    def rescore_roles(self) -> list[Role]:
+        """The rescoring rounds' roles, in order."""
+        return (
+            [self.rescore_with] if isinstance(self.rescore_with, str) else list(self.rescore_with)
+        )
+
+
+MIX_NAME = "training_mix.jsonl"
+"""The training mix ``finalize`` writes when a seed file is given."""
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", str, doc="row id (from the item key)"),
+    Column("seed_id", str, doc="item key: `doc_id@offset` (`.N` for a part)"),
+    Column("source", str, doc="`file:line` (or `file#offset`) of the segment"),
+    Column("doc_id", str, doc="document: path under the corpus, or the JSONL record id"),
+    Column("offset", int, "kr", doc="segment position in its document"),
+    Column("part", int, "kr", doc="part number of a split section (0: not split)"),
+    Column("header", str, "kr", doc="the heading the segment follows"),
+    Column("instruction", str, doc='the backtranslated instruction (failed: `""` if none)'),
+    Column("response", str, "kr", doc="the segment (the answer)"),
+    Column("score", float, "kr", doc="the deciding round's mean score"),
+    Column("scores", list, "kr", doc="the deciding round's per-sample scores"),
+    Column("reasoning", str, "kr", doc="the deciding round's first reasoning"),
+    Column("rounds", list, "kr", doc="every curation round: role, model, score, scores, reasoning"),
+    Column("threshold", float, "kr", doc="the keep threshold"),
+    Column("tag", str, "k", doc="`S_w`"),
+    Column("system", str, "k", doc="the S_w system prompt"),
+    Column("reason", str, "r", doc="why it was rejected"),
+    Column("stage", str, "f", doc="`input`, `backtranslate`, `curate` or `rescore`"),
+    Column("error_kind", str, "f", doc="the error's class"),
+    Column("error", str, "f", doc="the error's message"),
+    Column("models", dict, doc="role -> model"),
+    Column("simulated", bool, doc="written by the simulated endpoint"),
+)
+"""The row schema: every kept, rejected and failed row has these columns."""
 
 
 # ------------------------------------------------------------ structured shapes
@@ -179,10 +254,10 @@ def parse_curation(text: str) -> Curation:
 
 # ---------------------------------------------------------------- pure functions
 def effective_threshold(threshold: float | None, samples: int) -> float:
-    """The keep threshold: the configured one, else 4.5 for averaged scores, else 4."""
-    if threshold is not None:
-        return threshold
-    return 4.5 if samples > 1 else 4.0
+    """The keep threshold: the configured one, else the paper's A5 cut (4.5: score 5 on
+    one integer sample, a mean of at least 4.5 over several)."""
+    del samples  # the A5 cut is the same for one sample and for averaged scores
+    return 4.5 if threshold is None else threshold
 
 
 def decide(score: float, threshold: float) -> bool:
@@ -195,6 +270,48 @@ def score_bucket(score: float) -> str:
     return f"{int(score * 2) / 2:.1f}"
 
 
+class SeedPair(msgspec.Struct, frozen=True):
+    """One seed pair of the training mix."""
+
+    key: str
+    source: str
+    instruction: str
+    response: str
+
+
+def read_seeds(
+    path: Path, *, instruction_field: str, response_field: str
+) -> Iterator[SeedPair | BadInput]:
+    """The seed pairs of a JSONL file, streamed (bad lines as BadInput with file:line).
+
+    Raises:
+        InputError: the file cannot be opened.
+    """
+    for rec in read_jsonl(path, required=(instruction_field, response_field)):
+        if isinstance(rec, BadInput):
+            yield rec
+            continue
+        instruction = str(rec.data[instruction_field]).strip()
+        response = str(rec.data[response_field]).strip()
+        if not instruction or not response:
+            yield BadInput(
+                index=rec.index,
+                key=rec.key,
+                source=rec.source,
+                reason=f"empty {instruction_field if not instruction else response_field}",
+            )
+            continue
+        yield SeedPair(key=rec.key, source=rec.source, instruction=instruction, response=response)
+
+
+def _messages(system: str, instruction: str, response: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": response},
+    ]
+
+
 class BacktranslationMethod:
     """The ``backtranslation`` pipeline."""
 
@@ -204,7 +321,12 @@ class BacktranslationMethod:
         check_templates(cfg.templates, P.TEMPLATE_VARS, prefix="method.backtranslation.templates")
         self.cfg = cfg
         self.ctx = ctx
-        self.threshold = effective_threshold(cfg.threshold, cfg.curation_samples)
+        self.threshold = cfg.threshold
+        self.row_schema = RowSchema(
+            self.name,
+            COLUMNS,
+            common=lambda: {"models": ctx.models(), "simulated": ctx.simulated},
+        )
         judge_t = cfg.judge_temperature
         if judge_t is None:
             judge_t = 0.0 if cfg.curation_samples == 1 else 0.7
@@ -246,12 +368,70 @@ class BacktranslationMethod:
         self.histogram: Counter[str] = Counter()
         self.first_round_histogram: Counter[str] = Counter()
         self.samples_unparsed = 0
+        self.seed_check: InputCheck | None = None
+        self.mix: dict[str, Any] = {}
+
+    def _seeds_path(self) -> Path | None:
+        seeds = self.cfg.seeds
+        return self.ctx.config.resolve(seeds) if seeds else None
+
+    def _check_seeds(self) -> InputCheck | None:
+        """Read the seed file through (problems with file:line); None without one."""
+        path = self._seeds_path()
+        if path is None:
+            return None
+        check = InputCheck()
+        try:
+            for pair in read_seeds(
+                path,
+                instruction_field=self.cfg.seed_instruction_field,
+                response_field=self.cfg.seed_response_field,
+            ):
+                if isinstance(pair, BadInput):
+                    check.items_bad += 1
+                    file, _, line = pair.source.rpartition(":")
+                    check.add_problem(
+                        file or pair.source, int(line) if line.isdigit() else None, pair.reason
+                    )
+                else:
+                    check.items_ok += 1
+        except InputError as exc:
+            return InputCheck.failed(exc)
+        return check
 
     async def prepare(self) -> None:
-        """Nothing to prepare: segments stream from the corpus."""
+        """Read the seed file through, if one is given (segments stream from the corpus).
+
+        Raises:
+            InputError: the seed file cannot be read or holds no usable pair.
+        """
+        check = self._check_seeds()
+        self.seed_check = check
+        if check is None:
+            return
+        if check.problems and not check.items_ok:
+            first = check.problems[0]
+            raise InputError(
+                f"seed file holds no usable pair (first problem: {first.message}); "
+                f"each line needs {self.cfg.seed_instruction_field!r} and "
+                f"{self.cfg.seed_response_field!r}",
+                path=first.file,
+                line=first.line,
+            )
+        for problem in check.problems:
+            self.ctx.log.warning(
+                "backtranslation seeds: %s:%s: %s (left out of the mix)",
+                problem.file,
+                problem.line,
+                problem.message,
+            )
 
     def work(self) -> Iterator[Item | BadInput]:
-        """One item per segment that passes the rules, in a stable order."""
+        """One item per segment that passes the rules, in a stable order (a bad record
+        is an item too, answered with a failed row in the method's schema)."""
+        return items_for_schema(self._segments())
+
+    def _segments(self) -> Iterator[Item | BadInput]:
         cfg = self.cfg
         path = (
             self.ctx.config.resolve(cfg.corpus) if cfg.corpus is not None else self.ctx.input_path
@@ -279,7 +459,7 @@ class BacktranslationMethod:
         """Read the whole corpus as ``run`` will: segments, bad records, drops by rule."""
         check = InputCheck()
         try:
-            for item in self.work():
+            for item in self._segments():
                 if isinstance(item, BadInput):
                     check.items_bad += 1
                     file, _, line = item.source.rpartition(":")
@@ -291,6 +471,13 @@ class BacktranslationMethod:
         except InputError as exc:
             return InputCheck.failed(exc)
         check.details = self.corpus.as_dict()
+        seeds = self._check_seeds()
+        if seeds is not None:
+            for problem in seeds.problems:
+                check.add_warning(problem.file, problem.line, f"seed left out: {problem.message}")
+            if not seeds.items_ok:
+                check.add_problem(str(self._seeds_path()), None, "seed file holds no usable pair")
+            check.details["seeds"] = {"usable": seeds.items_ok, "bad": seeds.items_bad}
         return check
 
     async def _score(
@@ -326,46 +513,59 @@ class BacktranslationMethod:
     async def process(self, item: Item) -> list[RowOut]:
         """Backtranslate, curate (and re-score), route."""
         cfg = self.cfg
+        bad = bad_input_reason(item)
+        if bad is not None:
+            self.failed_by_stage["input"] += 1
+            return [self.row_schema.failed(item.key, source=item.source, stage="input", error=bad)]
         segment = str(item.data["text"])
         header = str(item.data.get("header", ""))
-        source = {"doc_id": item.data["doc_id"], "offset": item.data["offset"]}
         base: dict[str, Any] = {
             "id": row_id(self.name, item.key),
-            "response": segment,
+            "seed_id": item.key,
+            "source": item.source,
+            "doc_id": str(item.data["doc_id"]),
+            "offset": int(item.data["offset"]),
+            "part": int(item.data.get("part", 0)),
             "header": header,
-            "source": source,
-            "models": self.ctx.models(),
-            "simulated": self.ctx.simulated,
+            "response": segment,
         }
         stage = "backtranslate"
         instruction: str | None = None
+        heading = f"Heading: {header}\n\n" if cfg.backtranslate_header and header else ""
         try:
             got = await self.backtranslate(
-                self.ctx.callers[cfg.backtranslate_role], {"segment": segment, "header": header}
+                self.ctx.callers[cfg.backtranslate_role],
+                {"segment": segment, "header": header, "heading_block": heading},
             )
             instruction = got.instruction.strip()
             if not instruction:
                 raise ParseError("empty instruction", stage="backtranslate")
             self.backtranslated += 1
             stage = "curate"
-            samples = await self._score(self.curate, cfg.judge_role, instruction, segment)
+            samples = await self._score(self.curate, cfg.curator, instruction, segment)
             self.curated += 1
-            rounds = [self._round(cfg.judge_role, samples)]
-            if cfg.rescore_with is not None:
+            rounds = [self._round(cfg.curator, samples)]
+            for role in cfg.rescore_roles:
                 stage = "rescore"
-                self.first_round_histogram[score_bucket(rounds[0]["score"])] += 1
-                samples = await self._score(self.rescore, cfg.rescore_with, instruction, segment)
+                if len(rounds) == 1:
+                    self.first_round_histogram[score_bucket(rounds[0]["score"])] += 1
+                samples = await self._score(self.rescore, role, instruction, segment)
+                rounds.append(self._round(role, samples))
+            if len(rounds) > 1:
                 self.rescored += 1
-                rounds.append(self._round(cfg.rescore_with, samples))
         except (EndpointError, ParseError) as exc:
             self.failed_by_stage[stage] += 1
-            extra: dict[str, Any] = {"doc_id": source["doc_id"], "offset": source["offset"]}
-            if instruction is not None:
-                extra["instruction"] = instruction
-            _, row = failed_row(
-                self.name, item.key, source=item.source, stage=stage, error=exc, **extra
-            )
-            return [("failed", {**row, "models": base["models"], "simulated": base["simulated"]})]
+            return [
+                self.row_schema.failed(
+                    item.key,
+                    source=item.source,
+                    stage=stage,
+                    error=exc,
+                    doc_id=base["doc_id"],
+                    offset=base["offset"],
+                    **({"instruction": instruction} if instruction is not None else {}),
+                )
+            ]
         final = rounds[-1]
         score = float(final["score"])
         self.histogram[score_bucket(score)] += 1
@@ -375,30 +575,73 @@ class BacktranslationMethod:
             "score": score,
             "scores": final["scores"],
             "reasoning": final["reasoning"],
+            "rounds": rounds,
             "threshold": self.threshold,
         }
-        if len(rounds) > 1:
-            row["rounds"] = rounds
         if decide(score, self.threshold):
             self.kept += 1
-            return [("kept", {**row, "tag": "S_w", "system": cfg.tag})]
+            return [self.row_schema.row("kept", {**row, "tag": "S_w", "system": cfg.tag})]
         self.rejected += 1
         return [
-            (
-                "rejected",
-                {**row, "reason": f"score {score:g} below threshold {self.threshold:g}"},
+            self.row_schema.row(
+                "rejected", {**row, "reason": f"score {score:g} below threshold {self.threshold:g}"}
             )
         ]
 
-    @staticmethod
-    def _round(role: str, samples: list[Curation]) -> dict[str, Any]:
+    def _round(self, role: str, samples: list[Curation]) -> dict[str, Any]:
         scores = [float(s.score) for s in samples]
+        caller = self.ctx.callers.get(role)
         return {
             "role": role,
+            "model": caller.model if caller is not None else "",
             "score": round(sum(scores) / len(scores), 4),
             "scores": scores,
             "reasoning": samples[0].reasoning,
         }
+
+    # ------------------------------------------------------------ finalize
+    async def finalize(self, out_dir: Path) -> list[DerivedFile]:
+        """With a seed file: ``training_mix.jsonl``, every seed pair tagged S_a then every
+        kept pair tagged S_w (in id order), as ``messages`` with the tag as the system turn.
+
+        Idempotent: the same seeds and committed rows give the same file.
+        """
+        path = self._seeds_path()
+        if path is None:
+            return []
+        cfg = self.cfg
+        counts = {"seed": 0, "augmented": 0, "seed_bad": 0}
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for pair in read_seeds(
+                path,
+                instruction_field=cfg.seed_instruction_field,
+                response_field=cfg.seed_response_field,
+            ):
+                if isinstance(pair, BadInput):
+                    counts["seed_bad"] += 1
+                    continue
+                counts["seed"] += 1
+                yield {
+                    "id": row_id(self.name, "seed", pair.key),
+                    "origin": "seed",
+                    "tag": "S_a",
+                    "source": pair.source,
+                    "messages": _messages(cfg.seed_tag, pair.instruction, pair.response),
+                }
+            for kept in sorted(iter_rows(out_dir, "kept"), key=lambda r: str(r["id"])):
+                counts["augmented"] += 1
+                yield {
+                    "id": str(kept["id"]),
+                    "origin": "augmented",
+                    "tag": "S_w",
+                    "source": str(kept["source"]),
+                    "messages": _messages(cfg.tag, str(kept["instruction"]), str(kept["response"])),
+                }
+
+        written = write_jsonl_atomic(out_dir / MIX_NAME, rows())
+        self.mix = {"file": MIX_NAME, **counts, "rows": written.rows}
+        return [written]
 
     def report(self) -> dict[str, Any]:
         """Corpus rule counts, calls that succeeded, kept/rejected, score histogram."""
@@ -422,6 +665,14 @@ class BacktranslationMethod:
             "score_histogram": dict(sorted(self.histogram.items())),
             "first_round_histogram": dict(sorted(self.first_round_histogram.items())),
             "tags": {"S_w": self.cfg.tag, "S_a": self.cfg.seed_tag},
+            "curated_by": self.cfg.curator,
+            "rescore_with": self.cfg.rescore_roles,
+            **({"training_mix": self.mix} if self.mix else {}),
+            **(
+                {"seeds": {"usable": self.seed_check.items_ok, "bad": self.seed_check.items_bad}}
+                if self.seed_check is not None
+                else {}
+            ),
             "note": (
                 "corpus counts cover the whole corpus; call and row counts cover the items "
                 "processed by this invocation (resumed items are skipped)"

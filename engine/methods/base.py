@@ -17,17 +17,23 @@ import msgspec
 from ..config import Config
 from ..errors import EngineError, InputError
 from ..io.derived import DerivedFile
-from ..records import BadInput, Item, RowOut, row_id
+from ..records import BadInput, Item, Kind, RowOut, row_id
 from ..stages import ChatCaller, StageObserver
 
 __all__ = (
+    "FAILURE_COLUMNS",
     "ChecksInput",
+    "Column",
     "Finalizing",
     "InputCheck",
     "InputProblem",
     "Method",
     "MethodContext",
+    "RowSchema",
+    "bad_input_reason",
     "failed_row",
+    "failed_row_for",
+    "items_for_schema",
 )
 
 
@@ -178,3 +184,143 @@ def failed_row(
             **extra,
         },
     )
+
+
+# ------------------------------------------------------------------ row schema
+FAILURE_COLUMNS: tuple[str, ...] = ("stage", "error_kind", "error")
+"""Columns a failed row fills (null on kept and rejected rows)."""
+
+
+class Column(msgspec.Struct, frozen=True):
+    """One column of a method's row schema.
+
+    Attributes:
+        name: the key.
+        type: the Python type of every non-null value (``float`` for every score, so
+            ``4`` and ``4.5`` never load as two types).
+        kinds: the row kinds that fill it (``k``ept, ``r``ejected, ``f``ailed); on the
+            others it is null on every row.
+        doc: what it holds (the method docs' record tables list it).
+        empty: the value a row of a filling kind gets when it does not give one (None:
+            ``""`` for text, else null).
+    """
+
+    name: str
+    type: type
+    kinds: str = "krf"
+    doc: str = ""
+    empty: Any = None
+
+
+_EMPTY: dict[type, Any] = {str: ""}
+_KIND_LETTER = {"kept": "k", "rejected": "r", "failed": "f"}
+
+
+class RowSchema:
+    """One schema per method: every row of every kind has exactly these columns.
+
+    ``datasets.load_dataset("json", data_files=...)`` takes each column's type from
+    the first shard it reads, so a column that is null on every row of that shard but
+    set in a later one cannot be loaded. Hence the rule this class applies: a column is
+    null on *every* row of a kind that does not fill it (``Column.kinds``), and on the
+    kinds that do, a row that leaves the key out gets the column's empty value
+    (``Column.empty``, else ``""`` for text); a key given as None stays null (for a
+    value that no row of the run has, e.g. labels of a generation task). Unknown keys
+    are a programming error.
+
+    Args:
+        method: the method's name (failed-row ids).
+        columns: the columns, in output order; must include ``id``, ``seed_id``,
+            ``source`` and :data:`FAILURE_COLUMNS`.
+        common: values every row gets when it lacks them (models, simulated).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        columns: tuple[Column, ...],
+        *,
+        common: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.method = method
+        self.columns = columns
+        self.names = tuple(c.name for c in columns)
+        missing = {"id", "seed_id", "source", *FAILURE_COLUMNS} - set(self.names)
+        if missing:
+            raise ValueError(f"row schema of {method} lacks {sorted(missing)}")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"row schema of {method} repeats a column")
+        self._common = common
+
+    def conform(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with exactly the schema's columns, in order (see the class doc).
+
+        Raises:
+            ValueError: ``row`` has a key the schema does not declare.
+        """
+        unknown = set(row) - set(self.names)
+        if unknown:
+            raise ValueError(f"{self.method} {kind} row has undeclared keys {sorted(unknown)}")
+        letter = _KIND_LETTER[kind]
+        common = self._common() if self._common is not None else {}
+        out: dict[str, Any] = {}
+        for col in self.columns:
+            if letter not in col.kinds:
+                out[col.name] = None
+                continue
+            value = row.get(col.name)
+            if value is None and col.name in common:
+                value = common[col.name]
+            elif col.name not in row:
+                value = col.empty if col.empty is not None else _EMPTY.get(col.type)
+            if value is None:
+                pass
+            elif col.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            out[col.name] = value
+        return out
+
+    def row(self, kind: Kind, values: dict[str, Any]) -> RowOut:
+        """A ``(kind, row)`` pair conformed to the schema."""
+        return (kind, self.conform(kind, values))
+
+    def failed(
+        self, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any
+    ) -> RowOut:
+        """A failed row (:func:`failed_row`, ``extra`` in its id as there) conformed to
+        the schema."""
+        _, row = failed_row(self.method, key, source=source, stage=stage, error=error, **extra)
+        return self.row("failed", row)
+
+
+def failed_row_for(
+    method: object, key: str, *, source: str, stage: str, error: EngineError | str
+) -> RowOut:
+    """A failed row in ``method``'s row schema when it declares one (``row_schema``),
+    else :func:`failed_row`: for failed rows made outside the method (bad input lines,
+    an item whose error the method did not handle)."""
+    schema = getattr(method, "row_schema", None)
+    if isinstance(schema, RowSchema):
+        return schema.failed(key, source=source, stage=stage, error=error)
+    name = str(getattr(method, "name", "method"))
+    return failed_row(name, key, source=source, stage=stage, error=error)
+
+
+_BAD = "_bad_input"
+
+
+def items_for_schema(items: Iterator[Item | BadInput]) -> Iterator[Item]:
+    """``items`` with every :class:`BadInput` turned into an Item the method itself
+    answers with a failed row in its schema (:func:`bad_input_reason` tells them apart),
+    so no row of the method is written in another shape."""
+    for item in items:
+        if isinstance(item, BadInput):
+            yield Item(index=item.index, key=item.key, data={_BAD: item.reason}, source=item.source)
+        else:
+            yield item
+
+
+def bad_input_reason(item: Item) -> str | None:
+    """The reason of an item made from a BadInput by :func:`items_for_schema`, else None."""
+    reason = item.data.get(_BAD)
+    return str(reason) if reason is not None else None

@@ -60,6 +60,7 @@ import msgspec
 from ..config import Base
 from ..errors import EndpointError, EngineError, InputError, ParseError, ShardError
 from ..io.readers import read_jsonl
+from ..io.shards import iter_rows
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import (
     ChatCaller,
@@ -72,11 +73,12 @@ from ..stages import (
     parse_score_pair,
 )
 from . import prompts_codeclm as P
-from .base import MethodContext, failed_row
+from .base import Column, MethodContext, RowSchema, failed_row
 from .semantic_dedup import REASON as NEAR_DUPLICATE
 from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
+    "COLUMNS",
     "POOL_NAME",
     "CodecLMConfig",
     "CodecLMMethod",
@@ -99,6 +101,7 @@ class CodecLMTemplates(Base, frozen=True):
     improve: str = P.IMPROVE
     respond: str = P.RESPOND
     judge: str = P.JUDGE
+    check_metadata: str = P.CHECK_METADATA
 
 
 class CodecLMConfig(Base, frozen=True):
@@ -106,8 +109,23 @@ class CodecLMConfig(Base, frozen=True):
 
     Attributes:
         metadata_count: metadata items after augmentation (paper: 200).
-        instructions_per_metadata: basic instructions decoded per metadata item
-            (the data budget is metadata_count x this; paper: 2000 pairs -> 10).
+        instructions_per_metadata: basic instructions decoded per metadata item. The
+            budget ``metadata_count x instructions_per_metadata`` counts *basic
+            instructions* (the paper's 2,000), not kept pairs: Contrastive Filtering keeps
+            a share of them (the paper-default config kept 1,453 of 2,000 on the sim).
+        target_pairs: run until this many pairs are kept (None: one pass over the
+            budget). Metadata items are then made past ``metadata_count`` by cycling
+            over them with fresh basic instructions (another decode sample), and no new
+            item starts once enough pairs are kept (items in flight still finish, so
+            the count can be exceeded by up to max_items_in_flight x
+            instructions_per_metadata). A rerun counts the kept rows already committed.
+        target_max_passes: with ``target_pairs``, stop after this many passes over the
+            metadata items even if fewer pairs are kept (a bound on the spend).
+        metadata_check: ask the judge whether each augmented combination of use case and
+            skills is reasonable, and draw again for the ones it refuses (the paper's
+            authors removed unreasonable combinations by hand; an addition, off).
+        metadata_check_rounds: check-and-redraw rounds (combinations still unchecked
+            after them are used as drawn, and counted in the report).
         max_skills: skills per metadata item (paper: at most 3).
         rubric_count: rubrics and actions per metadata item (paper: 4).
         theta: keep a pair when |gap| > theta (paper: 3, on a 1-10 scale).
@@ -137,6 +155,10 @@ class CodecLMConfig(Base, frozen=True):
     judge_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.0
     judge_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 32
     encode_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
+    target_pairs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    target_max_passes: Annotated[int, msgspec.Meta(ge=1)] = 20
+    metadata_check: bool = False
+    metadata_check_rounds: Annotated[int, msgspec.Meta(ge=1)] = 3
     templates: CodecLMTemplates = msgspec.field(default_factory=CodecLMTemplates)
     semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
 
@@ -171,6 +193,18 @@ def _exact_lists(tp: type[Any], sizes: dict[str, int]) -> dict[str, Any]:
 
 class _Improved(msgspec.Struct):
     improved_instruction: str
+
+
+class _Verdict(msgspec.Struct):
+    reasonable: bool
+    reason: str
+
+
+def _parse_verdict(text: str) -> _Verdict:
+    m = re.search(r"\b(YES|NO)\b", text, re.I)
+    if m is None:
+        raise ParseError("expected YES or NO", stage="check_metadata")
+    return _Verdict(reasonable=m.group(1).upper() == "YES", reason=text.strip())
 
 
 class _Pair(msgspec.Struct):
@@ -290,6 +324,10 @@ class _PoolWriter(Protocol):
         """Append the failed row of a seed that could not be read or encoded."""
         ...
 
+    def add_seed(self, use_case: int) -> None:
+        """Append an encoded seed's use case id (the use cases' distribution)."""
+        ...
+
 
 class _PoolReader(Protocol):
     """Random access into a built pool, with a combination set private to one reader."""
@@ -300,6 +338,10 @@ class _PoolReader(Protocol):
 
     def use_case(self, i: int) -> tuple[str, str]:
         """Distinct use case ``i``: its first spelling and the seed it came from."""
+        ...
+
+    def seed_use_case(self, i: int) -> int:
+        """The use case id of encoded seed ``i`` (in seed order)."""
         ...
 
     def skill(self, i: int) -> str:
@@ -322,13 +364,16 @@ class _PoolReader(Protocol):
 def _register(pool: _PoolWriter, md: Metadata, count: int) -> None:
     """Add one encoded seed to ``pool``.
 
-    Its use case and skills join the vocabularies; its own metadata is kept while fewer
-    than ``count`` are and its combination is new.
+    Its use case and skills join the vocabularies, its use case id is appended to the
+    seeds' list (so augmented items draw use cases with the seeds' frequencies), and its
+    own metadata is kept when its combination is new (every seed can be one of the
+    ``count`` items: :func:`_generate` samples among all of them).
     """
+    del count  # every seed's metadata is kept; the sample is drawn at generation
     uc = pool.use_case_id(md.use_case.lower(), md.use_case, md.seed_id)
     skills = [pool.skill_id(s.lower(), s) for s in md.skills]
-    if pool.own_count < count:
-        pool.add_own(md, _sig(uc, skills))
+    pool.add_seed(uc)
+    pool.add_own(md, _sig(uc, skills))
 
 
 def _combinations(use_cases: int, skills: int, max_skills: int, cap: int) -> int:
@@ -350,17 +395,31 @@ def _generate(
     count: int,
     max_skills: int,
     seed: int,
+    seeds: int | None = None,
 ) -> Iterator[Metadata]:
     """The ``count`` metadata items of a pool, one at a time (CodecLM App. A.3).
 
-    Items ``0 .. own - 1`` are the seeds' own metadata. Item ``i`` after them draws from
-    ``random.Random(f"codeclm:augment:{seed}:{i}")``: a use case uniformly from the
-    distinct use cases, ``k`` uniformly in ``1..min(max_skills, skills)``, then ``k``
-    skills uniformly without replacement from the distinct skills. While that
-    combination is already taken (by a seed or an earlier item) and an untaken one
-    exists, it draws again, at most ``_REDRAWS`` times in all.
+    The seeds' own metadata come first: all of them when there are at most ``count``,
+    else ``count`` of them drawn uniformly (selection sampling in seed order, from
+    ``random.Random(f"codeclm:own:{seed}")``), so every seed can contribute, not only the
+    first ones. Item ``i`` after them draws from
+    ``random.Random(f"codeclm:augment:{seed}:{i}")``: a use case as the use case of a
+    seed drawn uniformly from the ``seeds`` encoded seeds (so use cases keep the seeds'
+    distribution; ``seeds=None``: uniformly over the distinct use cases), ``k``
+    uniformly in ``1..min(max_skills, skills)``, then ``k`` skills uniformly without
+    replacement from the distinct skills. While that combination is already taken (by
+    a seed or an earlier item) and an untaken one exists, it draws again, at most
+    ``_REDRAWS`` times in all.
     """
-    own = min(own, count)
+    if own > count:
+        rng = random.Random(f"codeclm:own:{seed}")
+        need = count
+        for start in range(0, own, _BATCH):
+            for j, md in enumerate(pool.own(start, min(_BATCH, own - start)), start):
+                if need and rng.random() * (own - j) < need:
+                    need -= 1
+                    yield md
+        return
     for start in range(0, own, _BATCH):
         yield from pool.own(start, min(_BATCH, own - start))
     if own >= count or not use_cases or not skills:
@@ -370,7 +429,7 @@ def _generate(
     for i in range(own, count):
         rng = random.Random(f"codeclm:augment:{seed}:{i}")
         for _ in range(_REDRAWS):
-            uc = rng.randrange(use_cases)
+            uc = pool.seed_use_case(rng.randrange(seeds)) if seeds else rng.randrange(use_cases)
             picked = rng.sample(range(skills), rng.randint(1, most))
             sig = _sig(uc, picked)
             fresh = room > 0 and not pool.taken(sig)
@@ -396,6 +455,15 @@ class _MemoryPool:
         self._own_sigs: set[str] = set()
         self._failed: list[dict[str, Any]] = []
         self._taken: set[str] = set()
+        self._seed_uc: list[int] = []
+        self.seed_count = 0
+
+    def add_seed(self, use_case: int) -> None:
+        self._seed_uc.append(use_case)
+        self.seed_count += 1
+
+    def seed_use_case(self, i: int) -> int:
+        return self._seed_uc[i]
 
     def use_case_id(self, key: str, text: str, seed_id: str) -> int:
         if key not in self._use_cases:
@@ -453,6 +521,8 @@ _SCHEMA = (
     "CREATE TABLE own (pos INTEGER PRIMARY KEY, metadata BLOB NOT NULL)",
     "CREATE TABLE own_sig (sig TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TABLE failed (pos INTEGER PRIMARY KEY, row BLOB NOT NULL)",
+    "CREATE TABLE seed_uc (pos INTEGER PRIMARY KEY, uc INTEGER NOT NULL)",
+    "CREATE TABLE refused (sig TEXT PRIMARY KEY) WITHOUT ROWID",
 )
 _SELECT_USE_CASE = "SELECT id FROM use_case WHERE key = ?"
 _INSERT_USE_CASE = "INSERT INTO use_case VALUES (?, ?, ?, ?)"
@@ -482,6 +552,7 @@ class _SqlitePoolWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.own_count = self.failed_count = self.use_case_count = self.skill_count = 0
+        self.seed_count = 0
         try:
             for suffix in ("", "-journal", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -535,6 +606,13 @@ class _SqlitePoolWriter:
                 self.own_count += 1
         except sqlite3.Error as exc:
             raise _pool_error(self.path, exc, "write") from exc
+
+    def add_seed(self, use_case: int) -> None:
+        try:
+            self._db.execute("INSERT INTO seed_uc VALUES (?, ?)", (self.seed_count, use_case))
+        except sqlite3.Error as exc:
+            raise _pool_error(self.path, exc, "write") from exc
+        self.seed_count += 1
 
     def add_failed(self, row: dict[str, Any]) -> None:
         try:
@@ -602,10 +680,15 @@ class _SqlitePoolReader:
         ((text,),) = self._query("SELECT text FROM skill WHERE id = ?", (i,))
         return str(text)
 
+    def seed_use_case(self, i: int) -> int:
+        ((uc,),) = self._query("SELECT uc FROM seed_uc WHERE pos = ?", (i,))
+        return int(uc)
+
     def taken(self, sig: str) -> bool:
         ((found,),) = self._query(
             "SELECT EXISTS (SELECT 1 FROM temp.taken WHERE sig = ?1)"
-            " OR EXISTS (SELECT 1 FROM own_sig WHERE sig = ?1)",
+            " OR EXISTS (SELECT 1 FROM own_sig WHERE sig = ?1)"
+            " OR EXISTS (SELECT 1 FROM refused WHERE sig = ?1)",
             (sig,),
         )
         return bool(found)
@@ -655,6 +738,7 @@ def augment_metadata(
             count=count,
             max_skills=max_skills,
             seed=seed,
+            seeds=pool.seed_count,
         )
     )
 
@@ -677,6 +761,65 @@ def route(gap: float, iteration: int, *, theta: float, max_iterations: int) -> s
     if iteration >= max_iterations:
         return "reject"
     return "improve"
+
+
+def _metadata_key(md: Metadata) -> str:
+    return f"{md.use_case.lower()}|{'|'.join(sorted(k.lower() for k in md.skills))}"
+
+
+def _refuse(path: Path, refused: list[Metadata]) -> None:
+    """Record refused combinations in the pool file (generation then draws again)."""
+    if not refused:
+        return
+    try:
+        db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            for md in refused:
+                (uc,) = db.execute(
+                    "SELECT id FROM use_case WHERE key = ?", (md.use_case.lower(),)
+                ).fetchone()
+                ids = [
+                    db.execute("SELECT id FROM skill WHERE key = ?", (k.lower(),)).fetchone()[0]
+                    for k in md.skills
+                ]
+                db.execute("INSERT OR IGNORE INTO refused VALUES (?)", (_sig(uc, ids),))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _pool_error(path, exc, "write") from exc
+
+
+# ---------------------------------------------------------------------- rows
+COLUMNS: tuple[Column, ...] = (
+    Column("id", str, doc="row id"),
+    Column("seed_id", str, doc="the seed the use case came from (failed seeds: the seed)"),
+    Column("source", str, doc="`metadata:i`, or the seed's `file:line`"),
+    Column("metadata", dict, "kr", doc="`{use_case, skills}`"),
+    Column("origin", str, "kr", doc="`seed` (a seed's own metadata) or `augmented`"),
+    Column("basic_instruction", str, doc="the decoded instruction (iteration 1)"),
+    Column("instruction", str, doc="the final instruction"),
+    Column("iteration", int, "kr", doc="the iteration it was kept or rejected at"),
+    Column("response", str, "k", doc="the better answer"),
+    Column("response_source", str, "k", doc="`strong` or `target`"),
+    Column("scores", dict, "k", doc="`{strong, target, gap}` of the kept iteration"),
+    Column(
+        "history",
+        list,
+        "kr",
+        doc="every judged iteration: instruction, action, "
+        "both responses, both judge orders, scores",
+    ),
+    Column("filter", str, "r", doc="`contrastive` or `near_duplicate`"),
+    Column("reason", str, "r", doc="why"),
+    Column("similarity", float, "r", empty=0.0, doc="near duplicates: cosine (else 0.0)"),
+    Column("duplicate_of", str, "r", doc='near duplicates: the kept row id (else `""`)'),
+    Column("stage", str, "f", doc="`input`, `encode`, `rubrics`, `decode`, ..."),
+    Column("error_kind", str, "f", doc="the error's class"),
+    Column("error", str, "f", doc="the error's message"),
+    Column("models", dict, doc="role -> model"),
+    Column("simulated", bool, doc="written by the simulated endpoint"),
+)
+"""The row schema: every kept, rejected and failed row has these columns."""
 
 
 # ---------------------------------------------------------------------- method
@@ -753,11 +896,31 @@ class CodecLMMethod:
             params={"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens},
             observer_for=obs,
         )
+        self.check_metadata = Generate(
+            "check_metadata",
+            depth=0,
+            template=t.check_metadata,
+            schema=_Verdict,
+            parse_text=_parse_verdict,
+            params={"temperature": cfg.judge_temperature, "max_tokens": 64},
+            observer_for=obs,
+        )
+        self.row_schema = RowSchema(
+            self.name,
+            COLUMNS,
+            common=lambda: {"models": ctx.models(), "simulated": ctx.simulated},
+        )
+        self.kept_before = 0  # committed kept rows found by prepare (target_pairs)
+        self.kept_now = 0
+        self.metadata_checked = 0
+        self.metadata_refused = 0
+        self.metadata_unchecked = 0
+        self.passes = 0
         self.total: int | None = None
         self.metadata_items = 0
         self.seeds_failed = 0
         self._pool_path: Path | None = None
-        self._own = self._use_cases = self._skills = 0
+        self._own = self._use_cases = self._skills = self._seeds = 0
         self.kept_by_iteration: Counter[int] = Counter()
         self.rejected = 0
         self.failed_by_stage: Counter[str] = Counter()
@@ -818,11 +981,68 @@ class CodecLMMethod:
         pool.finish()
         self._pool_path = path
         self._own = pool.own_count
+        self._seeds = pool.seed_count
         self._use_cases = pool.use_case_count
         self._skills = pool.skill_count
         self.seeds_failed = pool.failed_count
         self.metadata_items = self.cfg.metadata_count
-        self.total = self.metadata_items + self.seeds_failed
+        self.total = (
+            self.metadata_items + self.seeds_failed if self.cfg.target_pairs is None else None
+        )
+        if self.cfg.metadata_check:
+            await self._check_metadata(path)
+        if self.cfg.target_pairs is not None:
+            # A rerun continues the count: the pairs already committed are kept pairs.
+            self.kept_before = sum(1 for _ in iter_rows(out_dir, "kept"))
+            self.kept_now = 0
+
+    async def _check_metadata(self, path: Path) -> None:
+        """The judge's check of every augmented combination; refused ones are recorded in
+        the pool (``refused``) so that generation draws again, for up to
+        ``metadata_check_rounds`` rounds (every call replays from the cache on resume).
+        """
+        judge = self.ctx.callers["judge"]
+        room = asyncio.Semaphore(self.cfg.encode_concurrency)
+        verdicts: dict[str, bool] = {}
+
+        async def check(md: Metadata) -> bool:
+            async with room:
+                got = await self.check_metadata(
+                    judge, {"use_case": md.use_case, "skills": ", ".join(md.skills)}
+                )
+            return got.reasonable
+
+        for _ in range(self.cfg.metadata_check_rounds):
+            reader = self._reader()
+            try:
+                pending = [
+                    (key, md)
+                    for i, md in enumerate(self._metadata(reader))
+                    if i >= min(self._own, self.metadata_items)
+                    and (key := _metadata_key(md)) not in verdicts
+                ]
+            finally:
+                reader.close()
+            if not pending:
+                break
+            answers = await asyncio.gather(*(check(md) for _, md in pending))
+            refused = []
+            for (key, md), ok in zip(pending, answers, strict=True):
+                verdicts[key] = ok
+                self.metadata_checked += 1
+                if not ok:
+                    self.metadata_refused += 1
+                    refused.append(md)
+            _refuse(path, refused)
+        reader = self._reader()
+        try:
+            self.metadata_unchecked = sum(
+                1
+                for i, md in enumerate(self._metadata(reader))
+                if i >= min(self._own, self.metadata_items) and _metadata_key(md) not in verdicts
+            )
+        finally:
+            reader.close()
 
     async def _encode_seeds(self, pool: _PoolWriter) -> None:
         """Encode the input's seeds into ``pool`` with a bounded window of tasks.
@@ -925,24 +1145,46 @@ class CodecLMMethod:
             count=self.metadata_items,
             max_skills=self.cfg.max_skills,
             seed=self.ctx.seed,
+            seeds=self._seeds,
         )
 
     def work(self) -> Iterator[Item | BadInput]:
-        """Metadata items (made on demand), then one item per seed that failed to encode."""
+        """Metadata items (made on demand), then one item per seed that failed to encode.
+
+        With ``target_pairs``: the failed seeds first, then passes over the metadata items
+        (pass ``p`` decodes new basic instructions, as decode sample ``p``) for as long as
+        fewer than ``target_pairs`` pairs are kept, at most ``target_max_passes`` passes.
+        """
+        if self.cfg.target_pairs is not None:
+            yield from self._failed_items(0)
+            yield from self._target_items(self.cfg.target_pairs, base=self.seeds_failed)
+            return
         reader = self._reader()
         try:
             for i, md in enumerate(self._metadata(reader)):
-                yield Item(
-                    index=i,
-                    key=f"meta-{i}",
-                    data={
-                        "use_case": md.use_case,
-                        "skills": list(md.skills),
-                        "seed_id": md.seed_id,
-                    },
-                    source=f"metadata:{i}",
-                )
-            base = self.metadata_items
+                yield self._metadata_item(i, i, md, 0)
+        finally:
+            reader.close()
+        yield from self._failed_items(self.metadata_items)
+
+    def _metadata_item(self, index: int, i: int, md: Metadata, pass_: int) -> Item:
+        key = f"meta-{i}" if pass_ == 0 else f"meta-{i}.p{pass_}"
+        return Item(
+            index=index,
+            key=key,
+            data={
+                "use_case": md.use_case,
+                "skills": list(md.skills),
+                "seed_id": md.seed_id,
+                "origin": "seed" if i < min(self._own, self.metadata_items) else "augmented",
+                "pass": pass_,
+            },
+            source=f"metadata:{i}" if pass_ == 0 else f"metadata:{i}:pass:{pass_}",
+        )
+
+    def _failed_items(self, base: int) -> Iterator[Item]:
+        reader = self._reader()
+        try:
             for start in range(0, self.seeds_failed, _BATCH):
                 for j, row in enumerate(reader.failed(start, _BATCH), start):
                     yield Item(
@@ -954,12 +1196,34 @@ class CodecLMMethod:
         finally:
             reader.close()
 
+    def kept_total(self) -> int:
+        """Pairs kept so far: committed before this run, plus kept by it."""
+        return self.kept_before + self.kept_now
+
+    def _target_items(self, target: int, *, base: int) -> Iterator[Item]:
+        count = self.metadata_items
+        for pass_ in range(self.cfg.target_max_passes):
+            reader = self._reader()  # a fresh reader per pass: the same items each pass
+            try:
+                for i, md in enumerate(self._metadata(reader)):
+                    if self.kept_total() >= target:
+                        return
+                    self.passes = pass_ + 1
+                    yield self._metadata_item(base + pass_ * count + i, i, md, pass_)
+            finally:
+                reader.close()
+
     # ---------------------------------------------------------------- process
     async def process(self, item: Item) -> list[RowOut]:
         """Rubrics + decode for one metadata item, then every instruction's loop."""
         if "failed" in item.data:
             self.failed_by_stage[str(item.data["failed"]["stage"])] += 1
-            return [("failed", dict(item.data["failed"]))]
+            return [self.row_schema.row("failed", dict(item.data["failed"]))]
+        rows = await self._process(item)
+        self.kept_now += sum(kind == "kept" for kind, _ in rows)
+        return rows
+
+    async def _process(self, item: Item) -> list[RowOut]:
         strong = self.ctx.callers["strong"]
         md = Metadata(
             use_case=str(item.data["use_case"]),
@@ -971,19 +1235,19 @@ class CodecLMMethod:
         try:
             rubrics, decoded = await concurrently(
                 self.rubrics(strong, {**values, "k": self.cfg.rubric_count}),
-                self.decode(strong, {**values, "n": n}),
+                # a later pass (target_pairs) decodes new basic instructions
+                self.decode(strong, {**values, "n": n}, sample_index=int(item.data.get("pass", 0))),
             )
         except (EndpointError, ParseError) as exc:
             stage = exc.stage or "decode"
             self.failed_by_stage[stage] += 1
             return [
-                failed_row(
-                    self.name,
+                self.row_schema.failed(
                     item.key,
                     source=item.source,
                     stage=stage,
                     error=exc,
-                    metadata={"use_case": md.use_case, "skills": list(md.skills)},
+                    seed_id=md.seed_id,
                 )
             ]
         instructions = [s.strip() for s in decoded.instructions if s.strip()][:n]
@@ -1008,16 +1272,19 @@ class CodecLMMethod:
             self.semantic.warm_up()  # loads once, in a worker thread, while calls run
         base_row: dict[str, Any] = {
             "id": row_id(self.name, item.key, j),
-            "metadata": {"use_case": md.use_case, "skills": list(md.skills)},
             "seed_id": md.seed_id,
-            "models": self.ctx.models(),
-            "simulated": self.ctx.simulated,
+            "source": item.source,
+            "metadata": {"use_case": md.use_case, "skills": list(md.skills)},
+            "origin": str(item.data.get("origin", "augmented")),
+            "basic_instruction": basic,
         }
+        schema = self.row_schema
         history: list[dict[str, Any]] = []
         stage = "respond"
         try:
             for iteration in range(1, cfg.max_iterations + 1):
                 depth = 4 * (iteration - 1)
+                action = ""
                 if iteration > 1:
                     stage = "improve"
                     action = rng.choice(actions)
@@ -1034,7 +1301,7 @@ class CodecLMMethod:
                     # for pairs in flight at the same time).
                     dup = await self.semantic.probe(base_row["id"], instruction)
                     if dup is not None:
-                        return (
+                        return schema.row(
                             "rejected",
                             {
                                 **base_row,
@@ -1080,6 +1347,22 @@ class CodecLMMethod:
                 )
                 gap = s_strong - s_target
                 scores = {"strong": s_strong, "target": s_target, "gap": gap}
+                history.append(
+                    {
+                        "iteration": iteration,
+                        "instruction": instruction,
+                        "action": action,
+                        "strong_response": strong_ans,
+                        "target_response": target_ans,
+                        # Assistant 1 and 2 as shown: strong first, then swapped.
+                        "judge_strong_first": [float(first.assistant_1), float(first.assistant_2)],
+                        "judge_target_first": [
+                            float(swapped.assistant_1),
+                            float(swapped.assistant_2),
+                        ],
+                        "scores": scores,
+                    }
+                )
                 decision = route(gap, iteration, theta=cfg.theta, max_iterations=cfg.max_iterations)
                 if decision == "keep":
                     better = "strong" if gap > 0 else "target"
@@ -1090,29 +1373,30 @@ class CodecLMMethod:
                         "response_source": better,
                         "iteration": iteration,
                         "scores": scores,
+                        "history": history,
                     }
                     # Checked (and added to the index) only when kept: the kept text is
                     # the one that must not repeat, and the one a resume rebuilds from.
                     if self.semantic is not None:
                         dup = await self.semantic.check_one(base_row["id"], instruction)
                         if dup is not None:
-                            return ("rejected", {**kept, "filter": NEAR_DUPLICATE, **dup.fields()})
+                            kept.pop("scores")
+                            kept.pop("response")
+                            kept.pop("response_source")
+                            return schema.row(
+                                "rejected", {**kept, "filter": NEAR_DUPLICATE, **dup.fields()}
+                            )
                     self.kept_by_iteration[iteration] += 1
-                    return ("kept", kept)
-                history.append(
-                    {"iteration": iteration, "instruction": instruction, "scores": scores}
-                )
+                    return schema.row("kept", kept)
                 if decision == "reject":
                     self.rejected += 1
-                    return (
+                    return schema.row(
                         "rejected",
                         {
                             **base_row,
                             "instruction": instruction,
-                            "response": strong_ans,
-                            "response_source": "strong",
                             "iteration": iteration,
-                            "scores": scores,
+                            "filter": "contrastive",
                             "reason": (
                                 f"gap {gap:+.2f} within theta {cfg.theta:g} after "
                                 f"{cfg.max_iterations} iterations"
@@ -1123,8 +1407,16 @@ class CodecLMMethod:
         except (EndpointError, ParseError) as exc:
             stage = exc.stage or stage
             self.failed_by_stage[stage] += 1
-            _, row = failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)
-            return ("failed", {**row, **base_row, "instruction": instruction, "history": history})
+            return schema.failed(
+                item.key,
+                source=item.source,
+                stage=stage,
+                error=exc,
+                id=base_row["id"],
+                seed_id=md.seed_id,
+                basic_instruction=basic,
+                instruction=instruction,
+            )
         finally:
             if self.semantic is not None:
                 self.semantic.forget(base_row["id"])
@@ -1141,7 +1433,29 @@ class CodecLMMethod:
             "seeds_read": self.seeds_read,
             "seeds_failed": self.seeds_failed,
             "metadata_items": self.metadata_items,
+            "basic_instructions_budget": self.metadata_items * self.cfg.instructions_per_metadata,
             "instructions": self.instructions,
+            **(
+                {
+                    "target_pairs": self.cfg.target_pairs,
+                    "kept_total": self.kept_total(),
+                    "kept_before_this_run": self.kept_before,
+                    "passes": self.passes,
+                }
+                if self.cfg.target_pairs is not None
+                else {}
+            ),
+            **(
+                {
+                    "metadata_check": {
+                        "checked": self.metadata_checked,
+                        "refused": self.metadata_refused,
+                        "unchecked": self.metadata_unchecked,
+                    }
+                }
+                if self.cfg.metadata_check
+                else {}
+            ),
             "short_decodes": self.short_decodes,
             "kept": kept,
             "kept_by_iteration": {str(k): v for k, v in sorted(self.kept_by_iteration.items())},

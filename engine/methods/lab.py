@@ -5,12 +5,14 @@ leaf is prompted only with its own seed examples (taxonomy-driven sampling).
 
 ``pipeline = "full"``:
 
-* freeform skills: ``gen_questions`` (``num_samples`` calls, one seed question each,
-  cycling through the seeds) -> exact dedup -> ``eval_question`` (0/1, keep == 1) ->
-  ``gen_responses`` -> ``eval_pair`` (1-3, keep >= ``min_pair_score``).
-* grounded skills: ``gen_contexts`` (``num_contexts``, deduplicated) ->
-  ``gen_grounded_questions`` (``grounded_questions`` per context) -> the same checks and
-  responses, with the context shown; the training user turn is context + question.
+* freeform skills: ``gen_questions`` (one call per seed example asking for a set of
+  ``num_samples`` questions, parsed as a list, as SDG does) -> exact dedup ->
+  ``eval_question`` (0/1, keep == 1) -> ``gen_responses`` -> ``eval_pair`` (1-3, keep >=
+  ``min_pair_score``).
+* grounded skills: ``gen_contexts`` (``num_contexts`` per seed example, deduplicated) ->
+  ``gen_grounded_questions`` (one call per context asking for a set of
+  ``grounded_questions``) -> the same checks and responses, with the context shown; the
+  training user turn is context + question.
 * knowledge: documents chunked by words (``chunk_word_count``), optionally a spell-corrected
   copy of every chunk (both used) -> ``gen_knowledge`` (``[QUESTION]...[ANSWER]...[END]``
   blocks) -> exact dedup -> ``eval_faithfulness`` (YES/NO, keep YES) -> ``eval_relevancy``
@@ -23,8 +25,10 @@ With ``[method.lab.semantic_dedup] enabled = true``, questions that pass exact d
 also checked against every question admitted so far in the run (all leaves): a near
 duplicate becomes a rejected row with filter ``near_duplicate`` before any judge call.
 
-``finalize`` writes ``knowledge.jsonl`` and ``skills.jsonl`` (the phase sets) and
-``mixed.jsonl`` (the recipe of ``[method.lab.mix]``) from the committed kept rows.
+Every judge's rationale is kept on the row (``checks``: one entry per check applied,
+rule or judge, with its score and rationale). ``finalize`` writes InstructLab's phase sets
+``knowledge.jsonl`` and ``skills.jsonl`` and ``mixed.jsonl`` (the recipe of
+``[method.lab.mix]``) from the committed kept rows (:mod:`engine.methods.lab_mix`).
 
 Determinism: every generation sends a ``seed`` derived from the run seed, the leaf and the
 sample's position, dedup runs in generation order after all samples of a step are back,
@@ -34,10 +38,8 @@ and mixing draws from ``random.Random`` seeded by the run seed.
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,13 +53,42 @@ from ..io.knowledge import KnowledgeSettings, chunk_markdown, load_documents
 from ..io.shards import iter_rows
 from ..io.taxonomy import Leaf, Problem, read_taxonomy
 from ..records import BadInput, Item, RowOut, row_id
-from ..stages import Generate, check_templates, parse_score
+from ..stages import Generate, check_templates
 from . import prompts_lab as P
-from .base import InputCheck, MethodContext, failed_row
+from .base import (
+    Column,
+    InputCheck,
+    MethodContext,
+    RowSchema,
+    bad_input_reason,
+    failed_row,
+    items_for_schema,
+)
+from .lab_mix import LabMix, mix_rows, phase_sets, sample_rows, training_sample
+from .lab_parsers import (
+    Binary,
+    Context,
+    PairScore,
+    QAList,
+    QAPair,
+    Questions,
+    Relevancy,
+    YesNo,
+    binary,
+    chunk_words,
+    first_qa,
+    nonempty,
+    parse_judge_score,
+    parse_qa_blocks,
+    parse_tagged,
+    parse_yes_no,
+    questions_schema,
+)
 from .semantic_dedup import REASON as NEAR_DUPLICATE
 from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
+    "COLUMNS",
     "LabConfig",
     "LabMethod",
     "LabMix",
@@ -82,8 +113,6 @@ FILTERS: tuple[str, ...] = (
 )
 """The filters a question can be dropped by (rejected rows name one in ``filter``)."""
 
-Size = int | float
-
 
 class LabTemplates(Base, frozen=True):
     """``[method.lab.templates]``: prompt overrides (``{{var}}`` placeholders)."""
@@ -104,35 +133,6 @@ class LabTemplates(Base, frozen=True):
     simple_knowledge: str = P.SIMPLE_KNOWLEDGE
 
 
-def _check_size(value: Size, field: str) -> None:
-    if value < 0:
-        raise ValueError(f"{field}: sampling size must be >= 0, got {value}")
-
-
-class LabMix(Base, frozen=True):
-    """``[method.lab.mix]``: the data-mixing recipe (SDG datamixing ``sampling_size``).
-
-    A size is an int (that many rows) or a float (that ratio of the rows). Asking for more
-    rows than there are samples with replacement; otherwise without. Leaves named in
-    ``leaves`` are sampled on their own and left out of their phase's pool.
-
-    Attributes:
-        knowledge: size of the knowledge phase's pool.
-        skills: size of the skills phase's pool.
-        leaves: leaf path (e.g. ``compositional_skills/writing/freeform/haiku``) -> size.
-    """
-
-    knowledge: Size = 1.0
-    skills: Size = 1.0
-    leaves: dict[str, Size] = msgspec.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check_size(self.knowledge, "knowledge")
-        _check_size(self.skills, "skills")
-        for leaf, size in self.leaves.items():
-            _check_size(size, f"leaves.{leaf}")
-
-
 class LabConfig(Base, frozen=True):
     """``[method.lab]`` — defaults are InstructLab SDG's (``full`` pipeline).
 
@@ -141,9 +141,12 @@ class LabConfig(Base, frozen=True):
         taxonomy: taxonomy root directory, relative to the config file (default:
             ``run.input``, which names the taxonomy directory; a file there means its
             directory).
-        num_samples: freeform questions generated per leaf (SDG gen_questions: 30).
-        num_contexts: contexts generated per grounded leaf (SDG gen_contexts: n=10).
-        grounded_questions: questions per context (SDG gen_grounded_questions: 3).
+        num_samples: questions asked for in one gen_questions call, one call per seed
+            example (SDG freeform_skills.yaml batch_kwargs num_samples: 30).
+        num_contexts: contexts generated per seed example of a grounded leaf (SDG
+            gen_contexts: n=10 per seed row).
+        grounded_questions: questions asked for in one call per context (SDG
+            gen_grounded_questions num_samples: 3).
         chunk_word_count: words per document chunk (SDG: 1000).
         spellcheck: also use a spell-corrected copy of every chunk (SDG gen_spellcheck).
         knowledge_samples: gen_knowledge calls per chunk version.
@@ -157,7 +160,8 @@ class LabConfig(Base, frozen=True):
         judge_temperature: judge temperature (SDG default: 0).
         judge_max_tokens: max tokens of a judge reply.
         templates: prompt overrides.
-        mix: the data-mixing recipe.
+        mix: the phase sets (system turn, RAFT, skills per leaf, auxiliary instructions)
+            and the ``mixed.jsonl`` recipe.
         semantic_dedup: embedding near-duplicate filter on questions (off by default).
         foundational_skills: also read ``foundational_skills/`` leaves, as compositional
             skills (InstructLab's data generation skips them; so does the default).
@@ -193,207 +197,43 @@ class LabConfig(Base, frozen=True):
     semantic_dedup: SemanticDedupConfig = msgspec.field(default_factory=SemanticDedupConfig)
 
 
-# ------------------------------------------------------------ structured shapes
-class _Question(msgspec.Struct):
-    question: str
-
-
-class _Context(msgspec.Struct):
-    context: str
-
-
-class _QA(msgspec.Struct):
-    question: str
-    answer: str
-
-
-class _QAList(msgspec.Struct):
-    pairs: list[_QA]
-
-
-class _Binary(msgspec.Struct):
-    explanation: str
-    score: Annotated[int, msgspec.Meta(ge=0, le=1)]
-
-
-class _PairScore(msgspec.Struct):
-    explanation: str
-    score: Annotated[int, msgspec.Meta(ge=1, le=3)]
-
-
-class _Relevancy(msgspec.Struct):
-    explanation: str
-    score: Annotated[int, msgspec.Meta(ge=0, le=2)]
-
-
-class _YesNo(msgspec.Struct):
-    explanation: str
-    score: Literal["YES", "NO"]
-
-
-# ----------------------------------------------------------------- text parsers
-def parse_tagged(text: str, start: str, end: str, *, stage: str = "parse") -> list[str]:
-    """The non-empty texts between each ``start``/``end`` tag pair.
-
-    Tolerant: an unclosed last tag runs to the end; a reply without any tag counts as
-    one item (the whole reply) when it is not empty.
-
-    Raises:
-        ParseError: nothing non-empty found.
-    """
-    pattern = re.compile(rf"{re.escape(start)}(.*?)(?:{re.escape(end)}|$)", re.S | re.I)
-    found = [m.group(1).strip() for m in pattern.finditer(text)]
-    if not found and start.lower() not in text.lower():
-        found = [text.replace(end, "").strip()]
-    items = [f for f in found if f]
-    if not items:
-        raise ParseError(f"expected text between {start} and {end}", stage=stage)
-    return items
-
-
-_QA_BLOCK = re.compile(
-    r"\[QUESTION\]\s*(.*?)\s*\[ANSWER\]\s*(.*?)\s*(?:\[END\]|(?=\[QUESTION\])|$)", re.S | re.I
-)
-
-
-def parse_qa_blocks(text: str, *, stage: str = "gen_knowledge") -> list[tuple[str, str]]:
-    """``[QUESTION] q [ANSWER] a [END]`` blocks; ``[UNANSWERABLE]`` alone gives none.
-
-    Raises:
-        ParseError: no block and no ``[UNANSWERABLE]``.
-    """
-    pairs = [(q.strip(), a.strip()) for q, a in _QA_BLOCK.findall(text)]
-    pairs = [(q, a) for q, a in pairs if q and a]
-    if not pairs and "[unanswerable]" not in text.lower():
-        raise ParseError("expected [QUESTION] ... [ANSWER] ... [END] blocks", stage=stage)
-    return pairs
-
-
-_SCORE_BLOCK = re.compile(r"\[Start of Score\](.*?)(?:\[End of Score\]|$)", re.S | re.I)
-_TOTAL = re.compile(r"total\s*score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.I)
-
-
-def parse_judge_score(text: str, *, low: int, high: int, stage: str = "judge") -> int:
-    """A judge's integer score: from the ``[Start of Score]`` block, else a ``Total
-    Score: X`` line, else the last ``Score: k`` (or number) in range.
-
-    Raises:
-        ParseError: no score in [low, high].
-    """
-    m = _SCORE_BLOCK.search(text)
-    if m:
-        try:
-            return round(parse_score(m.group(1), low=low, high=high, stage=stage))
-        except ParseError:
-            pass
-    totals = [float(x) for x in _TOTAL.findall(text)]
-    for value in reversed(totals):
-        if low <= value <= high:
-            return round(value)
-    return round(parse_score(text, low=low, high=high, stage=stage))
-
-
-_YES_NO = re.compile(r"\b(YES|NO)\b", re.I)
-
-
-def parse_yes_no(text: str, *, stage: str = "eval_faithfulness") -> str:
-    """``YES`` or ``NO``: the last one in the score block, else in the whole reply.
-
-    Raises:
-        ParseError: neither word found.
-    """
-    m = _SCORE_BLOCK.search(text)
-    for part in ([m.group(1)] if m else []) + [text]:
-        found = _YES_NO.findall(part)
-        if found:
-            return str(found[-1]).upper()
-    raise ParseError("expected YES or NO", stage=stage)
-
-
-def _binary(text: str, stage: str) -> _Binary:
-    return _Binary(
-        explanation=text.strip(), score=parse_judge_score(text, low=0, high=1, stage=stage)
-    )
-
-
-# --------------------------------------------------------------- pure functions
-_WORD = re.compile(r"\S+\s*")
-
-
-def chunk_words(text: str, size: int) -> list[str]:
-    """Split ``text`` into chunks of at most ``size`` words (whitespace kept inside a chunk).
-
-    The last chunk may be shorter; an empty text gives no chunk.
-    """
-    if size < 1:
-        raise ValueError("chunk size must be >= 1")
-    words = _WORD.findall(text.strip())
-    return ["".join(words[i : i + size]).strip() for i in range(0, len(words), size)]
-
-
-def sample_rows(
-    rows: Sequence[dict[str, Any]], size: Size, rng: random.Random
-) -> list[dict[str, Any]]:
-    """``size`` rows (int) or ``size`` x len(rows) rows (float), seeded.
-
-    All rows (in order) when the count equals the number of rows, a sample without
-    replacement when it is smaller, and a sample with replacement when it is larger.
-    """
-    n = size if isinstance(size, int) else round(size * len(rows))
-    if not rows or n <= 0:
-        return []
-    if n == len(rows):
-        return list(rows)
-    if n < len(rows):
-        return rng.sample(list(rows), n)
-    return rng.choices(list(rows), k=n)
-
-
-def mix_rows(rows: Sequence[dict[str, Any]], recipe: LabMix, *, seed: int) -> list[dict[str, Any]]:
-    """The mixed training set: each group sampled by its size, then shuffled (seeded).
-
-    Groups: every leaf named in ``recipe.leaves``, then each phase's remaining rows.
-    """
-    groups: dict[str, tuple[list[dict[str, Any]], Size]] = {}
-    for leaf, size in sorted(recipe.leaves.items()):
-        groups[f"leaf:{leaf}"] = ([r for r in rows if r["leaf"] == leaf], size)
-    for phase, size in (("knowledge", recipe.knowledge), ("skills", recipe.skills)):
-        pool = [r for r in rows if r["phase"] == phase and r["leaf"] not in recipe.leaves]
-        groups[f"phase:{phase}"] = (pool, size)
-    out: list[dict[str, Any]] = []
-    for name, (pool, size) in groups.items():
-        out.extend(sample_rows(pool, size, random.Random(f"lab:mix:{seed}:{name}")))
-    random.Random(f"lab:mix:{seed}:shuffle").shuffle(out)
-    return out
-
-
-def training_sample(row: dict[str, Any]) -> dict[str, Any]:
-    """A kept row as a chat training sample (grounded skills: the user turn is context +
-    question; knowledge keeps the gold chunk as ``context``)."""
-    question = str(row["question"])
-    context = str(row.get("context") or "")
-    user = f"{context}\n\n{question}" if row["kind"] == "grounded_skill" and context else question
-    sample: dict[str, Any] = {
-        "id": row["id"],
-        "leaf": row["leaf"],
-        "kind": row["kind"],
-        "phase": row["phase"],
-        "messages": [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": row["answer"]},
-        ],
-    }
-    if context:
-        sample["context"] = context
-    return sample
-
-
 # ---------------------------------------------------------------------- method
 class _Drop(Exception):
     def __init__(self, filter_name: str, reason: str) -> None:
         super().__init__(reason)
         self.filter = filter_name
         self.reason = reason
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", str, doc="row id (leaf and unit)"),
+    Column("seed_id", str, doc="the leaf's path (the item key)"),
+    Column("source", str, doc="the leaf's `qna.yaml`"),
+    Column("leaf", str, doc="the leaf's path"),
+    Column("kind", str, doc="`freeform_skill`, `grounded_skill` or `knowledge`"),
+    Column("phase", str, doc="`knowledge` or `skills`"),
+    Column("unit", str, doc="where in the leaf: seed, context, chunk version, sample"),
+    Column("question", str, doc='the question (failed: `""` if none yet)'),
+    Column("answer", str, "kr", doc='the answer (`""` if not written yet)'),
+    Column("context", str, "kr", doc="grounded: the context; knowledge: the chunk used"),
+    Column("raw_document", str, "kr", doc="knowledge: the chunk as read (before spellcheck)"),
+    Column("dataset_type", str, "kr", doc="knowledge: `base_document` or `spellcheck`"),
+    Column("checks", list, "kr", doc="every check applied: check, score, passed, rationale"),
+    Column("filter", str, "r", doc="the check that dropped it"),
+    Column("reason", str, "r", doc="why"),
+    Column("similarity", float, "r", empty=0.0, doc="near duplicates: cosine (else 0.0)"),
+    Column("duplicate_of", str, "r", doc='near duplicates: the repeated row id (else `""`)'),
+    Column("stage", str, "f", doc="the step that failed"),
+    Column("error_kind", str, "f", doc="the error's class"),
+    Column("error", str, "f", doc="the error's message"),
+    Column("models", dict, doc="role -> model"),
+    Column("simulated", bool, doc="written by the simulated endpoint"),
+)
+"""The row schema: every kept, rejected and failed row has these columns."""
+
+
+def _check(name: str, score: float, passed: bool, rationale: str = "") -> dict[str, Any]:
+    return {"check": name, "score": float(score), "passed": passed, "rationale": rationale}
 
 
 class LabMethod:
@@ -411,8 +251,20 @@ class LabMethod:
         judge = {"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
         obs = ctx.stage
         system = t.system or None
+        self.row_schema = RowSchema(
+            self.name,
+            COLUMNS,
+            common=lambda: {"models": ctx.models(), "simulated": ctx.simulated},
+        )
 
-        def step(name: str, depth: int, schema: Any, parse: Any, params: dict[str, Any]) -> Any:
+        def step(
+            name: str,
+            depth: int,
+            schema: Any,
+            parse: Any,
+            params: dict[str, Any],
+            wire: dict[str, Any] | None = None,
+        ) -> Any:
             return Generate(
                 name,
                 depth=depth,
@@ -422,36 +274,42 @@ class LabMethod:
                 parse_text=parse,
                 params=params,
                 observer_for=obs,
+                wire_schema=wire,
             )
 
         def first_tag(start: str, end: str, name: str, wrap: Any) -> Any:
             return lambda s: wrap(parse_tagged(s, start, end, stage=name)[0])
 
-        self.gen_questions: Generate[_Question] = step(
+        def all_tags(name: str) -> Any:
+            return lambda s: Questions(
+                parse_tagged(s, "[Start of Question]", "[End of Question]", stage=name)
+            )
+
+        self.gen_questions: Generate[Questions] = step(
             "gen_questions",
             0,
-            _Question,
-            first_tag("[Start of Question]", "[End of Question]", "gen_questions", _Question),
+            Questions,
+            all_tags("gen_questions"),
             gen,
+            questions_schema(cfg.num_samples),
         )
-        self.gen_contexts: Generate[_Context] = step(
+        self.gen_contexts: Generate[Context] = step(
             "gen_contexts",
             0,
-            _Context,
-            first_tag("[Start of Context]", "[End of Context]", "gen_contexts", _Context),
+            Context,
+            first_tag("[Start of Context]", "[End of Context]", "gen_contexts", Context),
             gen,
         )
-        self.gen_grounded_questions: Generate[_Question] = step(
+        self.gen_grounded_questions: Generate[Questions] = step(
             "gen_grounded_questions",
             1,
-            _Question,
-            first_tag(
-                "[Start of Question]", "[End of Question]", "gen_grounded_questions", _Question
-            ),
+            Questions,
+            all_tags("gen_grounded_questions"),
             gen,
+            questions_schema(cfg.grounded_questions),
         )
-        self.eval_question: Generate[_Binary] = step(
-            "eval_question", 2, _Binary, lambda s: _binary(s, "eval_question"), judge
+        self.eval_question: Generate[Binary] = step(
+            "eval_question", 2, Binary, lambda s: binary(s, "eval_question"), judge
         )
 
         def text_step(name: str, depth: int, template: str) -> Generate[str]:
@@ -461,54 +319,54 @@ class LabMethod:
                 template=template,
                 system=system,
                 schema=None,
-                parse_text=_nonempty(name),
+                parse_text=nonempty(name),
                 params=resp,
                 observer_for=obs,
             )
 
         self.gen_responses = text_step("gen_responses", 3, t.gen_responses)
-        self.eval_pair: Generate[_PairScore] = step(
+        self.eval_pair: Generate[PairScore] = step(
             "eval_pair",
             4,
-            _PairScore,
-            lambda s: _PairScore(
+            PairScore,
+            lambda s: PairScore(
                 explanation=s.strip(), score=parse_judge_score(s, low=1, high=3, stage="eval_pair")
             ),
             judge,
         )
         self.spellcheck = text_step("spellcheck", 0, t.spellcheck)
-        self.gen_knowledge: Generate[_QAList] = step(
+        self.gen_knowledge: Generate[QAList] = step(
             "gen_knowledge",
             1,
-            _QAList,
-            lambda s: _QAList([_QA(q, a) for q, a in parse_qa_blocks(s)]),
+            QAList,
+            lambda s: QAList([QAPair(q, a) for q, a in parse_qa_blocks(s)]),
             gen,
         )
-        self.eval_faithfulness: Generate[_YesNo] = step(
+        self.eval_faithfulness: Generate[YesNo] = step(
             "eval_faithfulness",
             2,
-            _YesNo,
-            lambda s: _YesNo(explanation=s.strip(), score=parse_yes_no(s)),  # type: ignore[arg-type]
+            YesNo,
+            lambda s: YesNo(explanation=s.strip(), score=parse_yes_no(s)),  # type: ignore[arg-type]
             judge,
         )
-        self.eval_relevancy: Generate[_Relevancy] = step(
+        self.eval_relevancy: Generate[Relevancy] = step(
             "eval_relevancy",
             3,
-            _Relevancy,
-            lambda s: _Relevancy(
+            Relevancy,
+            lambda s: Relevancy(
                 explanation=s.strip(),
                 score=parse_judge_score(s, low=0, high=2, stage="eval_relevancy"),
             ),
             judge,
         )
-        self.eval_verify_question: Generate[_Binary] = step(
-            "eval_verify_question", 4, _Binary, lambda s: _binary(s, "eval_verify_question"), judge
+        self.eval_verify_question: Generate[Binary] = step(
+            "eval_verify_question", 4, Binary, lambda s: binary(s, "eval_verify_question"), judge
         )
-        self.simple_skill: Generate[_QA] = step(
-            "simple_skill", 0, _QA, _first_qa("simple_skill"), gen
+        self.simple_skill: Generate[QAPair] = step(
+            "simple_skill", 0, QAPair, first_qa("simple_skill"), gen
         )
-        self.simple_knowledge: Generate[_QA] = step(
-            "simple_knowledge", 0, _QA, _first_qa("simple_knowledge"), gen
+        self.simple_knowledge: Generate[QAPair] = step(
+            "simple_knowledge", 0, QAPair, first_qa("simple_knowledge"), gen
         )
         self.root: Path | None = None
         self.entries: list[Leaf | BadInput] = []
@@ -647,7 +505,11 @@ class LabMethod:
         return check
 
     def work(self) -> Iterator[Item | BadInput]:
-        """One item per leaf, in the taxonomy's sorted order (malformed leaves as BadInput)."""
+        """One item per leaf, in the taxonomy's sorted order (a refused leaf is an item
+        too, answered with a failed row in the method's schema)."""
+        return items_for_schema(self._leaf_items())
+
+    def _leaf_items(self) -> Iterator[Item | BadInput]:
         for index, entry in enumerate(self.entries):
             if isinstance(entry, BadInput):
                 yield entry
@@ -663,11 +525,22 @@ class LabMethod:
     def _seed(self, leaf: Leaf, *parts: object) -> int:
         return int(row_id("lab", self.ctx.seed, leaf.path, *parts)[:8], 16)
 
+    def _where(self, leaf: Leaf, unit: str) -> dict[str, Any]:
+        return {
+            "id": row_id(self.name, leaf.path, unit),
+            "seed_id": leaf.path,
+            "source": leaf.file,
+            "leaf": leaf.path,
+            "kind": leaf.kind,
+            "phase": leaf.phase,
+            "unit": unit,
+        }
+
     def _failed(self, leaf: Leaf, unit: str, stage: str, exc: Exception, **extra: Any) -> RowOut:
         self._counts(leaf)["failed"] += 1
         self.failed_by_stage[stage] += 1
         err = exc if isinstance(exc, (EndpointError, ParseError)) else str(exc)
-        return failed_row(
+        _, row = failed_row(
             self.name,
             leaf.path,
             source=leaf.file,
@@ -677,11 +550,16 @@ class LabMethod:
             leaf=leaf.path,
             kind=leaf.kind,
             phase=leaf.phase,
-            **extra,
         )
+        return self.row_schema.row("failed", {**row, **extra})
 
     async def _gen(
-        self, gen: Generate[Any], role: str, values: dict[str, Any], leaf: Leaf, unit: str
+        self,
+        gen: Generate[Any],
+        role: str,
+        values: dict[str, Any],
+        leaf: Leaf,
+        unit: str,
     ) -> Any:
         return await gen(self.ctx.callers[role], values, seed=self._seed(leaf, gen.name, unit))
 
@@ -700,24 +578,15 @@ class LabMethod:
         return [(u, r) for (u, _), r in zip(jobs, results, strict=True)]
 
     def _row(self, leaf: Leaf, unit: str, cand: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "id": row_id(self.name, leaf.path, unit),
-            "leaf": leaf.path,
-            "kind": leaf.kind,
-            "phase": leaf.phase,
+        return {
+            **self._where(leaf, unit),
             "question": cand["question"],
             "answer": cand.get("answer", ""),
+            "context": cand.get("context", ""),
+            "raw_document": cand.get("raw_document", ""),
+            "dataset_type": cand.get("dataset_type", ""),
+            "checks": cand.setdefault("checks", []),
         }
-        if cand.get("context"):
-            row["context"] = cand["context"]
-        row["scores"] = cand.get("scores", {})
-        if cand.get("rationales"):
-            row["rationales"] = cand["rationales"]
-        row["unit"] = unit
-        row["source"] = leaf.file
-        row["models"] = self.ctx.models()
-        row["simulated"] = self.ctx.simulated
-        return row
 
     async def _dedup(
         self, leaf: Leaf, cands: list[tuple[str, dict[str, Any]]], rows: list[RowOut]
@@ -728,11 +597,13 @@ class LabMethod:
         for unit, cand in cands:
             counts["generated"] += 1
             if seen.add(cand["question"]):
+                cand["checks"] = [_check("dedup", 1.0, True)]
                 unique.append((unit, cand))
             else:
                 counts["dedup"] += 1
+                cand["checks"] = [_check("dedup", 0.0, False, "duplicate question")]
                 rows.append(
-                    (
+                    self.row_schema.row(
                         "rejected",
                         {
                             **self._row(leaf, unit, cand),
@@ -752,10 +623,23 @@ class LabMethod:
                 admitted.append((unit, cand))
                 continue
             counts[NEAR_DUPLICATE] += 1
+            cand["checks"].append(
+                _check(
+                    NEAR_DUPLICATE,
+                    round(dup.similarity, 4),
+                    False,
+                    f"near duplicate of {dup.duplicate_of}",
+                )
+            )
             rows.append(
-                (
+                self.row_schema.row(
                     "rejected",
-                    {**self._row(leaf, unit, cand), "filter": NEAR_DUPLICATE, **dup.fields()},
+                    {
+                        **self._row(leaf, unit, cand),
+                        "filter": NEAR_DUPLICATE,
+                        "reason": NEAR_DUPLICATE,
+                        **dup.fields(),
+                    },
                 )
             )
         return admitted
@@ -763,6 +647,10 @@ class LabMethod:
     # ---------------------------------------------------------------- process
     async def process(self, item: Item) -> list[RowOut]:
         """All rows of one leaf."""
+        bad = bad_input_reason(item)
+        if bad is not None:
+            self.failed_by_stage["input"] += 1
+            return [self.row_schema.failed(item.key, source=item.source, stage="input", error=bad)]
         leaf = self.leaves[item.key]
         self._counts(leaf)
         if self.cfg.pipeline == "simple":
@@ -786,20 +674,31 @@ class LabMethod:
         cfg = self.cfg
         rows: list[RowOut] = []
         cands: list[tuple[str, dict[str, Any]]] = []
+        seeds = range(len(leaf.skill_seeds))
         if leaf.kind == "freeform_skill":
-            jobs = [(f"q{i}", self._skill_values(leaf, i)) for i in range(cfg.num_samples)]
+            # As SDG: one call per seed example, asking for a set of num_samples questions.
+            jobs = [
+                (f"s{i}", {**self._skill_values(leaf, i), "num_samples": cfg.num_samples})
+                for i in seeds
+            ]
             for unit, res in await self._many(self.gen_questions, jobs, leaf):
                 if isinstance(res, _Failed):
                     rows.append(res.row)
-                else:
-                    cands.append(
-                        (
-                            unit,
-                            {"question": res.question.strip(), "_seed": dict(jobs)[unit]["_seed"]},
+                    continue
+                sidx = dict(jobs)[unit]["_seed"]
+                for k, question in enumerate(res.questions[: cfg.num_samples]):
+                    if question.strip():
+                        cands.append(
+                            (f"{unit}.q{k}", {"question": question.strip(), "_seed": sidx})
                         )
-                    )
         else:
-            jobs = [(f"c{i}", self._skill_values(leaf, i)) for i in range(cfg.num_contexts)]
+            # As SDG: num_contexts contexts per seed example (its n=10), then one call per
+            # context asking for a set of grounded_questions questions.
+            jobs = [
+                (f"s{i}.c{j}", self._skill_values(leaf, i))
+                for i in seeds
+                for j in range(cfg.num_contexts)
+            ]
             contexts: list[tuple[str, str, int]] = []
             seen = ExactDedup()
             counts = self._counts(leaf)
@@ -812,26 +711,34 @@ class LabMethod:
                     contexts.append((unit, res.context.strip(), int(dict(jobs)[unit]["_seed"])))
                 else:
                     counts["contexts_duplicate"] += 1
-            qjobs: list[tuple[str, dict[str, Any]]] = []
-            for cunit, context, sidx in contexts:
-                for j in range(cfg.grounded_questions):
-                    values = self._skill_values(leaf, sidx + j)
-                    qjobs.append((f"{cunit}.q{j}", {**values, "context": context}))
+            qjobs: list[tuple[str, dict[str, Any]]] = [
+                (
+                    cunit,
+                    {
+                        **self._skill_values(leaf, sidx),
+                        "context": context,
+                        "num_samples": cfg.grounded_questions,
+                    },
+                )
+                for cunit, context, sidx in contexts
+            ]
             for unit, res in await self._many(self.gen_grounded_questions, qjobs, leaf):
                 if isinstance(res, _Failed):
                     rows.append(res.row)
-                else:
-                    values = dict(qjobs)[unit]
-                    cands.append(
-                        (
-                            unit,
-                            {
-                                "question": res.question.strip(),
-                                "context": values["context"],
-                                "_seed": values["_seed"],
-                            },
+                    continue
+                values = dict(qjobs)[unit]
+                for k, question in enumerate(res.questions[: cfg.grounded_questions]):
+                    if question.strip():
+                        cands.append(
+                            (
+                                f"{unit}.q{k}",
+                                {
+                                    "question": question.strip(),
+                                    "context": values["context"],
+                                    "_seed": values["_seed"],
+                                },
+                            )
                         )
-                    )
         unique = await self._dedup(leaf, cands, rows)
         rows.extend(await asyncio.gather(*(self._skill_chain(leaf, u, c) for u, c in unique)))
         return rows
@@ -847,14 +754,11 @@ class LabMethod:
             else "",
         }
         values.pop("_seed")
-        scores: dict[str, Any] = {}
-        cand["scores"] = scores
-        why = cand["rationales"] = {}  # each judge's explanation, beside its score
+        checks: list[dict[str, Any]] = cand["checks"]
         stage = "eval_question"
         try:
             q = await self._gen(self.eval_question, "judge", values, leaf, unit)
-            scores["question_check"] = q.score
-            why["question_check"] = q.explanation
+            checks.append(_check("question_check", q.score, q.score == 1, q.explanation))
             if q.score != 1:
                 raise _Drop("question_check", f"question_check={q.score}")
             stage = "gen_responses"
@@ -862,20 +766,20 @@ class LabMethod:
             cand["answer"] = answer
             stage = "eval_pair"
             p = await self._gen(self.eval_pair, "judge", {**values, "answer": answer}, leaf, unit)
-            scores["pair_score"] = p.score
-            why["pair_score"] = p.explanation
-            if p.score < self.cfg.min_pair_score:
+            ok = p.score >= self.cfg.min_pair_score
+            checks.append(_check("pair_check", p.score, ok, p.explanation))
+            if not ok:
                 raise _Drop("pair_check", f"pair_score={p.score}<{self.cfg.min_pair_score}")
         except _Drop as drop:
             return self._reject(leaf, unit, cand, drop)
         except (EndpointError, ParseError) as exc:
             return self._failed(leaf, unit, stage, exc, question=cand["question"])
         self._counts(leaf)["kept"] += 1
-        return ("kept", self._row(leaf, unit, cand))
+        return self.row_schema.row("kept", self._row(leaf, unit, cand))
 
     def _reject(self, leaf: Leaf, unit: str, cand: dict[str, Any], drop: _Drop) -> RowOut:
         self._counts(leaf)[drop.filter] += 1
-        return (
+        return self.row_schema.row(
             "rejected",
             {**self._row(leaf, unit, cand), "filter": drop.filter, "reason": drop.reason},
         )
@@ -904,17 +808,20 @@ class LabMethod:
         rows: list[RowOut] = []
         chunks = self._chunks(leaf)
         self._counts(leaf)["chunks"] += len(chunks)
-        versions: list[tuple[str, str, int]] = [(u, t, i) for i, (u, t) in enumerate(chunks)]
+        # (unit, text used, chunk index, dataset_type): SDG's flattened document columns
+        versions: list[tuple[str, str, int, str]] = [
+            (u, t, i, "base_document") for i, (u, t) in enumerate(chunks)
+        ]
         if cfg.spellcheck:
             jobs = [(u, {"document": t, "domain": leaf.domain}) for u, t in chunks]
             for i, (unit, res) in enumerate(await self._many(self.spellcheck, jobs, leaf)):
                 if isinstance(res, _Failed):
                     rows.append(res.row)
                 elif normalize(res) != normalize(chunks[i][1]):
-                    versions.append((f"{unit}.spell", res.strip(), i))
+                    versions.append((f"{unit}.spell", res.strip(), i, "spellcheck"))
         gjobs: list[tuple[str, dict[str, Any]]] = [
-            (f"{unit}.s{k}", {**self._icl(leaf, i), "document": text})
-            for unit, text, i in versions
+            (f"{unit}.s{k}", {**self._icl(leaf, i), "document": text, "_v": (i, kind)})
+            for unit, text, i, kind in versions
             for k in range(cfg.knowledge_samples)
         ]
         cands: list[tuple[str, dict[str, Any]]] = []
@@ -922,7 +829,8 @@ class LabMethod:
             if isinstance(res, _Failed):
                 rows.append(res.row)
                 continue
-            document = dict(gjobs)[unit]["document"]
+            values = dict(gjobs)[unit]
+            chunk_index, kind = values["_v"]
             for p, qa in enumerate(res.pairs):
                 if qa.question.strip() and qa.answer.strip():
                     cands.append(
@@ -931,7 +839,9 @@ class LabMethod:
                             {
                                 "question": qa.question.strip(),
                                 "answer": qa.answer.strip(),
-                                "context": document,
+                                "context": values["document"],
+                                "raw_document": chunks[chunk_index][1],
+                                "dataset_type": kind,
                             },
                         )
                     )
@@ -946,26 +856,22 @@ class LabMethod:
             "answer": cand["answer"],
             "domain": leaf.domain,
         }
-        scores: dict[str, Any] = {}
-        cand["scores"] = scores
-        why = cand["rationales"] = {}  # each judge's explanation, beside its score
+        checks: list[dict[str, Any]] = cand["checks"]
         stage = "eval_faithfulness"
         try:
             f = await self._gen(self.eval_faithfulness, "judge", values, leaf, unit)
-            scores["faithfulness"] = f.score
-            why["faithfulness"] = f.explanation
-            if f.score != "YES":
+            yes = f.score == "YES"
+            checks.append(_check("faithfulness", 1.0 if yes else 0.0, yes, f.explanation))
+            if not yes:
                 raise _Drop("faithfulness", f"faithfulness={f.score}")
             stage = "eval_relevancy"
             r = await self._gen(self.eval_relevancy, "judge", values, leaf, unit)
-            scores["relevancy"] = r.score
-            why["relevancy"] = r.explanation
+            checks.append(_check("relevancy", r.score, r.score == 2, r.explanation))
             if r.score != 2:
                 raise _Drop("relevancy", f"relevancy={r.score}<2")
             stage = "eval_verify_question"
             v = await self._gen(self.eval_verify_question, "judge", values, leaf, unit)
-            scores["self_contained"] = v.score
-            why["self_contained"] = v.explanation
+            checks.append(_check("self_contained", v.score, v.score == 1, v.explanation))
             if v.score != 1:
                 raise _Drop("self_contained", f"self_contained={v.score}")
         except _Drop as drop:
@@ -973,20 +879,20 @@ class LabMethod:
         except (EndpointError, ParseError) as exc:
             return self._failed(leaf, unit, stage, exc, question=cand["question"])
         self._counts(leaf)["kept"] += 1
-        return ("kept", self._row(leaf, unit, cand))
+        return self.row_schema.row("kept", self._row(leaf, unit, cand))
 
     async def _simple(self, leaf: Leaf) -> list[RowOut]:
         n = self.cfg.num_instructions_to_generate
         rows: list[RowOut] = []
         jobs: list[tuple[str, dict[str, Any]]] = []
-        contexts: dict[str, str] = {}
+        contexts: dict[str, tuple[str, str]] = {}
         if leaf.kind == "knowledge":
             chunks = self._chunks(leaf)
             self._counts(leaf)["chunks"] += len(chunks)
             for i in range(n if chunks else 0):
                 _, text = chunks[i % len(chunks)]
                 jobs.append((f"s{i}", {**self._icl(leaf, i), "document": text}))
-                contexts[f"s{i}"] = text
+                contexts[f"s{i}"] = (text, "base_document")
             gen = self.simple_knowledge
         else:
             for i in range(n):
@@ -997,7 +903,7 @@ class LabMethod:
                     values["context_block"] = (
                         f"Context:\n[Start of Context]\n{ctx}\n[End of Context]\n\n"
                     )
-                    contexts[f"s{i}"] = ctx
+                    contexts[f"s{i}"] = (ctx, "")
                 jobs.append((f"s{i}", {**values, "context": ctx}))
             gen = self.simple_skill
         cands: list[tuple[str, dict[str, Any]]] = []
@@ -1007,25 +913,24 @@ class LabMethod:
                 continue
             cand: dict[str, Any] = {"question": res.question.strip(), "answer": res.answer.strip()}
             if unit in contexts:
-                cand["context"] = contexts[unit]
+                text, kind = contexts[unit]
+                cand["context"] = text
+                if kind:
+                    cand["raw_document"] = text
+                    cand["dataset_type"] = kind
             cands.append((unit, cand))
         for unit, cand in await self._dedup(leaf, cands, rows):
             self._counts(leaf)["kept"] += 1
-            rows.append(("kept", self._row(leaf, unit, cand)))
+            rows.append(self.row_schema.row("kept", self._row(leaf, unit, cand)))
         return rows
 
     # --------------------------------------------------------------- finalize
     async def finalize(self, out_dir: Path) -> list[DerivedFile]:
-        """Write the phase sets (``knowledge.jsonl``, ``skills.jsonl``) and ``mixed.jsonl``."""
+        """Write InstructLab's phase sets (``knowledge.jsonl``, ``skills.jsonl``) and
+        ``mixed.jsonl`` (:func:`engine.methods.lab_mix.phase_sets`)."""
         kept = sorted(iter_rows(out_dir, "kept"), key=lambda r: (r["phase"], r["leaf"], r["id"]))
-        samples = [training_sample(r) for r in kept]
-        sets = {
-            "knowledge.jsonl": [s for s in samples if s["phase"] == "knowledge"],
-            "skills.jsonl": [s for s in samples if s["phase"] == "skills"],
-            "mixed.jsonl": mix_rows(samples, self.cfg.mix, seed=self.ctx.seed),
-        }
         out: list[DerivedFile] = []
-        for name, rows in sets.items():
+        for name, rows in phase_sets(kept, self.cfg.mix, seed=self.ctx.seed).items():
             self.derived_counts[name] = len(rows)
             out.append(write_jsonl_atomic(out_dir / name, rows))
         return out
@@ -1073,23 +978,3 @@ class _Failed:
 
     def __init__(self, row: RowOut) -> None:
         self.row = row
-
-
-def _nonempty(stage: str) -> Any:
-    def parse(text: str) -> str:
-        out = text.strip()
-        if not out:
-            raise ParseError("empty reply", stage=stage)
-        return out
-
-    return parse
-
-
-def _first_qa(stage: str) -> Any:
-    def parse(text: str) -> _QA:
-        pairs = parse_qa_blocks(text, stage=stage)
-        if not pairs:
-            raise ParseError("no [QUESTION] ... [ANSWER] ... [END] block", stage=stage)
-        return _QA(*pairs[0])
-
-    return parse

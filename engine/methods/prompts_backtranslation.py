@@ -17,16 +17,17 @@ S_A = "Answer in the style of an AI Assistant."
 S_W = "Answer with knowledge from web search."
 """System-prompt tag of augmented (backtranslated web) data [Hump section 2.3]."""
 
-BACKTRANSLATE = """Below is a candidate answer taken from a web page, with the heading it appeared under. Write the single most likely instruction or question a user could have asked for which this text would be a great answer.
+BACKTRANSLATE = """Below is a candidate answer taken from a web page. Write the single most likely instruction or question a user could have asked for which this text would be a great answer.
 
 Rules:
 - Write only the instruction, as the user would type it, with no preamble and no quotes.
 - The instruction must be self-contained: do not mention "the text", "the passage" or "the web page".
 
-Heading: {{header}}
-
-Candidate answer:
+{{heading_block}}Candidate answer:
 {{segment}}"""
+"""The backward prompt: the segment alone, as the paper's backward model M_yx sees it
+(``{{heading_block}}`` is empty unless ``backtranslate_header = true``, which adds
+``Heading: <header>``)."""
 
 CURATE = """Below is an instruction from a user and a candidate answer. Judge whether the answer is a good example of how an AI Assistant should respond to the user's instruction. Rate it on this 5-point scale:
 
@@ -45,7 +46,7 @@ Answer:
 {{answer}}"""
 
 TEMPLATE_VARS: dict[str, frozenset[str]] = {
-    "backtranslate": frozenset({"segment", "header"}),
+    "backtranslate": frozenset({"segment", "header", "heading_block"}),
     "curate": frozenset({"instruction", "answer"}),
 }
 """Template name -> the placeholders it may use."""

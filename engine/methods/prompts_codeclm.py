@@ -7,7 +7,16 @@ Placeholders are ``{{name}}``. Every template can be replaced from the config
 
 from __future__ import annotations
 
-__all__ = ("DECODE", "ENCODE", "IMPROVE", "JUDGE", "RESPOND", "RUBRICS", "TEMPLATE_VARS")
+__all__ = (
+    "CHECK_METADATA",
+    "DECODE",
+    "ENCODE",
+    "IMPROVE",
+    "JUDGE",
+    "RESPOND",
+    "RUBRICS",
+    "TEMPLATE_VARS",
+)
 
 ENCODE = """You are an instruction analyzer. Read the instruction below and name its use case and the skills a model needs to answer it well.
 
@@ -89,7 +98,17 @@ JUDGE = """[Question]
 You are reviewing the two AI assistants' answers to the question above. Rate each answer for helpfulness, relevance, accuracy and level of detail, giving each an overall score from 1 to 10 (higher is better).
 Output a single first line with exactly two numbers, the scores of Assistant 1 and Assistant 2, separated by a space. Give no explanation. Judge without bias: the order in which the answers appear must not influence your scores."""
 
+CHECK_METADATA = """You are reviewing metadata that will be used to write instructions. Decide whether the use case and the skills below make a reasonable combination: could a realistic instruction of this use case call for all of these skills?
+
+Use case: {{use_case}}
+Skills: {{skills}}
+
+Answer with YES or NO on the first line, then one sentence of reason."""
+"""Our addition (off by default): the paper's authors removed unreasonable augmented
+combinations by hand (App. A.3); ``metadata_check = true`` asks the judge instead."""
+
 TEMPLATE_VARS: dict[str, set[str]] = {
+    "check_metadata": {"use_case", "skills"},
     "encode": {"instruction"},
     "decode": {"n", "use_case", "skills"},
     "rubrics": {"k", "use_case", "skills"},

@@ -32,21 +32,24 @@ SYSTEM = "You are a careful assistant that writes and reviews training data for 
 _SKILL = {"task_description", "seed_question", "seed_answer", "seed_context"}
 
 GEN_QUESTIONS = """\
-You are asked to come up with one new question for the following task.
+You are asked to come up with a set of {{num_samples}} diverse questions for the following task.
 
 Task: {{task_description}}
 
 Principles:
-1. The question must fit the task and be answerable by a language model in text alone.
-2. It must be in English, one or two sentences long, and safe.
-3. It must differ from the example; do not copy its wording.
+1. Every question must fit the task and be answerable by a language model in text alone.
+2. Questions must be in English, clear and human-like, safe, and factually sound.
+3. The questions must be diverse and cover a wide range of topics; not template-based,
+   and not copies of the example's wording.
+4. Return the questions only, no answers or explanations.
 
 Example question:
 [Start of Question]
 {{seed_question}}
 [End of Question]
 
-Write one new question between [Start of Question] and [End of Question] and nothing else.
+Now write {{num_samples}} such questions, each between [Start of Question] and
+[End of Question].
 """
 
 GEN_CONTEXTS = """\
@@ -68,13 +71,15 @@ Write one new context between [Start of Context] and [End of Context] and nothin
 """
 
 GEN_GROUNDED_QUESTIONS = """\
-You are asked to come up with one new question about a context, for the following task.
+You are asked to come up with a set of {{num_samples}} diverse questions about a context,
+for the following task.
 
 Task: {{task_description}}
 
 Principles:
-1. The question must be answerable from the context alone and fit the task.
-2. It must be in English, one or two sentences long, and safe.
+1. Every question must be answerable from the context alone and address the task.
+2. Questions must be in English, clear and human-like, safe, and diverse.
+3. Return the questions only, no contexts or answers.
 
 Example:
 [Start of Context]
@@ -84,12 +89,11 @@ Example:
 {{seed_question}}
 [End of Question]
 
-Context:
+Now write {{num_samples}} such questions about this context, each between
+[Start of Question] and [End of Question]:
 [Start of Context]
 {{context}}
 [End of Context]
-
-Write one new question about this context between [Start of Question] and [End of Question].
 """
 
 EVAL_QUESTION = """\
@@ -245,9 +249,9 @@ Write one pair as [QUESTION] question [ANSWER] answer [END].
 """
 
 TEMPLATE_VARS: dict[str, set[str]] = {
-    "gen_questions": _SKILL | {"context_block"},
+    "gen_questions": _SKILL | {"context_block", "num_samples"},
     "gen_contexts": _SKILL | {"context_block"},
-    "gen_grounded_questions": _SKILL | {"context", "context_block"},
+    "gen_grounded_questions": _SKILL | {"context", "context_block", "num_samples"},
     "eval_question": _SKILL | {"question", "context", "context_block"},
     "gen_responses": _SKILL | {"question", "context", "context_block"},
     "eval_pair": _SKILL | {"question", "answer", "context", "context_block"},

@@ -44,11 +44,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from ..config import Base
-from ..errors import BudgetExceeded, EndpointError, InputError
+from ..errors import BudgetExceeded, ConfigError, EndpointError, InputError
 from ..filters import ExactDedup, LengthBounds, balance_classes
 from ..io.derived import DerivedFile, write_jsonl_atomic
 from ..io.shards import iter_rows
@@ -56,12 +57,13 @@ from ..io.tasks import LoadedTask, Task, TaskExample, TaskType, load_task, match
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import ChatCaller, check_templates, render
 from . import prompts_selfguide as P
-from .base import InputCheck, MethodContext
+from .base import Column, InputCheck, MethodContext, RowSchema
 from .selfguide_rules import GREETINGS, NoiseFilter, narrow_window, reference_vote
 from .semantic_dedup import REASON as NEAR_DUPLICATE
 from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
+    "COLUMNS",
     "INPUT_FILTERS",
     "Candidate",
     "SelfGuideConfig",
@@ -72,6 +74,7 @@ __all__ = (
     "clean_reply",
     "estimate_tokens",
     "load_task",
+    "refuses_extensions",
     "sample_pool",
 )
 
@@ -104,8 +107,7 @@ class SelfGuideConfig(Base, frozen=True):
         per_round: prompts per round, sent concurrently (reference: 10).
         generation_temperature: None -> 0.9 (generation) / 0.7 (classification).
         generation_max_tokens: max tokens of a generated input (reference: 500).
-        generation_top_k: ``top_k`` of input generation (reference: 40; None: not sent,
-            since OpenAI's API rejects it; vLLM/SGLang accept it).
+        generation_top_k: ``top_k`` of input generation (reference: 40; None: not sent).
         max_low_quality: at most this many previous inputs per prompt (reference: 10).
         context_tokens: prompt budget in estimated tokens (~4 chars each; reference: 3000).
         prompt_rebuilds: tries at a different sample for a prompt over the budget; then the
@@ -123,10 +125,20 @@ class SelfGuideConfig(Base, frozen=True):
         annotate_temperature: sampling temperature of the annotation (reference: 0.2).
         annotate_max_tokens: max tokens of an output (reference: 500).
         annotate_top_k: ``top_k`` of annotation (reference: 10; None: not sent).
+        annotate_best_of: ``best_of`` of annotation: the server samples this many and
+            returns the ``annotate_n`` most likely (reference: 20; None: not sent; only
+            with ``annotate_n_in_one_request``).
+        sampling_extensions: send ``top_k`` and ``best_of`` (vLLM's and SGLang's
+            extensions to the OpenAI API): ``"auto"`` sends them except to OpenAI's own
+            API (``api.openai.com``, ``*.openai.azure.com``), which refuses unknown
+            parameters; true always; false never.
         annotate_n_in_one_request: ask for ``n`` choices in one request; false -> parallel
             requests with distinct ``sample_index`` and ``seed`` (for servers without ``n``).
         min_frequency: reject an input whose top output is below this share of the
             surviving samples (reference pipelines: 0.3).
+        min_votes: reject an input whose top output was produced fewer times than this
+            (reference: 1, so a lone surviving sample wins 1/1; kept rows flag it with
+            ``single_vote``; 2 rejects such votes, filter ``min_votes``).
         balance_classes: write ``balanced.jsonl`` in classification mode.
         concurrency: calls in flight during the generation rounds (None: ``per_round``).
         templates: prompt overrides.
@@ -145,7 +157,7 @@ class SelfGuideConfig(Base, frozen=True):
     per_round: Annotated[int, msgspec.Meta(ge=1)] = 10
     generation_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     generation_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 500
-    generation_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    generation_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = 40
     max_low_quality: Annotated[int, msgspec.Meta(ge=0)] = 10
     context_tokens: Annotated[int, msgspec.Meta(ge=1)] = 3000
     prompt_rebuilds: Annotated[int, msgspec.Meta(ge=0)] = 10
@@ -159,9 +171,12 @@ class SelfGuideConfig(Base, frozen=True):
     annotate_n: Annotated[int, msgspec.Meta(ge=1)] = 10
     annotate_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.2
     annotate_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 500
-    annotate_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    annotate_top_k: Annotated[int, msgspec.Meta(ge=1)] | None = 10
+    annotate_best_of: Annotated[int, msgspec.Meta(ge=1)] | None = 20
+    sampling_extensions: bool | Literal["auto"] = "auto"
     annotate_n_in_one_request: bool = True
     min_frequency: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    min_votes: Annotated[int, msgspec.Meta(ge=1)] = 1
     balance_classes: bool = True
     concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
     templates: SelfGuideTemplates = msgspec.field(default_factory=SelfGuideTemplates)
@@ -212,16 +227,55 @@ class Candidate(msgspec.Struct, kw_only=True):
         reason: the drop reason.
         similarity: a near duplicate's cosine with the accepted input it repeats.
         duplicate_of: the row id of that accepted input.
+        raw: the generator's reply before cleaning.
     """
 
     round: int
     prompt: int
     text: str
+    raw: str = ""
     label: str | None = None
     filter: str | None = None
     reason: str | None = None
     similarity: float | None = None
     duplicate_of: str | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", str, doc="row id"),
+    Column("seed_id", str, doc="item key `r<round>-p<prompt>`"),
+    Column("source", str, doc="`round:R:prompt:P`"),
+    Column("task", str, doc="the task's name"),
+    Column("instruction", str, doc="the task instruction the input was generated for"),
+    Column("input", str, doc="the generated input"),
+    Column("round", int, doc="generation round (1-based)"),
+    Column("prompt", int, doc="prompt number within the round (0-based)"),
+    Column("requested_label", str, doc="classification: the label asked for; else null"),
+    Column("output", str, "k", doc="the voted output (classification: the label)"),
+    Column("label", str, "k", doc="classification: the voted label; else null"),
+    Column("label_changed", bool, "k", doc="classification: the vote chose another label"),
+    Column("votes", dict, "k", doc="`{top, survivors, samples}` of the vote"),
+    Column("single_vote", bool, "k", doc="the winner was produced once (e.g. 1 of 1)"),
+    Column("samples", list, "kr", doc="raw outputs of the deciding step"),
+    Column("filter", str, "r", doc="the filter that dropped it"),
+    Column("reason", str, "r", doc="why"),
+    Column("similarity", float, "r", empty=0.0, doc="near duplicates: cosine (else 0.0)"),
+    Column("duplicate_of", str, "r", doc='near duplicates: the repeated row id (else `""`)'),
+    Column("stage", str, "rf", doc="`input` or `annotate`"),
+    Column("error_kind", str, "f", doc="the error's class"),
+    Column("error", str, "f", doc="the error's message"),
+    Column("models", dict, doc="role -> model"),
+    Column("simulated", bool, doc="written by the simulated endpoint"),
+)
+"""The row schema: every kept, rejected and failed row has these columns."""
+
+_OPENAI_HOSTS = ("api.openai.com", ".openai.azure.com")
+
+
+def refuses_extensions(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenAI's own API, which refuses ``top_k`` and ``best_of``."""
+    host = urlsplit(base_url).hostname or ""
+    return host == _OPENAI_HOSTS[0] or host.endswith(_OPENAI_HOSTS[1])
 
 
 class _Observer:
@@ -270,6 +324,58 @@ class SelfGuideMethod:
         self.input_filters = INPUT_FILTERS + (
             (NEAR_DUPLICATE,) if self.semantic is not None else ()
         )
+        self.row_schema = RowSchema(
+            self.name,
+            COLUMNS,
+            common=lambda: {"models": ctx.models(), "simulated": ctx.simulated},
+        )
+        if (
+            cfg.annotate_best_of is not None
+            and cfg.annotate_n_in_one_request
+            and cfg.annotate_best_of < cfg.annotate_n
+        ):
+            raise ConfigError(
+                f"annotate_best_of = {cfg.annotate_best_of} is below annotate_n = {cfg.annotate_n}",
+                field="method.selfguide.annotate_best_of",
+                hint="best_of is how many samples the server draws to return the n best: "
+                "set it to at least annotate_n, or leave it out",
+            )
+        self.extensions = self._extensions()
+
+    def _extensions(self) -> bool:
+        """Whether ``top_k``/``best_of`` are sent (see ``sampling_extensions``)."""
+        mode = self.cfg.sampling_extensions
+        if mode != "auto":
+            return bool(mode)
+        config = self.ctx.config
+        if config.roles is None:
+            return True
+        urls = [
+            config.endpoints[name].base_url
+            for name in config.role_endpoints(self.cfg.role)
+            if name in config.endpoints
+        ]
+        refused = [u for u in urls if refuses_extensions(u)]
+        if refused:
+            self._warn(
+                f"top_k and best_of are not sent: {refused[0]} is OpenAI's API, which refuses "
+                "parameters it does not define (the reference's top_k=40/10 and best_of=20 need "
+                "a vLLM or SGLang server; sampling_extensions = true sends them anyway)"
+            )
+            return False
+        return True
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling extensions in use (None: not sent)."""
+        cfg = self.cfg
+        on = self.extensions
+        return {
+            "generation_top_k": cfg.generation_top_k if on else None,
+            "annotate_top_k": cfg.annotate_top_k if on else None,
+            "annotate_best_of": (
+                cfg.annotate_best_of if on and cfg.annotate_n_in_one_request else None
+            ),
+        }
 
     # ------------------------------------------------------------ settings
     @property
@@ -458,7 +564,9 @@ class SelfGuideMethod:
         limit = asyncio.Semaphore(cfg.concurrency or cfg.per_round)
         self.accepted, self.dropped, self.rounds = [], [], []
 
-        async def one(round_no: int, j: int, pool: list[str]) -> tuple[str, str | None]:
+        top_k = self.sampling()["generation_top_k"]
+
+        async def one(round_no: int, j: int, pool: list[str]) -> tuple[str, str, str | None]:
             messages, label = self.generation_messages(round_no, j, pool)
             async with limit:
                 texts = await self._call(
@@ -467,9 +575,10 @@ class SelfGuideMethod:
                     sample_index=(round_no - 1) * cfg.per_round + j,
                     temperature=temperature,
                     max_tokens=cfg.generation_max_tokens,
-                    top_k=cfg.generation_top_k,
+                    top_k=top_k,
                 )
-            return clean_reply(texts[0] if texts else ""), label
+            raw = texts[0] if texts else ""
+            return clean_reply(raw), raw, label
 
         for round_no in range(1, cfg.generation_rounds + 1):
             pool = [c.text for c in self.accepted]
@@ -483,8 +592,8 @@ class SelfGuideMethod:
             }
             cands: list[Candidate] = []
             for j, t in enumerate(tasks):
-                text, label = t.result()
-                cand = Candidate(round=round_no, prompt=j, text=text, label=label)
+                text, raw, label = t.result()
+                cand = Candidate(round=round_no, prompt=j, text=text, raw=raw, label=label)
                 verdict = self.filter_input(text, dedup)
                 if verdict is not None:
                     cand.filter, cand.reason = verdict
@@ -530,31 +639,37 @@ class SelfGuideMethod:
                 index += 1
 
     def _base_row(self, item: Item) -> dict[str, Any]:
-        row: dict[str, Any] = {
+        task = self._task()
+        return {
             "id": row_id(self.name, item.key),
+            "seed_id": item.key,
+            "source": item.source,
+            "task": task.name,
+            "instruction": task.instruction,
             "input": item.data["text"],
             "round": item.data["round"],
-            "task": self._task().name,
+            "prompt": item.data["prompt"],
+            "requested_label": item.data["label"] if self.classification else None,
         }
-        if self.classification:
-            row["requested_label"] = item.data["label"]
-        return row
-
-    def _meta(self) -> dict[str, Any]:
-        return {"models": self.ctx.models(), "simulated": self.ctx.simulated}
 
     # -------------------------------------------------------------- process
     async def _samples(self, text: str, key: str) -> list[str]:
         cfg = self.cfg
         messages = self.annotation_messages(text)
+        sampling = self.sampling()
         params: dict[str, Any] = {
             "temperature": cfg.annotate_temperature,
             "max_tokens": cfg.annotate_max_tokens,
-            "top_k": cfg.annotate_top_k,
+            "top_k": sampling["annotate_top_k"],
         }
         if cfg.annotate_n_in_one_request:
             texts = await self._call(
-                "annotate", messages, sample_index=0, n=cfg.annotate_n, **params
+                "annotate",
+                messages,
+                sample_index=0,
+                n=cfg.annotate_n,
+                best_of=sampling["annotate_best_of"],
+                **params,
             )
             return [t.strip() for t in texts]
         seed_base = random.Random(f"selfguide:{self.ctx.seed}:annotate:{key}").randrange(2**31)
@@ -566,13 +681,16 @@ class SelfGuideMethod:
         )
         return [(r[0] if r else "").strip() for r in replies]
 
-    def vote(self, samples: Sequence[str]) -> tuple[dict[str, Any] | None, str, str]:
+    def vote(
+        self, samples: Sequence[str], requested: str | None = None
+    ) -> tuple[dict[str, Any] | None, str, str]:
         """Output filters, the vote over whole outputs, then (classification) the label
         mapping, in the reference's order.
 
         Returns:
-            (result, filter, reason): result holds ``output``, ``votes`` (and ``label``)
-            when kept, else None with the dropping step and its reason.
+            (result, filter, reason): result holds ``output``, ``votes`` {top, survivors,
+            samples}, ``single_vote`` (and ``label``, ``label_changed``) when kept, else
+            None with the dropping step and its reason.
         """
         survivors: list[str] = []
         for s in samples:
@@ -596,12 +714,26 @@ class SelfGuideMethod:
                 f"top output has {v.top}/{v.total} votes "
                 f"({v.frequency:.2f} < min_frequency {self.cfg.min_frequency:g})",
             )
-        result: dict[str, Any] = {"output": v.winner, "votes": {"top": v.top, "total": v.total}}
+        if v.top < self.cfg.min_votes:
+            return (
+                None,
+                "min_votes",
+                f"top output has {v.top} vote(s) of {v.total} surviving "
+                f"(< min_votes {self.cfg.min_votes})",
+            )
+        result: dict[str, Any] = {
+            "output": v.winner,
+            "votes": {"top": v.top, "survivors": v.total, "samples": len(samples)},
+            "single_vote": v.top == 1,
+            "label": None,
+            "label_changed": None,
+        }
         if self.classification:
             label = match_label(v.winner, self._task().labels)
             if label is None:
                 return None, "label", f"the voted output {v.winner[:80]!r} names no label"
             result["output"] = result["label"] = label
+            result["label_changed"] = requested is not None and label != requested
         return result, "", ""
 
     def check_input(self) -> InputCheck:
@@ -627,22 +759,20 @@ class SelfGuideMethod:
     async def process(self, item: Item) -> list[RowOut]:
         """Annotate and vote one accepted input, or emit one dropped candidate."""
         base = self._base_row(item)
+        schema = self.row_schema
         if item.data["kind"] == "dropped":
             self.annotation["input_dropped_rows"] += 1
+            near = {k: item.data[k] for k in ("similarity", "duplicate_of") if item.data.get(k)}
             return [
-                (
+                schema.row(
                     "rejected",
                     {
                         **base,
                         "stage": "input",
                         "filter": item.data["filter"],
                         "reason": item.data["reason"],
-                        **{
-                            k: item.data[k]
-                            for k in ("similarity", "duplicate_of")
-                            if item.data.get(k) is not None
-                        },
-                        **self._meta(),
+                        "samples": [str(item.data.get("raw") or item.data["text"])],
+                        **near,
                     },
                 )
             ]
@@ -651,24 +781,13 @@ class SelfGuideMethod:
         except EndpointError as exc:
             self.annotation["failed"] += 1
             return [
-                (
-                    "failed",
-                    {
-                        **base,
-                        "seed_id": item.key,
-                        "source": item.source,
-                        "stage": "annotate",
-                        "error_kind": getattr(exc, "kind", None) or type(exc).__name__,
-                        "error": str(exc),
-                        **self._meta(),
-                    },
-                )
+                schema.failed(item.key, source=item.source, stage="annotate", error=exc, **base)
             ]
-        result, step, reason = self.vote(samples)
+        result, step, reason = self.vote(samples, base["requested_label"])
         if result is None:
             self.annotation[f"dropped_{step}"] += 1
             return [
-                (
+                schema.row(
                     "rejected",
                     {
                         **base,
@@ -676,12 +795,15 @@ class SelfGuideMethod:
                         "filter": step,
                         "reason": reason,
                         "samples": samples,
-                        **self._meta(),
                     },
                 )
             ]
         self.annotation["voted"] += 1
-        return [("kept", {**base, **result, **self._meta()})]
+        if result["single_vote"]:
+            self.annotation["single_vote"] += 1
+        if result["label_changed"]:
+            self.annotation["label_changed"] += 1
+        return [schema.row("kept", {**base, **result, "samples": samples})]
 
     # ------------------------------------------------------------- finalize
     async def finalize(self, out_dir: Path) -> list[DerivedFile]:
@@ -722,6 +844,7 @@ class SelfGuideMethod:
             "warnings": list(self.warnings),
             "task_type": self.task.type if self.task else None,
             "settings": self.settings() if self.task else None,
+            "sampling": self.sampling(),
             "rounds": self.rounds,
             "inputs": {
                 "generated": sum(r["generated"] for r in self.rounds),
@@ -734,6 +857,9 @@ class SelfGuideMethod:
                 "voted": self.annotation["voted"],
                 "dropped_min_frequency": self.annotation["dropped_min_frequency"],
                 "dropped_label": self.annotation["dropped_label"],
+                "dropped_min_votes": self.annotation["dropped_min_votes"],
+                "single_vote": self.annotation["single_vote"],
+                "label_changed": self.annotation["label_changed"],
                 "dropped_output_filters": self.annotation["dropped_output_filters"],
                 "failed": self.annotation["failed"],
                 "samples_dropped": dict(sorted(self.samples_dropped.items())),

@@ -44,22 +44,41 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=True):
     skills: list[str]
 
 
-class KeptRow(msgspec.Struct):
-    """The CodecLM kept-row schema (issue: records)."""
+class _Iteration(msgspec.Struct, forbid_unknown_fields=True):
+    iteration: int
+    instruction: str
+    action: str
+    strong_response: str
+    target_response: str
+    judge_strong_first: list[float]
+    judge_target_first: list[float]
+    scores: _Scores
+
+
+class Row(msgspec.Struct, forbid_unknown_fields=True):
+    """The CodecLM row schema: one for every kind (null where the kind has no value)."""
 
     id: str
-    instruction: str
-    response: str
-    response_source: str
-    metadata: _Meta
-    iteration: int
-    scores: _Scores
     seed_id: str
+    source: str
+    metadata: _Meta | None
+    origin: str | None
+    basic_instruction: str
+    instruction: str
+    iteration: int | None
+    response: str | None
+    response_source: str | None
+    scores: _Scores | None
+    history: list[_Iteration] | None
+    filter: str | None
+    reason: str | None
+    similarity: float | None
+    duplicate_of: str | None
+    stage: str | None
+    error_kind: str | None
+    error: str | None
     models: dict[str, str]
-
-
-class RejectedRow(KeptRow):
-    reason: str = ""
+    simulated: bool
 
 
 def test_demo_runs_and_resume_is_a_no_op(tmp_path: Path) -> None:
@@ -74,15 +93,23 @@ def test_demo_runs_and_resume_is_a_no_op(tmp_path: Path) -> None:
     failed = _rows(out, "failed")
     assert kept, "the demo must keep rows"
     for row in kept:
-        k = msgspec.convert(row, KeptRow)
+        k = msgspec.convert(row, Row)
         assert k.response_source in ("strong", "target")
-        assert 1 <= k.iteration <= 4
-        assert abs(k.scores.gap) > 3
+        assert k.iteration is not None and 1 <= k.iteration <= 4
+        assert k.scores is not None and abs(k.scores.gap) > 3
         assert k.instruction.startswith("[simulated]")
+        # the whole history: every iteration, with both answers and both judge orders
+        assert k.history is not None and [h.iteration for h in k.history] == list(
+            range(1, k.iteration + 1)
+        )
+        assert k.history[0].instruction == k.basic_instruction and k.history[0].action == ""
+        assert all(h.action for h in k.history[1:])
+        assert k.history[-1].scores == k.scores
+        assert k.response in (k.history[-1].strong_response, k.history[-1].target_response)
     for row in rejected:
-        r = msgspec.convert(row, RejectedRow)
-        assert r.reason
-        assert abs(r.scores.gap) <= 3
+        r = msgspec.convert(row, Row)
+        assert r.reason and r.filter == "contrastive" and r.scores is None
+        assert r.history is not None and abs(r.history[-1].scores.gap) <= 3
     # 10 metadata items x 3 instructions, every one accounted for.
     assert len(kept) + len(rejected) + len(failed) == 30
     ids = [r["id"] for r in kept + rejected + failed]

@@ -63,7 +63,16 @@ def test_lab_config_runs_and_counts_add_up(tmp_path: Path) -> None:
         assert len(data.splitlines()) == d["rows"]
     knowledge = _jsonl(out / "knowledge.jsonl")
     skills = _jsonl(out / "skills.jsonl")
-    assert {r["id"] for r in knowledge} | {r["id"] for r in skills} == {r["id"] for r in kept}
+    kept_knowledge = {r["id"] for r in kept if r["kind"] == "knowledge"}
+    qa = [r for r in knowledge if r["dataset"] == "knowledge_qa"]
+    assert {r["source_id"] for r in qa} == kept_knowledge and all(r["unmask"] for r in qa)
+    per_dataset = Counter(r["dataset"] for r in skills)
+    skill_leaves = {r["leaf"] for r in kept if r["kind"] != "knowledge"}
+    assert per_dataset["knowledge_qa"] == len(kept_knowledge)  # the replay
+    assert per_dataset["knowledge_qa_raft_p0.4"] == len(kept_knowledge)
+    assert sum(n for d, n in per_dataset.items() if d.endswith("_skill")) == 30 * len(skill_leaves)
+    for sample in knowledge + skills:
+        assert sample["messages"][0]["role"] == "system"
     mixed = _jsonl(out / "mixed.jsonl")
     haiku = "compositional_skills/writing/freeform/haiku"
     counts = Counter(r["leaf"] for r in mixed)

@@ -57,7 +57,8 @@ def test_selfguide_generation_counts_add_up(tmp_path: Path) -> None:
     for row in kept:
         assert set(row) >= {"id", "input", "output", "votes", "round", "task", "models"}
         assert row["simulated"] is True and row["task"] == "headline"
-        assert row["votes"]["top"] / row["votes"]["total"] >= 0.3
+        assert row["votes"]["top"] / row["votes"]["survivors"] >= 0.3
+        assert row["instruction"] and row["single_vote"] is (row["votes"]["top"] == 1)
     assert len({r["id"] for r in kept + rejected}) == len(kept) + len(rejected)
 
     # rerun: already complete, nothing changes

@@ -1026,7 +1026,8 @@ async def test_codeclm_checks_each_instruction_when_it_is_kept(
     assert {dup["instruction"], poem["instruction"]} == {instructions[0], instructions[2]}
     # The three pairs of one item run at once: all pass the probe (nothing is kept
     # yet), so the duplicate's calls are paid and the check at keep drops it.
-    assert dup["response"] == "STRONG answer." and dup["scores"]["gap"] > 0
+    last = dup["history"][-1]  # rejected rows keep responses and scores in their history
+    assert last["strong_response"] == "STRONG answer." and last["scores"]["gap"] > 0
     report = method.report()
     assert report["kept"] == 2
     sd = report["semantic_dedup"]
@@ -1052,7 +1053,8 @@ async def test_codeclm_drops_a_near_duplicate_before_paying_for_its_responses(
     assert kept["instruction"] == poem and dup["instruction"] == poem2
     assert dup["filter"] == dup["reason"] == "near_duplicate" and dup["duplicate_of"] == kept["id"]
     # Dropped before its responses: no response, no scores, no calls paid for it.
-    assert "response" not in dup and "scores" not in dup and dup["iteration"] == 1
+    assert dup["response"] is None and dup["scores"] is None and dup["iteration"] == 1
+    assert dup["history"] == []  # no answer was paid for
     assert callers["target"].stages == ["respond"]  # the kept pair's response only
     assert callers["judge"].stages.count("judge") == 2  # the kept pair's two orders
     sd = method.report()["semantic_dedup"]

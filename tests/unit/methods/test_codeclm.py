@@ -19,6 +19,7 @@ from engine.methods import method_config
 from engine.methods import prompts_codeclm as P
 from engine.methods.base import MethodContext
 from engine.methods.codeclm import (
+    COLUMNS,
     CodecLMConfig,
     CodecLMMethod,
     CodecLMTemplates,
@@ -244,7 +245,10 @@ def test_augment_allows_duplicates_when_unavoidable() -> None:
 
 
 def test_augment_count_below_seeds() -> None:
-    assert augment_metadata(ENCODINGS, 2, max_skills=3, seed=0) == ENCODINGS[:2]
+    # a uniform sample of the seeds, in seed order (every seed can contribute)
+    out = augment_metadata(ENCODINGS, 2, max_skills=3, seed=0)
+    assert len(out) == 2 and all(md in ENCODINGS for md in out)
+    assert [ENCODINGS.index(md) for md in out] == sorted(ENCODINGS.index(md) for md in out)
 
 
 # ------------------------------------------------------------------ golden prompts
@@ -270,6 +274,10 @@ GOLDEN_VALUES: dict[str, dict[str, object]] = {
         "instruction": INSTRUCTION,
         "answer_1": "ANSWER ONE\nsecond line",
         "answer_2": "ANSWER TWO",
+    },
+    "check_metadata": {
+        "use_case": "Code explanation",
+        "skills": "Concurrency concepts, Technical teaching",
     },
 }
 STAGES = list(GOLDEN_VALUES)
@@ -370,6 +378,8 @@ class Script:
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (role, stage, sample_index)
 
     def stage_of(self, content: str) -> str:
+        if "make a reasonable combination" in content:
+            return "check_metadata"
         if "instruction analyzer" in content:
             return "encode"
         if "instruction writer" in content:
@@ -394,6 +404,11 @@ class Script:
                 return enc
             use_case, skills = (line.split(": ", 1)[1] for line in enc.splitlines())
             return json.dumps({"use_case": use_case, "skills": skills.split(", ")})
+        if stage == "check_metadata":
+            use_case = re.search(r"^Use case: (.*)$", content, re.M).group(1)  # type: ignore[union-attr]
+            skills = re.search(r"^Skills: (.*)$", content, re.M).group(1)  # type: ignore[union-attr]
+            odd = use_case == "Code debugging" and "Polite tone" in skills
+            return "NO, an odd mix." if odd else "YES, plausible."
         if stage == "decode":
             n = int(re.search(r"Write (\d+) instructions", content).group(1))  # type: ignore[union-attr]
             use_case = re.search(r"^Use case: (.*)$", content, re.M).group(1)  # type: ignore[union-attr]
@@ -521,18 +536,7 @@ async def run_all(method: CodecLMMethod) -> list[RowOut]:
     return rows
 
 
-KEPT_KEYS = {
-    "id",
-    "instruction",
-    "response",
-    "response_source",
-    "metadata",
-    "iteration",
-    "scores",
-    "seed_id",
-    "models",
-    "simulated",
-}
+KEPT_KEYS = [c.name for c in COLUMNS]
 
 
 async def test_prepare_builds_metadata(tmp_path: Path) -> None:
@@ -564,8 +568,17 @@ async def test_process_rows_add_up_and_keep_at_iteration_1(tmp_path: Path) -> No
     assert len(rows) == 3
     assert Counter(kind for kind, _ in rows) == {"kept": 3}
     for j, (_, row) in enumerate(rows):
-        assert set(row) == KEPT_KEYS
+        assert list(row) == KEPT_KEYS  # one schema, in one order
         assert row["instruction"] == f"Task {j + 1} about Code debugging"
+        assert row["basic_instruction"] == row["instruction"] and row["origin"] == "seed"
+        # the kept row carries its whole history: both answers and both judge orders
+        (h,) = row["history"]
+        assert h["action"] == "" and h["instruction"] == row["instruction"]
+        assert h["strong_response"] == row["response"]
+        assert h["target_response"] == f"TARGET answer to: {row['instruction']}"
+        assert h["judge_strong_first"] == [9.0, 4.0] and h["judge_target_first"] == [5.0, 8.0]
+        assert h["scores"] == row["scores"]
+        assert row["reason"] is None and row["error"] is None
         assert row["iteration"] == 1
         assert row["response_source"] == "strong"
         assert row["response"] == f"STRONG answer to: {row['instruction']}"
@@ -622,7 +635,8 @@ async def test_never_separating_judge_rejects_after_max_iterations(tmp_path: Pat
         assert row["instruction"] == IMPROVED * 3 + f"Task {j + 1} about Code debugging"
         assert row["reason"] == "gap +1.00 within theta 3 after 4 iterations"
         assert [h["iteration"] for h in row["history"]] == [1, 2, 3, 4]
-        assert row["scores"]["gap"] == 1.0
+        assert row["history"][-1]["scores"]["gap"] == 1.0
+        assert row["scores"] is None and row["filter"] == "contrastive"
     assert observers.by_stage["improve"].calls == 2 * (4 - 1)
     assert Counter(stage for _, stage, _ in script.calls)["improve"] == 2 * 3
     assert method.report()["rejected"] == 2
@@ -653,7 +667,7 @@ async def test_gap_equal_to_theta_is_not_kept(tmp_path: Path) -> None:
     assert isinstance(item, Item)
     ((kind, row),) = await method.process(item)
     assert kind == "rejected"
-    assert row["scores"]["gap"] == 3.0
+    assert row["history"][-1]["scores"]["gap"] == 3.0
 
 
 async def test_negative_gap_keeps_the_target_answer(tmp_path: Path) -> None:
@@ -738,3 +752,84 @@ async def test_ids_and_rows_are_stable_across_runs(tmp_path: Path) -> None:
     assert len(set(ids)) == len(ids)
     assert {kind for kind, _ in rows_a} == {"kept"}
     assert {row["iteration"] for _, row in rows_a} == {1, 2}
+
+
+# ---------------------------------------------------- issue 18: budget, target, check
+def _keep_task_1(instruction: str, iteration: int) -> tuple[int, int]:
+    return (9, 3) if "Task 1 " in instruction else (5, 5)
+
+
+async def test_target_pairs_runs_until_enough_pairs_are_kept(tmp_path: Path) -> None:
+    script = Script(policy=_keep_task_1)
+    method, _, _ = make_method(tmp_path, script, max_iterations=1, target_pairs=6)
+    rows = await run_all(method)
+    kept = [r for k, r in rows if k == "kept"]
+    assert len(kept) == 6 and method.kept_total() == 6
+    # 4 metadata items (1 kept pair each), then a second pass with new basic instructions
+    assert method.total is None and method.passes == 2
+    assert [r["source"] for r in kept][-2:] == ["metadata:0:pass:1", "metadata:1:pass:1"]
+    decodes = sorted(i for _, stage, i in script.calls if stage == "decode")
+    assert decodes == [0, 0, 0, 0, 1000, 1000]  # pass 1 asks decode for another sample
+    assert len({r["id"] for r in kept}) == 6
+    report = method.report()
+    assert report["target_pairs"] == 6 and report["kept_total"] == 6
+    assert report["basic_instructions_budget"] == 4 * 3
+
+
+async def test_target_pairs_resumes_from_the_committed_count(tmp_path: Path) -> None:
+    from engine.io.shards import ShardSink
+
+    script = Script(policy=_keep_task_1)
+    method, _, _ = make_method(tmp_path, script, max_iterations=1, target_pairs=6)
+    await method.prepare()
+    out = method.ctx.config.resolve(method.ctx.config.run.output)
+    sink, _ = ShardSink.open(
+        out,
+        shard_records=100,
+        config_hash="h",
+        input_fingerprint="f",
+        method="codeclm",
+        engine_version="test",
+        simulated=False,
+    )
+    done: set[int] = set()
+    for item in method.work():  # the first run stops after 4 items (a crash, a budget)
+        assert isinstance(item, Item)
+        sink.write_item(item.index, await method.process(item))
+        done.add(item.index)
+        if len(done) == 4:
+            break
+    sink.commit()
+    again, _, _ = make_method(
+        tmp_path, Script(policy=_keep_task_1), max_iterations=1, target_pairs=6
+    )
+    await again.prepare()
+    assert again.kept_before == 4
+    rest = []
+    for item in again.work():  # as the scheduler: done items are skipped
+        assert isinstance(item, Item)
+        if item.index not in done:
+            rest.append(item.key)
+            await again.process(item)
+    assert rest == ["meta-0.p1", "meta-1.p1"]
+    assert again.kept_total() == 6
+
+
+async def test_metadata_check_refuses_and_redraws_combinations(tmp_path: Path) -> None:
+    script = Script()
+    method, _, _ = make_method(tmp_path, script, metadata_count=40, metadata_check=True)
+    await method.prepare()
+    items = list(method.metadata())
+    assert len(items) == 40
+    odd = [md for md in items[2:] if md.use_case == "Code debugging" and "Polite tone" in md.skills]
+    assert odd == []  # refused combinations were drawn again
+    report = method.report()["metadata_check"]
+    assert report["refused"] > 0 and report["checked"] >= 38 and report["unchecked"] == 0
+    checks = [c for c in script.calls if c[1] == "check_metadata"]
+    assert len(checks) == report["checked"]  # only augmented items are checked
+    (tmp_path / "plain").mkdir()
+    plain, _, _ = make_method(tmp_path / "plain", Script(), metadata_count=40)
+    await plain.prepare()
+    assert any(
+        md.use_case == "Code debugging" and "Polite tone" in md.skills for md in plain.metadata()
+    )  # off by default: the same draw keeps them

@@ -223,11 +223,16 @@ async def test_pool_round_trip_matches_the_in_memory_reference(tmp_path: Path) -
     disk.finish()
     counts = ("own_count", "failed_count", "use_case_count", "skill_count")
     assert [getattr(disk, c) for c in counts] == [getattr(memory, c) for c in counts]
-    assert disk.own_count == 45 and disk.use_case_count == 11 and disk.failed_count == 3
+    # every seed's own metadata is kept (the sample of them is drawn at generation)
+    assert disk.own_count == 60 and disk.use_case_count == 11 and disk.failed_count == 3
+    assert disk.seed_count == memory.seed_count == 60
     reader = codeclm._SqlitePoolReader(path)
     view = memory.reader()
     try:
-        assert reader.own(0, 100) == view.own(0, 100) == encodings[:45]
+        assert reader.own(0, 100) == view.own(0, 100) == encodings
+        assert [reader.seed_use_case(i) for i in range(60)] == [
+            view.seed_use_case(i) for i in range(60)
+        ]
         assert reader.own(40, 3) == encodings[40:43]
         rng = random.Random(0)
         for _ in range(50):  # random access by id
@@ -343,11 +348,14 @@ def test_augmented_item_is_a_function_of_the_run_seed_and_its_index() -> None:
     first_seed = {uc: next(md.seed_id for md in encodings if md.use_case == uc) for uc in use_cases}
     out = augment_metadata(encodings, 80, max_skills=3, seed=9)
     assert out[:30] == encodings
+    first_draws = 0
     for i in range(30, 80):
         rng = random.Random(f"codeclm:augment:9:{i}")
-        uc = use_cases[rng.randrange(len(use_cases))]
+        uc = encodings[rng.randrange(len(encodings))].use_case  # a seed's use case
         picked = tuple(skills[j] for j in rng.sample(range(len(skills)), rng.randint(1, 3)))
-        assert out[i] == Metadata(uc, picked, first_seed[uc])
+        first_draws += out[i] == Metadata(uc, picked, first_seed[uc])
+    assert first_draws >= 45  # the others collided with a taken combination and redrew
+    assert set(use_cases) >= {md.use_case for md in out}
     # Changing the count does not move the items before it.
     assert augment_metadata(encodings, 50, max_skills=3, seed=9) == out[:50]
 
@@ -415,3 +423,24 @@ def test_pool_file_is_sqlite_with_the_seed_order(tmp_path: Path) -> None:
         db.close()
     order = [json.loads(blob)["seed_id"] for (blob,) in rows]
     assert order == ["s3", "s1", "s2"]
+
+
+def test_augmented_use_cases_keep_the_seeds_distribution() -> None:
+    # 90% of the seeds are code debugging: uniform over distinct use cases would give 1/3
+    seeds = [Metadata("Code debugging", (f"Skill {i}",), f"s{i}") for i in range(90)]
+    seeds += [Metadata(f"Rare {i % 2}", (f"Other {i}",), f"r{i}") for i in range(10)]
+    out = augment_metadata(seeds, 2100, max_skills=3, seed=0)[100:]
+    share = sum(md.use_case == "Code debugging" for md in out) / len(out)
+    # 0.9 before redraws of combinations already taken (one-skill ones run out first)
+    assert 0.8 < share < 0.92
+
+
+def test_every_seed_can_contribute_when_seeds_outnumber_items() -> None:
+    seeds = [encoding_of(i, 10_000) for i in range(1000)]
+    out = augment_metadata(seeds, 200, max_skills=3, seed=4)
+    assert len(out) == 200 and len(set(out)) == 200
+    positions = [seeds.index(md) for md in out]
+    assert positions == sorted(positions)  # a sample in seed order, not the first 200
+    assert max(positions) > 900 and min(positions) < 100
+    assert sum(p >= 200 for p in positions) > 120  # not the first seeds only
+    assert augment_metadata(seeds, 200, max_skills=3, seed=4) == out  # seeded

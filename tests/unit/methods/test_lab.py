@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from collections import Counter
@@ -13,8 +14,9 @@ import pytest
 from engine.config import Config, load_config
 from engine.errors import ConfigError, ParseError
 from engine.methods import method_config
-from engine.methods.base import MethodContext
+from engine.methods.base import MethodContext, bad_input_reason
 from engine.methods.lab import (
+    COLUMNS,
     LabConfig,
     LabMethod,
     LabMix,
@@ -27,7 +29,13 @@ from engine.methods.lab import (
     sample_rows,
     training_sample,
 )
-from engine.records import BadInput, Item, RowOut
+from engine.methods.lab_mix import (
+    SDG_SYSTEM_PROMPT,
+    SPELLCHECK_INSTRUCTIONS,
+    phase_sets,
+    raft_documents,
+)
+from engine.records import Item, RowOut
 from tests.fakes import Counts, Reply
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -192,9 +200,17 @@ def test_training_sample_grounded_user_turn() -> None:
         "context": "Ctx.",
     }
     s = training_sample(row)
-    assert s["messages"][0] == {"role": "user", "content": "Ctx.\n\nQ?"}
+    assert s["messages"] == [
+        {"role": "system", "content": SDG_SYSTEM_PROMPT},
+        {"role": "user", "content": "Ctx.\n\nQ?"},
+        {"role": "assistant", "content": "A."},
+    ]
+    assert s["unmask"] is False
     k = training_sample({**row, "kind": "knowledge", "phase": "knowledge"})
-    assert k["messages"][0]["content"] == "Q?" and k["context"] == "Ctx."
+    # SDG's phase 0.7 knowledge set: the chunk before the question, trained on unmasked
+    assert k["messages"][1]["content"] == "Ctx.\n\nQ?" and k["unmask"] is True
+    f = training_sample({**row, "kind": "freeform_skill", "context": ""})
+    assert f["messages"][1]["content"] == "Q?"
 
 
 # ------------------------------------------------------------------ scripted end to end
@@ -231,15 +247,27 @@ class FakeCaller:
             if (m := re.search(r"Question:\s*\n?(?:\[Start of Question\]\n)?(.*)", text))
             else ""
         )
-        if "come up with one new question for the following task" in text:
+        if "come up with a set of" in text and "about a context" not in text:
             self.calls["gen_questions"] += 1
-            return Reply(f"[Start of Question]Freeform {seed % 4}?[End of Question]")
+            n = int(text.split("come up with a set of ", 1)[1].split()[0])
+            return Reply(
+                "\n".join(
+                    f"[Start of Question]Freeform {(seed + k) % 4}?[End of Question]"
+                    for k in range(n)
+                )
+            )
         if "write one new context" in text:
             self.calls["gen_contexts"] += 1
             return Reply(f"[Start of Context]Context {seed % 2}.[End of Context]")
-        if "new question about a context" in text:
+        if "diverse questions about a context" in text:
             self.calls["gen_grounded_questions"] += 1
-            return Reply(f"[Start of Question]Grounded {seed % 7}?[End of Question]")
+            n = int(text.split("come up with a set of ", 1)[1].split()[0])
+            return Reply(
+                "\n".join(
+                    f"[Start of Question]Grounded {(seed + k) % 7}?[End of Question]"
+                    for k in range(n)
+                )
+            )
         if "judge of a question written" in text:
             self.calls["eval_question"] += 1
             return Reply(EVAL.format(0 if question.startswith("Freeform 0") else 1))
@@ -327,14 +355,17 @@ async def run_lab(tmp_path: Path, **method: object) -> tuple[LabMethod, list[Row
     lab = LabMethod(cfg, ctx)
     await lab.prepare()
     rows: list[RowOut] = []
-    bad: list[BadInput] = []
+    bad: list[str] = []
     for item in lab.work():
-        if isinstance(item, BadInput):
-            bad.append(item)
+        assert isinstance(item, Item)  # a refused leaf too: answered in the schema
+        if bad_input_reason(item) is not None:
+            bad.append(item.source)
+            ((kind, row),) = await lab.process(item)
+            assert kind == "failed" and row["stage"] == "input"
+            assert list(row) == [c.name for c in COLUMNS]
             continue
-        assert isinstance(item, Item)
         rows.extend(await lab.process(item))
-    assert [b.source for b in bad] == ["compositional_skills/writing/broken/qna.yaml:4"]
+    assert bad == ["compositional_skills/writing/broken/qna.yaml:4"]
     return lab, rows, caller
 
 
@@ -354,9 +385,10 @@ async def test_full_pipeline_scripted(tmp_path: Path) -> None:
         assert {f: n for f, n in entry["dropped"].items() if n} == dict(filters)
         assert entry["generated"] == entry["kept"] + sum(entry["dropped"].values())
     haiku = report["per_leaf"]["compositional_skills/writing/freeform/haiku"]
-    assert caller.calls["gen_questions"] == 8
-    assert haiku["generated"] == 8
-    assert haiku["dropped"]["dedup"] == 4  # "Freeform {seed % 4}?": at most 4 distinct
+    # as SDG: one call per seed example (5), each asking for a set of num_samples (8)
+    assert caller.calls["gen_questions"] == 5
+    assert haiku["generated"] == 40
+    assert haiku["dropped"]["dedup"] == 36  # "Freeform {n % 4}?": at most 4 distinct
     kept = [r for k, r in rows if k == "kept"]
     rejected = [r for k, r in rows if k == "rejected"]
     reasons = {r["reason"] for r in rejected}
@@ -367,28 +399,36 @@ async def test_full_pipeline_scripted(tmp_path: Path) -> None:
         "faithfulness=NO",
         "relevancy=1<2",
     } <= reasons
+    names = [c.name for c in COLUMNS]
+    for _, r in rows:
+        assert list(r) == names  # one schema for every kind
     for r in kept:
-        assert set(r) >= {
-            "id",
-            "leaf",
-            "kind",
-            "phase",
-            "question",
-            "answer",
-            "scores",
-            "models",
-            "simulated",
-        }
+        checks = [(c["check"], c["score"], c["passed"]) for c in r["checks"]]
         if r["kind"] == "knowledge":
-            assert r["scores"] == {"faithfulness": "YES", "relevancy": 2, "self_contained": 1}
-            assert r["phase"] == "knowledge" and r["context"]
+            assert checks == [
+                ("dedup", 1.0, True),
+                ("faithfulness", 1.0, True),
+                ("relevancy", 2.0, True),
+                ("self_contained", 1.0, True),
+            ]
+            assert r["phase"] == "knowledge" and r["context"] and r["raw_document"]
+            assert r["dataset_type"] in ("base_document", "spellcheck")
         else:
-            assert r["scores"]["question_check"] == 1 and r["scores"]["pair_score"] >= 2
-            assert r["phase"] == "skills"
+            assert checks[:2] == [("dedup", 1.0, True), ("question_check", 1.0, True)]
+            assert checks[2][0] == "pair_check" and checks[2][1] >= 2
+            assert r["phase"] == "skills" and r["dataset_type"] == "" and r["raw_document"] == ""
+        # the judges' rationales are kept
+        assert all(c["rationale"] for c in r["checks"][1:])
         if r["kind"] == "grounded_skill":
             assert r["context"].startswith("Context ")
+    dup = next(r for r in rejected if r["filter"] == "dedup")
+    assert dup["checks"] == [
+        {"check": "dedup", "score": 0.0, "passed": False, "rationale": "duplicate question"}
+    ]
     grounded = report["per_leaf"]["compositional_skills/extraction/summarization/meeting_notes"]
-    assert grounded["contexts_generated"] == 4 and grounded["contexts_duplicate"] >= 1
+    # num_contexts (4) per seed example (5); "Context {seed % 2}." repeats
+    assert grounded["contexts_generated"] == 20 and grounded["contexts_duplicate"] == 18
+    assert caller.calls["gen_grounded_questions"] == 2
     ids = [r["id"] for _, r in rows]
     assert len(ids) == len(set(ids))
     # Deterministic: a second run gives the same rows.
@@ -400,7 +440,75 @@ async def test_simple_pipeline_dedups_without_judges(tmp_path: Path) -> None:
     lab, rows, caller = await run_lab(tmp_path, pipeline="simple", num_instructions_to_generate=6)
     assert not any(k.startswith("eval") for k in caller.calls)
     kept = [r for k, r in rows if k == "kept"]
-    assert kept and all(r["scores"] == {} for r in kept)
+    assert kept and all([c["check"] for c in r["checks"]] == ["dedup"] for r in kept)
     assert all(r["reason"] == "duplicate question" for k, r in rows if k == "rejected")
     report = lab.report()
     assert sum(e["generated"] for e in report["per_leaf"].values()) == 18
+
+
+# ------------------------------------------------------------------ phase sets (SDG mixer)
+def _krow(i: int, chunk: int, kind: str = "base_document") -> dict[str, Any]:
+    raw = f"Chunk {chunk} text."
+    return {
+        "id": f"k{i}",
+        "leaf": "knowledge/x",
+        "kind": "knowledge",
+        "phase": "knowledge",
+        "question": f"Q{i}?",
+        "answer": f"A{i}.",
+        "context": raw if kind == "base_document" else f"Chunk {chunk} text (fixed).",
+        "raw_document": raw,
+        "dataset_type": kind,
+    }
+
+
+def test_phase_sets_as_instructlab_mixes_them() -> None:
+    knowledge = [_krow(i, i % 6) for i in range(12)] + [_krow(12, 0, "spellcheck")]
+    skills = [
+        {"id": f"s{i}", "leaf": "skills/y", "kind": "freeform_skill", "phase": "skills",
+         "question": f"S{i}?", "answer": "ok", "context": ""}
+        for i in range(3)
+    ]  # fmt: skip
+    mix = LabMix(skills_per_leaf=30)
+    sets = phase_sets(knowledge + skills, mix, seed=1)
+    p07, p10 = sets["knowledge.jsonl"], sets["skills.jsonl"]
+    # every sample: messages with InstructLab's system turn first
+    for s in p07 + p10 + sets["mixed.jsonl"]:
+        assert s["messages"][0] == {"role": "system", "content": SDG_SYSTEM_PROMPT}
+    # knowledge phase: context then question, unmasked; plus one auxiliary spellcheck sample
+    qa = [s for s in p07 if s["dataset"] == "knowledge_qa"]
+    assert len(qa) == 13 and all(s["unmask"] for s in p07)
+    assert qa[0]["messages"][1]["content"] == "Chunk 0 text.\n\nQ0?"
+    (aux,) = [s for s in p07 if s["dataset"] == "document_spellcheck"]
+    user = aux["messages"][1]["content"]
+    assert user.startswith("Chunk 0 text.\n\n") and user.split("\n\n")[-1] in (
+        SPELLCHECK_INSTRUCTIONS
+    )
+    assert aux["messages"][2]["content"] == "Chunk 0 text (fixed)."
+    # skills phase: 30 samples per skill leaf, RAFT knowledge, the knowledge replay, aux
+    by = Counter(s["dataset"] for s in p10)
+    assert by == {
+        "freeform_skill": 30, "knowledge_qa_raft_p0.4": 13, "knowledge_qa": 13,
+        "document_spellcheck": 1,
+    }  # fmt: skip
+    raft = [s for s in p10 if s["dataset"].startswith("knowledge_qa_raft")]
+    with_gold = 0
+    for s in raft:
+        docs = s["messages"][1]["content"].split("\n\n\n\nQ")[0]
+        n_docs = docs.count("Document:\n")
+        src = next(k for k in knowledge if k["id"] == s["source_id"])
+        gold = src["context"] in docs
+        with_gold += gold
+        assert n_docs == 4 and not s["unmask"]  # num_doc_in_context = 4
+        assert s["messages"][1]["content"].endswith(src["question"])
+    assert 0 < with_gold < len(raft)  # gold among them with p = 0.4
+    assert [s["unmask"] for s in p10 if s["dataset"] == "knowledge_qa"] == [True] * 13
+    assert len({s["id"] for s in p10}) == len(p10)
+    assert phase_sets(knowledge + skills, mix, seed=1) == sets  # seeded: reproducible
+
+
+def test_raft_documents_with_few_chunks() -> None:
+    rng = random.Random(0)
+    assert raft_documents("g", [], n=4, p=0.4, rng=rng) == "Document:\ng\n\n"
+    block = raft_documents("g", ["g", "a"], n=4, p=1.0, rng=rng)
+    assert sorted(block.split("\n\n\n")) == sorted(["Document:\na", "Document:\ng\n\n"])

@@ -17,11 +17,13 @@ from engine.errors import ConfigError, InputError
 from engine.methods import method_config
 from engine.methods.base import MethodContext
 from engine.methods.selfguide import (
+    COLUMNS,
     SelfGuideConfig,
     SelfGuideMethod,
     clean_reply,
     estimate_tokens,
     load_task,
+    refuses_extensions,
     sample_pool,
 )
 from engine.records import Item, RowOut
@@ -78,7 +80,11 @@ class FakeEndpoint:
 
 
 def make(
-    tmp_path: Path, script: Script, task: dict[str, Any] | None = None, **method: object
+    tmp_path: Path,
+    script: Script,
+    task: dict[str, Any] | None = None,
+    endpoint: str = "http://127.0.0.1:9/v1",
+    **method: object,
 ) -> tuple[SelfGuideMethod, FakeEndpoint]:
     (tmp_path / "task.json").write_text(json.dumps(task or GEN_TASK), encoding="utf-8")
     table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in method.items())
@@ -90,7 +96,7 @@ input = "task.json"
 seed = 7
 
 [endpoints.s]
-base_url = "http://127.0.0.1:9/v1"
+base_url = "{endpoint}"
 model = "m-student"
 
 [roles]
@@ -271,7 +277,11 @@ def test_rounds_filters_and_report(tmp_path: Path) -> None:
     assert (1, "empty") in by_round and (2, "duplicate") in by_round
     kept = [r for k, r in rows if k == "kept"]
     assert [r["input"] for r in kept] == ["repeat me", "fresh input number 7"]
-    assert kept[0]["output"] == "out" and kept[0]["votes"] == {"top": 10, "total": 10}
+    assert kept[0]["output"] == "out" and kept[0]["votes"] == {
+        "top": 10,
+        "survivors": 10,
+        "samples": 10,
+    }
     assert set(kept[0]) >= {"id", "input", "output", "votes", "round", "task", "models"}
     assert kept[0]["simulated"] is False
     # generation params: temperature 0.9 default for generation tasks, one choice
@@ -332,7 +342,8 @@ def test_vote_min_frequency_and_output_filters(tmp_path: Path) -> None:
     k2, r2 = by_input["fresh input number 2"]
     assert k2 == "kept"
     assert r2["output"] == "out b"  # tie 2-2 -> the shortest, then the first seen (reference)
-    assert r2["votes"] == {"top": 2, "total": 5}
+    assert r2["votes"] == {"top": 2, "survivors": 5, "samples": 10}
+    assert r2["single_vote"] is False
     ann = method.report()["annotation"]
     assert (ann["voted"], ann["dropped_min_frequency"], ann["dropped_output_filters"]) == (1, 1, 1)
     assert ann["samples_dropped"]["noise"] == 15
@@ -375,7 +386,8 @@ def test_annotation_n_in_one_request_or_parallel(tmp_path: Path) -> None:
     ann = [(p, i) for c, p, i in fake.calls if not is_generation(c)]
     assert sorted(i for _, i in ann) == [0, 1, 2, 3]
     assert len({p["seed"] for p, _ in ann}) == 4 and all("n" not in p for p, _ in ann)
-    assert rows[0][1]["votes"] == {"top": 4, "total": 4}
+    assert rows[0][1]["votes"] == {"top": 4, "survivors": 4, "samples": 4}
+    assert all("best_of" not in p for p, _ in ann)  # best_of needs n in one request
 
 
 # ------------------------------------------------------------------ classification
@@ -410,7 +422,7 @@ def test_classification_label_conditioning_and_mapping(tmp_path: Path) -> None:
     assert (r0["label"], r0["output"], r0["votes"]) == (
         "positive",
         "positive",
-        {"top": 4, "total": 10},
+        {"top": 4, "survivors": 10, "samples": 10},
     )
     assert r0["requested_label"] in ("positive", "negative")
     k1, r1 = by_input["review number 1"]
@@ -429,3 +441,107 @@ def asyncio_run(coro: Any) -> Any:
     import asyncio
 
     return asyncio.run(coro)
+
+
+# ---------------------------------------------- issue 18: reference sampling, votes, rows
+def test_top_k_and_best_of_are_sent_as_the_reference_does(tmp_path: Path) -> None:
+    method, fake = make(
+        tmp_path,
+        gen_script({}, lambda c: ["out"] * 10),
+        generation_rounds=1,
+        per_round=1,
+        output_length_filter=False,
+    )
+    asyncio_run(run_all(method))
+    gen = [p for c, p, _ in fake.calls if is_generation(c)]
+    ann = [p for c, p, _ in fake.calls if not is_generation(c)]
+    assert gen and all(p["top_k"] == 40 for p in gen)
+    assert ann == [{"temperature": 0.2, "max_tokens": 500, "top_k": 10, "n": 10, "best_of": 20}]
+    assert method.report()["sampling"] == {
+        "generation_top_k": 40, "annotate_top_k": 10, "annotate_best_of": 20
+    }  # fmt: skip
+
+
+def test_openai_gets_no_top_k_or_best_of_and_a_note_says_why(tmp_path: Path) -> None:
+    method, fake = make(
+        tmp_path,
+        gen_script({}, lambda c: ["out"] * 10),
+        endpoint="https://api.openai.com/v1",
+        generation_rounds=1,
+        per_round=1,
+        output_length_filter=False,
+    )
+    asyncio_run(run_all(method))
+    # None is not sent (the caller drops it, as engine.llm.Caller does)
+    assert all(p.get("top_k") is None and p.get("best_of") is None for _, p, _ in fake.calls)
+    assert any("OpenAI's API" in w for w in method.report()["warnings"])
+    assert refuses_extensions("https://myres.openai.azure.com/openai")
+    assert not refuses_extensions("http://127.0.0.1:8000/v1")
+    forced, fake = make(
+        tmp_path,
+        gen_script({}, lambda c: ["out"] * 10),
+        endpoint="https://api.openai.com/v1",
+        sampling_extensions=True,
+        generation_rounds=1,
+        per_round=1,
+    )
+    asyncio_run(run_all(forced))
+    assert all(p.get("top_k") in (40, 10) for _, p, _ in fake.calls)
+
+
+def test_best_of_below_n_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make(tmp_path, lambda c, p, i: ["x"], annotate_best_of=5)
+    assert info.value.field == "method.selfguide.annotate_best_of"
+
+
+def test_single_sample_votes_are_flagged_or_rejected(tmp_path: Path) -> None:
+    # nine samples are noise, one survives: the reference keeps it, 1/1 >= min_frequency
+    def annotate(content: str) -> list[str]:
+        return ["Of course! x"] * 9 + ["lonely"]
+
+    method, _ = make(
+        tmp_path,
+        gen_script({}, annotate),
+        generation_rounds=1,
+        per_round=1,
+        output_length_filter=False,
+    )
+    ((kind, row),) = asyncio_run(run_all(method))
+    assert kind == "kept" and row["output"] == "lonely"
+    assert row["single_vote"] is True
+    assert row["votes"] == {"top": 1, "survivors": 1, "samples": 10}
+    assert method.report()["annotation"]["single_vote"] == 1
+    strict, _ = make(
+        tmp_path,
+        gen_script({}, annotate),
+        generation_rounds=1,
+        per_round=1,
+        output_length_filter=False,
+        min_votes=2,
+    )
+    ((kind, row),) = asyncio_run(run_all(strict))
+    assert kind == "rejected" and row["filter"] == "min_votes"
+    assert row["reason"] == "top output has 1 vote(s) of 1 surviving (< min_votes 2)"
+
+
+def test_every_row_carries_the_instruction_and_label_changes_are_marked(tmp_path: Path) -> None:
+    def script(content: str, params: dict[str, Any], index: int) -> list[str]:
+        if is_generation(content):
+            return [f"review number {index} " + ("X" * index)]
+        return ["negative"] * 10
+
+    method, _ = make(
+        tmp_path, script, task=CLS_TASK, generation_rounds=1, per_round=6, input_length_filter=False
+    )
+    rows = asyncio_run(run_all(method))
+    names = [c.name for c in COLUMNS]
+    assert rows and all(list(r) == names for _, r in rows)
+    assert all(r["instruction"] == method._task().instruction for _, r in rows)
+    kept = [r for k, r in rows if k == "kept"]
+    assert kept and all(r["label"] == "negative" for r in kept)
+    for r in kept:
+        assert r["label_changed"] is (r["requested_label"] != "negative")
+    changed = sum(r["label_changed"] for r in kept)
+    assert 0 < changed < len(kept)
+    assert method.report()["annotation"]["label_changed"] == changed
