@@ -5,8 +5,6 @@ The public API is exactly ``__all__``; everything else may change without notice
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .api import Engine as Engine
 from .api import Row as Row
 from .api import RunResult as RunResult
@@ -28,6 +26,7 @@ from .errors import RetryableError as RetryableError
 from .errors import ServerError as ServerError
 from .errors import ShardError as ShardError
 from .errors import Timeout as Timeout
+from .version import __version__ as __version__
 
 __all__ = (
     "AuthError",

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 import msgspec
 import orjson
 
-from . import __version__
 from .config import Config, EndpointConfig, Price, config_content, config_hash
 from .errors import (
     AuthError,
@@ -52,6 +51,7 @@ from .prices import builtin_price, table_version
 from .records import RowOut
 from .redaction import Redactor, display_url
 from .scheduler import EmitRows, first_engine_error, halt_reason, run_items
+from .version import __version__
 
 __all__ = ("Engine", "Row", "RunResult")
 

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, EngineError
+from .version import __version__
 
 __all__ = ("main",)
 

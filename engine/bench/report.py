@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .. import __version__
+from ..version import __version__
 from .html import render_html
 from .metrics import in_window, meets_slos, summarize
 from .runner import PointResult

@@ -31,7 +31,6 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__
 from ..api import Engine, RunResult
 from ..config import Config, config_hash
 from ..errors import ConfigError, EngineError
@@ -40,6 +39,7 @@ from ..io.manifest import Manifest, load_manifest
 from ..io.readers import fingerprint
 from ..llm.cache import copy_cache
 from ..methods import METHODS
+from ..version import __version__
 from .lease import Grant, LeaseClient, LedgerState, ShareLedger
 from .merge import (
     PARTITIONS_DIR,
