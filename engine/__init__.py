@@ -26,6 +26,14 @@ from .errors import RetryableError as RetryableError
 from .errors import ServerError as ServerError
 from .errors import ShardError as ShardError
 from .errors import Timeout as Timeout
+from .methods.custom import Context as Context
+from .methods.custom import Failed as Failed
+from .methods.custom import Kept as Kept
+from .methods.custom import Method as Method
+from .methods.custom import MethodConfig as MethodConfig
+from .methods.custom import Rejected as Rejected
+from .methods.custom import TypedRow as TypedRow
+from .records import Item as Item
 from .version import __version__ as __version__
 
 __all__ = (
@@ -35,20 +43,28 @@ __all__ = (
     "Config",
     "ConfigError",
     "ConnectionLost",
+    "Context",
     "EndpointError",
     "Engine",
     "EngineError",
+    "Failed",
     "FatalEndpointError",
     "InputError",
+    "Item",
+    "Kept",
     "MalformedResponse",
+    "Method",
+    "MethodConfig",
     "ParseError",
     "RateLimited",
+    "Rejected",
     "RetryableError",
     "Row",
     "RunResult",
     "ServerError",
     "ShardError",
     "Timeout",
+    "TypedRow",
     "__version__",
     "load_config",
 )

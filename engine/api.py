@@ -41,8 +41,9 @@ from .llm.client import Client
 from .llm.gate import Gate
 from .llm.pool import Pool
 from .llm.retry import RetryPolicy
-from .methods import RECORD_INPUT, create_method, method_config
+from .methods import create_method, method_config, method_spec, resolve_method
 from .methods.base import Finalizing, MethodContext
+from .methods.custom import Method as UserMethod
 from .metrics.core import Metrics
 from .metrics.progress import Progress
 from .metrics.report import Report, build_report, render_summary, write_report
@@ -150,6 +151,9 @@ class Engine:
         metrics_port: serve Prometheus metrics on this port while the engine is open
             (0: a free port; None: no endpoint); needs ``synth-engine[metrics]``.
         metrics_host: interface for the metrics endpoint (loopback by default).
+        method: run this :class:`engine.Method` subclass instead of ``run.method`` (the
+            config's ``run.method`` becomes its ``"module:ClassName"``, which the config
+            hash, the output and Ray workers then name it by).
 
     Attributes:
         metrics_url: the metrics endpoint's URL once open, e.g.
@@ -168,11 +172,17 @@ class Engine:
         after_prepare: Callable[[], Awaitable[None]] | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        method: type[UserMethod] | None = None,
     ) -> None:
+        if method is not None:
+            config = msgspec.structs.replace(
+                config, run=msgspec.structs.replace(config.run, method=method_spec(method))
+            )
         self.config = config
         self._metrics_addr = None if metrics_port is None else (metrics_host, metrics_port)
         self.metrics_url: str | None = None
-        self.method_cfg = method_config(config)  # validate before anything starts
+        self.method_entry = resolve_method(config)
+        self.method_cfg = method_config(config, self.method_entry)  # validate before starting
         self._progress_stream = progress
         self._force_new = force_new
         self._retry_failed = retry_failed
@@ -558,7 +568,7 @@ class Engine:
     async def _spool(self, items: Records) -> Path:
         """Write ``items`` to ``OUT/input.jsonl`` (atomically) and return its path."""
         config = self.config
-        if config.run.method not in RECORD_INPUT:
+        if not self.method_entry.records_input:
             raise ConfigError(
                 f"method {config.run.method!r} reads its input from files, not records",
                 field="run.input",
@@ -717,7 +727,7 @@ class Engine:
             stage=self.metrics.stage,
             simulated=self._simulated,
         )
-        method = create_method(config, ctx)
+        method = create_method(config, ctx, self.method_entry)
         stop_reason: str | None = "error"
         background: list[asyncio.Task[None]] = []
         progress: Progress | None = None

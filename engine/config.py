@@ -709,6 +709,12 @@ def config_content(config: Config) -> dict[str, Any]:
         },
         "roles": roles,
         "method": config.method.get(config.run.method, {}),
+        # A user's method ("module:Class") has its table under its own name.
+        **(
+            {"method_tables": others}
+            if (others := {k: v for k, v in config.method.items() if k != config.run.method})
+            else {}
+        ),
     }
 
 

@@ -28,12 +28,14 @@ import msgspec
 from .api import Engine
 from .config import Config, Price
 from .errors import ConfigError
-from .methods import RECORD_INPUT
+from .methods import resolve_method
 from .prices import builtin_price
 
 __all__ = ("estimate",)
 
-# Method -> the stages whose calls grow with the number of input records (None: all).
+_BUILT_IN = frozenset({"respond", "backtranslation", "codeclm", "selfguide", "lab"})
+# Method -> the stages whose calls grow with the number of input records (None: all; a
+# user's method, whose items are its records, scales all).
 _PER_RECORD_STAGES: dict[str, frozenset[str] | None] = {
     "respond": None,
     "backtranslation": None,
@@ -87,7 +89,8 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
         input_path = config.resolve(config.run.input or "")
         scale, sampled, total = 1.0, None, None
         run = msgspec.structs.replace(config.run, output=str(work / "out"), progress="off")
-        if config.run.method in RECORD_INPUT and input_path.is_file():
+        entry = resolve_method(config)
+        if entry.records_input and input_path.is_file():
             sampled, total = _sample(input_path, work / "sample.jsonl", sample)
             scale = total / sampled if sampled else 0.0
             run = msgspec.structs.replace(run, input=str(work / "sample.jsonl"))
@@ -112,7 +115,7 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
         per: dict[str, dict[str, Any]] = {}
         totals = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         unpriced: list[str] = []
-        stages = _PER_RECORD_STAGES.get(config.run.method)
+        stages = _PER_RECORD_STAGES.get(config.run.method) if entry.name in _BUILT_IN else None
         extra = {"calls": 0.0, "prompt": 0.0, "completion": 0.0}
         if report is not None and stages is not None:
             for stage in stages:

@@ -98,7 +98,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.clock",
         "engine.version",
     ),
-    "engine": ("engine.api", "engine.config", "engine.errors", "engine.version"),
+    "engine": (
+        "engine.api",
+        "engine.config",
+        "engine.errors",
+        "engine.methods.custom",
+        "engine.records",
+        "engine.version",
+    ),
 }
 
 

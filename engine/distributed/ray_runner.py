@@ -38,7 +38,7 @@ from ..io.lock import OutputLock
 from ..io.manifest import Manifest, load_manifest
 from ..io.readers import fingerprint
 from ..llm.cache import copy_cache
-from ..methods import METHODS
+from ..methods import resolve_method
 from ..version import __version__
 from .lease import Grant, LeaseClient, LedgerState, ShareLedger
 from .merge import (
@@ -279,13 +279,11 @@ class _PartitionWorker:
 # ---------------------------------------------------------------------------- driver
 def _has_global_phase(config: Config) -> bool:
     """The method's ``prepare`` makes calls over the whole input (CodecLM, SELF-GUIDE)."""
-    entry = METHODS.get(config.run.method)
-    return entry is not None and bool(getattr(entry[1], "global_phase", False))
+    return resolve_method(config).global_phase
 
 
 def _builds_derived(config: Config) -> bool:
-    entry = METHODS.get(config.run.method)
-    return entry is not None and callable(getattr(entry[1], "finalize", None))
+    return resolve_method(config).finalizes
 
 
 def _clear_for_new(out_dir: Path, keep: Path) -> None:

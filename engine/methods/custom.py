@@ -1,0 +1,444 @@
+"""The public method API: write your own generation job, run it with every guarantee.
+
+A method is a subclass of :class:`Method` with one required coroutine,
+``process(item, ctx)``, which calls the configured roles through ``ctx`` and returns
+typed rows (:class:`Kept`, :class:`Rejected`, :class:`Failed`)::
+
+    class Jokes(Method):
+        name = "jokes"
+
+        async def process(self, item: Item, ctx: Context) -> list[TypedRow]:
+            joke = await ctx.generate("strong", "Tell a joke about {{topic}}.", item.data)
+            score = await ctx.judge("judge", "Rate this joke from 1 to 10: {{joke}}", {"joke": joke})
+            row = {"topic": item.data["topic"], "joke": joke, "score": score}
+            return [Kept(row) if score >= 7 else Rejected(row, reason="score below 7")]
+
+It runs under the same scheduler, gate, cache, budgets, shards, progress, report,
+``Engine.stream()`` and Ray runner as the built-in methods: the engine owns concurrency,
+retries, resume and output; the method owns only what one item becomes. Its input is
+the run's JSONL records (``work`` can be overridden), its ``[method.NAME]`` table is
+validated against its ``Config`` Struct, and capabilities are declared as class
+attributes (``global_phase``, ``records_input``) instead of being discovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, overload
+
+import msgspec
+
+from ..config import Base
+from ..errors import EngineError, ParseError
+from ..io.derived import DerivedFile
+from ..io.readers import read_jsonl
+from ..records import BadInput, Item, Kind, RowOut, row_id
+from ..stages import ChatCaller, Generate, parse_score
+from .base import MethodContext
+
+__all__ = (
+    "Adapter",
+    "Context",
+    "Failed",
+    "Kept",
+    "Method",
+    "MethodConfig",
+    "Rejected",
+    "TypedRow",
+)
+
+T = TypeVar("T")
+
+
+class MethodConfig(Base, frozen=True):
+    """Base of a method's ``[method.NAME]`` table (unknown keys are errors)."""
+
+
+class Kept(msgspec.Struct, frozen=True, tag="kept"):
+    """A row that passed: ``data`` is a msgspec Struct or a mapping of its columns."""
+
+    data: Any
+
+
+class Rejected(msgspec.Struct, frozen=True, tag="rejected"):
+    """A row a filter rejected, and why."""
+
+    data: Any
+    reason: str
+
+
+class Failed(msgspec.Struct, frozen=True, tag="failed"):
+    """An item (or part of one) that could not be processed: the stage and the error."""
+
+    stage: str
+    error: str
+    data: Any = None
+
+
+TypedRow = Kept | Rejected | Failed
+"""A row a method returns: a tagged union of the three kinds."""
+
+
+def _columns(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if isinstance(data, Mapping):
+        return dict(data)
+    built = msgspec.to_builtins(data)
+    if not isinstance(built, dict):
+        raise TypeError(f"a row's data must be a Struct or a mapping, not {type(data).__name__}")
+    return built
+
+
+class _Score(msgspec.Struct):
+    score: float
+
+
+class Context:
+    """What a method may use while it processes items.
+
+    Attributes:
+        config: the whole run config.
+        seed: the run's seed.
+        input_path: the run's input file.
+        log: the engine's logger (warnings reach the user).
+    """
+
+    def __init__(self, mctx: MethodContext, method_name: str) -> None:
+        self._mctx = mctx
+        self._name = method_name
+        self.config = mctx.config
+        self.seed = mctx.seed
+        self.input_path = mctx.input_path
+        self.log = mctx.log
+        self._stages: dict[tuple[Any, ...], Generate[Any]] = {}
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the output comes from a simulated endpoint (labelled on every row)."""
+        return self._mctx.simulated
+
+    @property
+    def roles(self) -> list[str]:
+        """The configured roles (``strong``, ``target``, ``judge``)."""
+        return list(self._mctx.callers)
+
+    def models(self) -> dict[str, str]:
+        """Role -> model id."""
+        return self._mctx.models()
+
+    def caller(self, role: str) -> ChatCaller:
+        """The caller of ``role`` (for :meth:`chat`-level use)."""
+        try:
+            return self._mctx.callers[role]
+        except KeyError:
+            raise EngineError(
+                f"method {self._name!r} asks for role {role!r}, which is not configured "
+                f"(roles: {', '.join(self.roles)})"
+            ) from None
+
+    def rng(self, item: Item, salt: str = "") -> random.Random:
+        """A random source for ``item``: the same on every rerun (resume-safe)."""
+        digest = hashlib.blake2b(
+            f"{self.seed}\x1f{self._name}\x1f{item.key}\x1f{salt}".encode(), digest_size=8
+        ).digest()
+        return random.Random(int.from_bytes(digest, "big"))
+
+    def _stage(
+        self,
+        stage: str,
+        template: str,
+        system: str | None,
+        schema: Any,
+        depth: int,
+        parse_retries: int,
+        params: Mapping[str, Any],
+    ) -> Generate[Any]:
+        key = (stage, template, system, schema if isinstance(schema, type) else id(schema), depth)
+        found = self._stages.get(key)
+        if found is not None:
+            return found
+        struct_type: type[Any] | None = None
+        wire: dict[str, Any] | None = None
+        if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
+            struct_type = schema
+        elif isinstance(schema, Mapping):
+            struct_type, wire = dict, dict(schema)
+
+        def parse_text(text: str) -> Any:
+            if struct_type is None:
+                return text.strip()
+            raise ParseError("the reply is not the JSON asked for", stage=stage)
+
+        made: Generate[Any] = Generate(
+            stage,
+            depth=depth,
+            template=template,
+            system=system,
+            schema=struct_type,
+            parse_text=parse_text,
+            params=params,
+            parse_retries=parse_retries,
+            observer_for=self._mctx.stage,
+            wire_schema=wire if wire is not None else None,
+        )
+        self._stages[key] = made
+        return made
+
+    @overload
+    async def generate(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        schema: type[T],
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        sample: int = ...,
+        parse_retries: int = ...,
+        **sampling: Any,
+    ) -> T: ...
+
+    @overload
+    async def generate(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        schema: Mapping[str, Any] | None = ...,
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        sample: int = ...,
+        parse_retries: int = ...,
+        **sampling: Any,
+    ) -> Any: ...
+
+    async def generate(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = None,
+        *,
+        schema: Any = None,
+        system: str | None = None,
+        stage: str = "generate",
+        depth: int = 0,
+        sample: int = 0,
+        parse_retries: int = 2,
+        **sampling: Any,
+    ) -> Any:
+        """Ask ``role`` for a reply to ``template`` filled with ``values``.
+
+        Args:
+            role: a configured role (``strong``, ``target``, ``judge``).
+            template: the user message, with ``{{name}}`` placeholders.
+            values: the placeholders' values (an item's ``data``, say).
+            schema: None: the reply's text; a msgspec Struct type: an instance of it; a
+                JSON schema (a mapping): a dict. Asked for as structured output where the
+                endpoint supports it, parsed from text otherwise.
+            system: an optional system message template.
+            stage: the stage's name (metrics, budgets, failed rows).
+            depth: the stage's depth in the pipeline (deeper calls go first at the gate).
+            sample: a distinct sample index (another draw of the same request).
+            parse_retries: extra samples asked for when a reply does not parse.
+            **sampling: request parameters (temperature, max_tokens, top_p...).
+
+        Raises:
+            EndpointError: the call failed (the engine retried what can be retried).
+            ParseError: no reply parsed.
+        """
+        step = self._stage(stage, template, system, schema, depth, parse_retries, sampling)
+        return await step(self.caller(role), dict(values or {}), sample_index=sample)
+
+    async def samples(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = None,
+        *,
+        n: int,
+        schema: Any = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``n`` independent samples of :meth:`generate` (sent at once, cached apiece).
+
+        Raises:
+            EndpointError: a call failed (the others are cancelled).
+            ParseError: a sample did not parse.
+        """
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(
+                    self.generate(role, template, values, schema=schema, sample=i, **kwargs)
+                )
+                for i in range(n)
+            ]
+        return [t.result() for t in tasks]
+
+    async def judge(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = None,
+        *,
+        scale: tuple[float, float] = (1.0, 10.0),
+        system: str | None = None,
+        stage: str = "judge",
+        depth: int = 1,
+        sample: int = 0,
+        **sampling: Any,
+    ) -> float:
+        """A judge's score on ``scale``.
+
+        Asked for as structured output (``{"score": number}`` within the scale) where the
+        endpoint supports it; from text otherwise (its ``Score: k`` line, or the last
+        number in range). Temperature 0 unless given.
+
+        Raises:
+            EndpointError: the call failed.
+            ParseError: no score in range.
+        """
+        low, high = scale
+        key = ("judge", stage, template, system, low, high, depth)
+        step = self._stages.get(key)
+        if step is None:
+
+            def from_text(text: str) -> _Score:
+                return _Score(score=parse_score(text, low=low, high=high, stage=stage))
+
+            step = Generate(
+                stage,
+                depth=depth,
+                template=template,
+                system=system,
+                schema=_Score,
+                parse_text=from_text,
+                params={"temperature": 0.0},
+                observer_for=self._mctx.stage,
+                wire_schema={
+                    "type": "object",
+                    "properties": {"score": {"type": "number", "minimum": low, "maximum": high}},
+                    "required": ["score"],
+                    "additionalProperties": False,
+                },
+            )
+            self._stages[key] = step
+        verdict = await step(self.caller(role), dict(values or {}), sample_index=sample, **sampling)
+        if not low <= verdict.score <= high:
+            raise ParseError(f"score {verdict.score:g} is outside {low:g}..{high:g}", stage=stage)
+        return float(verdict.score)
+
+    async def chat(
+        self, role: str, messages: list[dict[str, Any]], *, stage: str | None = None, **params: Any
+    ) -> Any:
+        """One raw chat call (cached, gated, budgeted); returns the completion."""
+        return await self.caller(role).chat(messages, stage=stage, **params)
+
+
+class Method:
+    """Base class of a user-written method (see the module docstring).
+
+    Class attributes:
+        name: the method's name (rows, report, its ``[method.NAME]`` table).
+        Config: the Struct its ``[method.NAME]`` table is validated against (a
+            :class:`MethodConfig` subclass), or None for no options.
+        required_fields: fields each input record must have (non-empty strings).
+        records_input: its input is the run's JSONL records (so ``Engine.stream(items)``
+            can feed it).
+        global_phase: ``prepare`` does work every item depends on (on Ray it runs once).
+    """
+
+    name: ClassVar[str] = "custom"
+    Config: ClassVar[type[MethodConfig] | None] = None
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    records_input: ClassVar[bool] = True
+    global_phase: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options
+
+    async def prepare(self, ctx: Context) -> None:
+        """Work before items stream (nothing by default)."""
+
+    def work(self, ctx: Context) -> Iterator[Item | BadInput]:
+        """The items, in a stable order: by default the input's JSONL records."""
+        return read_jsonl(
+            ctx.input_path,
+            required=self.required_fields,
+            duplicate_ids=ctx.config.run.duplicate_ids,
+        )
+
+    async def process(self, item: Item, ctx: Context) -> list[TypedRow]:
+        """All rows of one item."""
+        raise NotImplementedError(f"{type(self).__name__}.process is not written")
+
+    async def finalize(self, ctx: Context, out_dir: Path) -> list[DerivedFile]:
+        """Derived datasets from the committed rows (none by default)."""
+        return []
+
+    def report(self) -> dict[str, Any]:
+        """Method-specific figures for the report (none by default)."""
+        return {}
+
+
+class Adapter:
+    """Runs a :class:`Method` under the engine's internal method protocol.
+
+    It owns the method's :class:`Context`, turns typed rows into output rows (a stable
+    ``id`` when the row has none, the item's key and source, ``simulated``), and maps
+    the capabilities the class declares.
+    """
+
+    def __init__(self, method: Method, mctx: MethodContext) -> None:
+        self.method = method
+        self.name = method.name
+        self.ctx = Context(mctx, method.name)
+        self.global_phase = method.global_phase
+        self.records_input = method.records_input
+
+    async def prepare(self) -> None:
+        await self.method.prepare(self.ctx)
+
+    def work(self) -> Iterator[Item | BadInput]:
+        return self.method.work(self.ctx)
+
+    async def process(self, item: Item) -> list[RowOut]:
+        rows = await self.method.process(item, self.ctx)
+        return [self._row(item, n, row) for n, row in enumerate(rows)]
+
+    async def finalize(self, out_dir: Path) -> list[DerivedFile]:
+        return await self.method.finalize(self.ctx, out_dir)
+
+    def report(self) -> dict[str, Any]:
+        return self.method.report()
+
+    def _row(self, item: Item, n: int, row: TypedRow) -> RowOut:
+        out = _columns(row.data)
+        kind: Kind
+        if isinstance(row, Kept):
+            kind = "kept"
+        elif isinstance(row, Rejected):
+            kind = "rejected"
+            out["reason"] = row.reason
+        elif isinstance(row, Failed):
+            kind = "failed"
+            out["stage"] = row.stage
+            out["error"] = row.error
+        else:
+            raise TypeError(
+                f"{type(self.method).__name__}.process returned {type(row).__name__}; "
+                "return Kept, Rejected or Failed rows"
+            )
+        out.setdefault("id", row_id(self.name, item.key, kind, n))
+        out.setdefault("item", item.key)
+        out.setdefault("source", item.source)
+        out["simulated"] = self.ctx.simulated
+        return kind, out
