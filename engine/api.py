@@ -696,14 +696,14 @@ class Engine:
         sink, resume = ShardSink.open(
             out_dir,
             shard_records=config.run.shard_records,
-            config_hash=config_hash(config),
+            config_hash=config_hash(config, self.method_entry.name),
             input_fingerprint=fingerprint(input_path),
             method=config.run.method,
             engine_version=__version__,
             simulated=self._simulated(),
             force_new=self._force_new,
             retry_failed=self._retry_failed,
-            config_content=config_content(config),
+            config_content=config_content(config, self.method_entry.name),
             protect=[input_path],
             redact=self.redactor.bytes if self.redactor else None,
         )

@@ -302,6 +302,7 @@ def locate_key(text: str, dotted: str) -> int | None:
     table = ""
     best: tuple[int, int] | None = None  # (matched length, line)
     in_string: str | None = None  # delimiter of the multi-line string we are inside
+    arrays: dict[str, int] = {}  # array-of-tables name -> tables seen so far
     for lineno, line in enumerate(text.splitlines(), 1):
         if in_string is not None:
             # Lines of a multi-line string (e.g. a template with "[Question]") are no keys.
@@ -311,6 +312,12 @@ def locate_key(text: str, dotted: str) -> int | None:
         m = _HEADER.match(line)
         if m:
             table = _norm_key(m.group(1))
+            if line.lstrip().startswith("[["):
+                # The Nth [[name]] table is name.N (0-based), as errors name it.
+                index = arrays[table] = arrays.get(table, -1) + 1
+                if dotted == table and index == 0:
+                    return lineno
+                table = f"{table}.{index}"
             full = table
         else:
             k = _KEYLINE.match(line)
@@ -669,8 +676,12 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     return config
 
 
-def config_content(config: Config) -> dict[str, Any]:
+def config_content(config: Config, method_table: str | None = None) -> dict[str, Any]:
     """Everything in ``config`` that decides the output's content (what is hashed).
+
+    ``method_table`` names the method's ``[method.NAME]`` table when it is not
+    ``run.method`` (a user's method named ``"module:Class"`` keeps its options under its
+    own name).
 
     Left out on purpose: where output goes and how fast it is produced (output path,
     window, progress, base_url, keys, limits, timeouts, retries, streaming, budgets,
@@ -708,20 +719,14 @@ def config_content(config: Config) -> dict[str, Any]:
             "shard_records": config.run.shard_records,
         },
         "roles": roles,
-        "method": config.method.get(config.run.method, {}),
-        # A user's method ("module:Class") has its table under its own name.
-        **(
-            {"method_tables": others}
-            if (others := {k: v for k, v in config.method.items() if k != config.run.method})
-            else {}
-        ),
+        "method": config.method.get(method_table or config.run.method, {}),
     }
 
 
-def config_hash(config: Config) -> str:
+def config_hash(config: Config, method_table: str | None = None) -> str:
     """A 16-hex-digit hash of :func:`config_content` (stable across versions: each role's
     specs are hashed as their sorted JSON texts, as the first release did)."""
-    content = config_content(config)
+    content = config_content(config, method_table)
     roles = content["roles"]
     if roles is not None:
         content = {

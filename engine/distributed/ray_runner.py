@@ -354,7 +354,7 @@ async def run_on_ray(
     if (
         done is not None
         and done.complete
-        and done.config_hash == config_hash(config)
+        and done.config_hash == config_hash(config, resolve_method(config).name)
         and isinstance(split, dict)
         and workers in (None, split.get("count"))
     ):  # nothing to do: no need to join a cluster
@@ -409,7 +409,7 @@ async def _drive(
     if n < 1:
         raise ConfigError(f"--workers must be >= 1 (got {n})")
     out = config.resolve(config.run.output)
-    chash = config_hash(config)
+    chash = config_hash(config, resolve_method(config).name)
     input_path = config.resolve(config.run.input)
     if force_new:
         _clear_for_new(out, keep=input_path)

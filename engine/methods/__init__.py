@@ -64,6 +64,16 @@ _OPTIONAL = (
 )
 
 
+def _public_methods() -> dict[str, type[UserMethod]]:
+    """Built-in methods written on the public method API, by name."""
+    from .pipeline import PipelineMethod
+
+    return {"pipeline": PipelineMethod}
+
+
+PUBLIC_METHODS = _public_methods()
+
+
 def _register_optional() -> None:
     import importlib
 
@@ -103,6 +113,7 @@ class MethodEntry:
         global_phase: bool,
         required_fields: tuple[str, ...] = (),
         finalizes: bool = False,
+        check: Callable[[Any, Config], None] | None = None,
     ) -> None:
         self.name = name
         self.config_type = config_type
@@ -111,6 +122,7 @@ class MethodEntry:
         self.global_phase = global_phase
         self.required_fields = required_fields
         self.finalizes = finalizes
+        self.check = check
 
 
 class _NoOptions(MethodConfig, frozen=True):
@@ -129,6 +141,7 @@ def _user_entry(cls: type[UserMethod]) -> MethodEntry:
         global_phase=cls.global_phase,
         required_fields=cls.required_fields,
         finalizes=cls.finalize is not UserMethod.finalize,
+        check=cls.check_options,
     )
 
 
@@ -153,6 +166,8 @@ def resolve_method(config: Config) -> MethodEntry:
         ConfigError: nothing by that name, or it is not a method.
     """
     spec = config.run.method
+    if spec in PUBLIC_METHODS:
+        return _user_entry(PUBLIC_METHODS[spec])
     if spec in METHODS:
         schema, factory = METHODS[spec]
         return MethodEntry(
@@ -203,7 +218,7 @@ def resolve_method(config: Config) -> MethodEntry:
     if found is None:
         raise refuse(
             f"unknown method {spec!r}",
-            f"choose one of: {', '.join(sorted(METHODS))}, or name your own as "
+            f"choose one of: {', '.join(sorted({*METHODS, *PUBLIC_METHODS}))}, or name your own as "
             '"package.module:ClassName"',
         )
     if not (isinstance(found, type) and issubclass(found, UserMethod)):
@@ -222,7 +237,7 @@ def method_config(config: Config, entry: MethodEntry | None = None) -> Base:
     """
     entry = entry or resolve_method(config)
     text = _config_text(config)
-    known = {*METHODS, entry.name}
+    known = {*METHODS, *PUBLIC_METHODS, entry.name}
     for table in config.method:
         if table not in known:
             raise ConfigError(
@@ -233,7 +248,7 @@ def method_config(config: Config, entry: MethodEntry | None = None) -> Base:
                 hint=f"methods: {', '.join(sorted(known))}",
             )
     try:
-        return msgspec.convert(config.method.get(entry.name, {}), entry.config_type)
+        options = msgspec.convert(config.method.get(entry.name, {}), entry.config_type)
     except msgspec.ValidationError as exc:
         raise validation_error(
             exc,
@@ -243,6 +258,9 @@ def method_config(config: Config, entry: MethodEntry | None = None) -> Base:
             prefix=f"method.{entry.name}",
             overridden=frozenset(config.overridden),
         ) from exc
+    if entry.check is not None:
+        entry.check(options, config)
+    return options
 
 
 def create_method(config: Config, ctx: MethodContext, entry: MethodEntry | None = None) -> Method:

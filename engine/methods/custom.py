@@ -33,6 +33,7 @@ from typing import Any, ClassVar, TypeVar, overload
 import msgspec
 
 from ..config import Base
+from ..config import Config as RunConfig
 from ..errors import EngineError, ParseError
 from ..io.derived import DerivedFile
 from ..io.readers import read_jsonl
@@ -364,6 +365,14 @@ class Method:
 
     def __init__(self, options: Any = None) -> None:
         self.options = options
+
+    @classmethod
+    def check_options(cls, options: Any, config: RunConfig) -> None:
+        """Check the validated options against the rest of the config, before any call.
+
+        Raise :class:`~engine.errors.ConfigError` (with the file, line and key) for what a
+        Struct cannot express; runs in ``validate`` and when the engine starts.
+        """
 
     async def prepare(self, ctx: Context) -> None:
         """Work before items stream (nothing by default)."""

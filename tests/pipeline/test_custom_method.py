@@ -91,7 +91,9 @@ def test_runs_from_the_cli_and_validates_its_table(tmp_path: Path) -> None:
 
 
 def test_an_unknown_module_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="jokes.toml:3: run.method: cannot import module 'no_such_pkg.mod'"):
+    with pytest.raises(
+        ConfigError, match="jokes.toml:3: run.method: cannot import module 'no_such_pkg.mod'"
+    ):
         Engine(load_config(_project(tmp_path, method="no_such_pkg.mod:Thing")))
 
 

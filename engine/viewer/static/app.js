@@ -334,7 +334,27 @@ function scoresTable(scores) {
 
 const TEXTS = ["system", "instruction", "question", "input", "header", "context", "response", "answer", "output", "reasoning", "text"];
 const WHY = ["reason", "filter", "stage", "error_kind", "error", "threshold", "score"];
-const SHOWN = new Set([...TEXTS, ...WHY, "id", "scores", "history", "rationales", "samples", "simulated", "response_source", "iteration"]);
+const SHOWN = new Set([...TEXTS, ...WHY, "id", "scores", "history", "rationales", "checks", "samples", "simulated", "response_source", "iteration"]);
+
+// The scores that decided a row: its own, else those of its last recorded round.
+function finalScores(row) {
+  if (row.scores && typeof row.scores === "object") return row.scores;
+  const rounds = Array.isArray(row.history) ? row.history : [];
+  const last = rounds.length ? rounds[rounds.length - 1] : null;
+  return last && last.scores && typeof last.scores === "object" ? last.scores : null;
+}
+
+// Each judge's check (LAB: name, score, passed, rationale), or a name -> rationale map.
+function checksBlock(row) {
+  let entries = [];
+  if (Array.isArray(row.checks)) {
+    entries = row.checks.map((c) => [`${c.check ?? "check"}: ${c.score ?? ""}${c.passed === false ? " (failed)" : c.passed === true ? " (passed)" : ""}`, c.rationale || "(no rationale)"]);
+  } else if (row.rationales && typeof row.rationales === "object") {
+    entries = Object.entries(row.rationales).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v, null, 1)]);
+  }
+  if (!entries.length) return null;
+  return h("div", { class: "section", testid: "rationales" }, h("h3", {}, "Judges' checks and rationales"), ...entries.map(([k, v]) => fieldBlock(k, v)));
+}
 
 function roundsBlock(row) {
   const rounds = Array.isArray(row.history) ? [...row.history] : [];
@@ -353,8 +373,13 @@ function roundsBlock(row) {
         { class: "round", testid: "round" },
         h("div", { class: "round-head" }, `round ${r.iteration ?? "?"}${r.final ? " — final" : ""}`, h("span", { class: "small muted" }, ` ${scoreText(r.scores)}`)),
         r.instruction ? fieldBlock("instruction", r.instruction) : null,
+        r.action ? fieldBlock("action applied", r.action) : null,
         r.responses && typeof r.responses === "object" ? Object.entries(r.responses).map(([who, text]) => fieldBlock(`response (${who})`, text)) : null,
-        !r.responses && r.response ? fieldBlock(`response (${r.response_source || "kept"})`, r.response) : null,
+        r.strong_response ? fieldBlock("response (strong)", r.strong_response) : null,
+        r.target_response ? fieldBlock("response (target)", r.target_response) : null,
+        !r.responses && !r.strong_response && r.response ? fieldBlock(`response (${r.response_source || "kept"})`, r.response) : null,
+        r.judge_strong_first ? fieldBlock("judge, strong answer first", JSON.stringify(r.judge_strong_first)) : null,
+        r.judge_target_first ? fieldBlock("judge, target answer first", JSON.stringify(r.judge_target_first)) : null,
         r.judge && typeof r.judge === "object" ? fieldBlock("judge", JSON.stringify(r.judge, null, 1)) : null,
       ),
     ),
@@ -379,8 +404,8 @@ function renderDetail(data) {
     ),
     h("div", { class: "small muted" }, `row ${int(data.position + 1)} of ${data.kind} · ${data.file} line ${int(data.line)}`),
     why.length ? h("div", { class: "section why", testid: "detail-why" }, h("h3", {}, data.kind === "kept" ? "Kept" : data.kind === "failed" ? "Why it failed" : "Why it was rejected"), h("table", { class: "kv" }, ...why.map((k) => h("tr", {}, h("th", {}, k), h("td", { testid: `why-${k}` }, String(row[k])))))) : null,
-    row.scores && typeof row.scores === "object" ? h("div", { class: "section", testid: "detail-scores" }, h("h3", {}, "Scores"), scoresTable(row.scores)) : null,
-    row.rationales && typeof row.rationales === "object" ? h("div", { class: "section", testid: "rationales" }, h("h3", {}, "Judges' rationales"), ...Object.entries(row.rationales).map(([k, v]) => fieldBlock(k, typeof v === "string" ? v : JSON.stringify(v, null, 1)))) : null,
+    finalScores(row) ? h("div", { class: "section", testid: "detail-scores" }, h("h3", {}, "Scores"), scoresTable(finalScores(row))) : null,
+    checksBlock(row),
     roundsBlock(row),
     texts.length ? h("div", { class: "section", testid: "detail-texts" }, h("h3", {}, "Texts"), ...texts.map((k) => fieldBlock(k, row[k], `text-${k}`))) : null,
     Array.isArray(row.samples) ? h("div", { class: "section" }, h("h3", {}, `Samples (${row.samples.length})`), ...row.samples.map((s, i) => fieldBlock(`#${i + 1}`, typeof s === "string" ? s : JSON.stringify(s)))) : null,
