@@ -19,7 +19,14 @@ from typing import Any, TextIO
 import msgspec
 import orjson
 
-from .config import Config, EndpointConfig, Price, config_content, config_hash
+from .config import (
+    AnthropicEndpoint,
+    Config,
+    EndpointConfig,
+    Price,
+    config_content,
+    config_hash,
+)
 from .errors import (
     AuthError,
     ConfigError,
@@ -37,10 +44,10 @@ from .io.shards import ShardSink
 from .llm.budget import Ledger
 from .llm.cache import ResponseCache
 from .llm.caller import Caller
-from .llm.client import Client
 from .llm.gate import Gate
 from .llm.pool import Pool
 from .llm.retry import RetryPolicy
+from .llm.transport import TRANSPORTS, Transport
 from .methods import create_method, method_config, method_spec, resolve_method
 from .methods.base import Finalizing, MethodContext
 from .methods.custom import Method as UserMethod
@@ -118,7 +125,7 @@ _HALT_ADVICE = {
 class _Endpoint:
     """One endpoint's live parts."""
 
-    def __init__(self, name: str, cfg: EndpointConfig, client: Client, gate: Gate) -> None:
+    def __init__(self, name: str, cfg: EndpointConfig, client: Transport, gate: Gate) -> None:
         self.name = name
         self.cfg = cfg
         self.client = client
@@ -353,7 +360,18 @@ class Engine:
                     hint=f"export {key_env}=<your key>",
                 )
             self.redactor.add(api_key)
-        client = Client(
+        factory = TRANSPORTS.get(ep.kind)
+        if factory is None:
+            raise ConfigError(
+                f"endpoints of kind {ep.kind!r} are not supported by this version",
+                path=self.config.source or None,
+                field=f"endpoints.{config_name}.kind",
+                hint=f"use one of: {', '.join(sorted(TRANSPORTS))}",
+            )
+        options = (
+            {"anthropic_version": ep.anthropic_version} if isinstance(ep, AnthropicEndpoint) else {}
+        )
+        client = factory(
             name,
             base_url,
             api_key=api_key,
@@ -362,6 +380,7 @@ class Engine:
             max_connections=ep.max_concurrency,
             max_response_bytes=ep.max_response_bytes,
             redactor=self.redactor,
+            **options,
         )
         self._stack.push_async_callback(client.aclose)
         gate = Gate(

@@ -30,15 +30,20 @@ from .redaction import looks_like_secret
 __all__ = (
     "Base",
     "BudgetConfig",
+    "AnthropicEndpoint",
     "Config",
     "EndpointConfig",
     "Limits",
+    "OpenAIEndpoint",
     "Price",
     "RolesConfig",
     "RunConfig",
+    "SimEndpoint",
     "apply_overrides",
+    "as_simulated",
     "config_content",
     "config_hash",
+    "endpoint_kind",
     "load_config",
     "locate_key",
     "validation_error",
@@ -151,8 +156,11 @@ class BudgetConfig(Limits, frozen=True):
     stages: dict[str, Limits] = msgspec.field(default_factory=dict)
 
 
-class EndpointConfig(Base, frozen=True):
-    """``[endpoints.NAME]``: one OpenAI-compatible endpoint.
+class _Endpoint(Base, frozen=True, tag_field="kind"):
+    """``[endpoints.NAME]``: one endpoint; ``kind`` says which protocol it speaks.
+
+    ``kind`` may be left out: ``base_url = "sim"`` is the simulated endpoint, any other
+    URL an OpenAI-compatible one (see :func:`load_config`).
 
     Attributes:
         base_url: ``http(s)://host:port/v1``, or ``"sim"`` for the in-process simulated endpoint.
@@ -186,7 +194,6 @@ class EndpointConfig(Base, frozen=True):
         sim: settings of the simulated endpoint when ``base_url = "sim"``.
     """
 
-    base_url: str
     model: str
     api_key_env: str | list[str] | None = None
     max_concurrency: PositiveInt = 64
@@ -207,9 +214,14 @@ class EndpointConfig(Base, frozen=True):
     sim: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
+    def kind(self) -> str:
+        """The protocol: ``openai``, ``sim`` or ``anthropic``."""
+        return str(type(self).__struct_config__.tag)
+
+    @property
     def simulated(self) -> bool:
         """Whether this endpoint is the built-in simulated one."""
-        return self.base_url == "sim"
+        return self.kind == "sim"
 
     @property
     def key_envs(self) -> list[str]:
@@ -217,6 +229,55 @@ class EndpointConfig(Base, frozen=True):
         if self.api_key_env is None:
             return []
         return [self.api_key_env] if isinstance(self.api_key_env, str) else list(self.api_key_env)
+
+
+class OpenAIEndpoint(_Endpoint, frozen=True, tag="openai"):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, LiteLLM, Ollama, llama.cpp...).
+
+    ``base_url`` is required (an empty one is reported as missing).
+    """
+
+    base_url: str = ""
+
+
+class SimEndpoint(_Endpoint, frozen=True, tag="sim"):
+    """synth-engine's simulated endpoint, started in process on 127.0.0.1."""
+
+    base_url: Literal["sim"] = "sim"
+
+
+class AnthropicEndpoint(_Endpoint, frozen=True, tag="anthropic"):
+    """Anthropic's native Messages API.
+
+    Attributes:
+        anthropic_version: the ``anthropic-version`` header sent with every request.
+    """
+
+    base_url: str = "https://api.anthropic.com/v1"
+    anthropic_version: str = "2023-06-01"
+
+
+EndpointConfig = OpenAIEndpoint | SimEndpoint | AnthropicEndpoint
+"""``[endpoints.NAME]``: a tagged union on ``kind`` (one Struct per protocol)."""
+
+_ENDPOINT_KINDS: dict[str, type[_Endpoint]] = {
+    "openai": OpenAIEndpoint,
+    "sim": SimEndpoint,
+    "anthropic": AnthropicEndpoint,
+}
+
+
+def as_simulated(ep: EndpointConfig, sim: dict[str, Any], **changes: Any) -> SimEndpoint:
+    """``ep`` turned into a simulated endpoint with the same model and settings."""
+    fields = msgspec.structs.asdict(ep)
+    fields.pop("base_url", None)
+    fields.pop("anthropic_version", None)
+    return SimEndpoint(**{**fields, "sim": sim, **changes})
+
+
+def endpoint_kind(table: dict[str, Any]) -> str:
+    """The ``kind`` of an endpoint table that does not say it: from its ``base_url``."""
+    return "sim" if table.get("base_url") == "sim" else "openai"
 
 
 class RolesConfig(Base, frozen=True):
@@ -510,6 +571,12 @@ def _check(config: Config, path: str, text: str, overridden: frozenset[str]) -> 
         )
     for name, ep in config.endpoints.items():
         url = ep.base_url
+        if not url:
+            raise err(
+                f"endpoints.{name}.base_url",
+                "required key is missing",
+                'add base_url, e.g. "http://127.0.0.1:8000/v1", or "sim" for the simulated endpoint',
+            )
         if url != "sim" and not re.match(r"^https?://[^/\s]+", url):
             raise err(
                 f"endpoints.{name}.base_url",
@@ -657,12 +724,15 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         # Validated one by one first: msgspec reports a dict value's path as
         # ``endpoints[...]``, which names neither the endpoint nor its line.
         for name, table in endpoints.items():
+            if isinstance(table, dict) and "kind" not in table:
+                table["kind"] = endpoint_kind(table)
             try:
                 msgspec.convert(table, EndpointConfig)
             except msgspec.ValidationError as exc:
+                kind = table.get("kind") if isinstance(table, dict) else None
                 raise validation_error(
                     exc,
-                    root=EndpointConfig,
+                    root=_ENDPOINT_KINDS.get(str(kind), OpenAIEndpoint),
                     path=p,
                     text=text,
                     prefix=f"endpoints.{name}",

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from .api import Engine
-from .config import Config, Price
+from .config import Config, EndpointConfig, Price, as_simulated
 from .errors import ConfigError
 from .methods import resolve_method
 from .prices import builtin_price
@@ -94,14 +94,13 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
             sampled, total = _sample(input_path, work / "sample.jsonl", sample)
             scale = total / sampled if sampled else 0.0
             run = msgspec.structs.replace(run, input=str(work / "sample.jsonl"))
-        endpoints = {
-            name: msgspec.structs.replace(
+        endpoints: dict[str, EndpointConfig] = {
+            name: as_simulated(
                 ep,
-                base_url="sim",
+                {"latency_ms": 0, "seed": config.run.seed},
                 api_key_env=None,
                 rpm=None,
                 tpm=None,
-                sim={"latency_ms": 0, "seed": config.run.seed},
                 stream=False,
             )
             for name, ep in config.endpoints.items()

@@ -27,9 +27,10 @@ from ..errors import (
 )
 from .budget import Ledger
 from .cache import CachedResponse, ResponseCache, request_key
-from .client import ChatResult, Client
+from .client import ChatResult
 from .gate import Gate, Outcome
 from .retry import RetryPolicy
+from .transport import Transport
 from .wire import Usage
 
 __all__ = (
@@ -176,7 +177,7 @@ class Caller:
     Args:
         name: endpoint name.
         model: model id sent in requests.
-        client: the endpoint's client.
+        client: the endpoint's transport (:class:`~engine.llm.transport.Transport`).
         gate: the endpoint's gate.
         cache: the run's response cache (None: no caching, e.g. for benchmarks).
         retry: the retry policy.
@@ -198,7 +199,7 @@ class Caller:
         self,
         name: str,
         model: str,
-        client: Client,
+        client: Transport,
         gate: Gate,
         *,
         cache: ResponseCache | None = None,

@@ -50,7 +50,9 @@ async def test_poisson_gaps_are_exponential() -> None:
     sent = sorted(r.sent for r in res.records if r.sent is not None)
     gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
     cv = statistics.pstdev(gaps) / statistics.fmean(gaps)
-    assert 0.85 < cv < 1.15, cv
+    # Exponential gaps have a CV of 1; a constant rate would give about 0. The band allows
+    # for loop jitter on a loaded machine.
+    assert 0.75 < cv < 1.25, cv
 
 
 async def test_schedule_lag_against_a_server_that_stalls() -> None:
@@ -104,7 +106,9 @@ async def test_schedule_lag_recurrence(tmp_path: Any) -> None:
     queued = 0
     for prev, row in zip(rows, rows[1:], strict=False):
         expect = max(row["intended_ms"], prev["end_ms"])
-        assert row["sent_ms"] == pytest.approx(expect, abs=4.0), (prev, row)
+        # Within the event loop's jitter (milliseconds; tens on a loaded machine), where a
+        # wrong law would be off by the 400 ms stall.
+        assert row["sent_ms"] == pytest.approx(expect, abs=25.0), (prev, row)
         assert row["schedule_lag_ms"] == pytest.approx(
             row["sent_ms"] - row["intended_ms"], abs=0.01
         )
@@ -138,12 +142,12 @@ async def test_itl_tpot_at_a_fixed_token_cadence() -> None:
     assert report["ok"] == 32
     assert report["output_tokens"]["min"] == report["output_tokens"]["max"] == 16
     assert report["output_tokens_from"] == ["usage"]
-    assert report["tpot_ms"]["mean"] == pytest.approx(20.0, rel=0.02)
-    assert report["tpot_ms"]["p50"] == pytest.approx(20.0, rel=0.02)
-    assert report["itl_ms"]["p50"] == pytest.approx(20.0, rel=0.03)
-    assert report["itl_ms"]["mean"] == pytest.approx(20.0, rel=0.02)
+    assert report["tpot_ms"]["mean"] == pytest.approx(20.0, rel=0.06)
+    assert report["tpot_ms"]["p50"] == pytest.approx(20.0, rel=0.06)
+    assert report["itl_ms"]["p50"] == pytest.approx(20.0, rel=0.06)
+    assert report["itl_ms"]["mean"] == pytest.approx(20.0, rel=0.06)
     assert report["itl_ms"]["count"] == 32 * 15
-    assert report["inter_chunk_ms"]["p50"] == pytest.approx(20.0, rel=0.03)
+    assert report["inter_chunk_ms"]["p50"] == pytest.approx(20.0, rel=0.06)
     assert report["inter_chunk_ms"]["count"] == 32 * 15
     assert report["ttft_ms"]["p50"] == pytest.approx(30.0, abs=5.0)
     # latency = TTFT + 15 gaps + the final event one interval later

@@ -404,16 +404,31 @@ def test_config_hash_ignores_tables_of_other_methods(tmp_path: Path) -> None:
 
 
 def test_config_hash_of_a_config_built_in_code() -> None:
-    config = msgspec.convert(
+    from engine.config import OpenAIEndpoint, RolesConfig, RunConfig, SimEndpoint
+
+    # Built from the Structs: each kind of endpoint is its own Struct.
+    config = Config(
+        run=RunConfig(input="x.jsonl"),
+        endpoints={
+            "s": SimEndpoint(model="m"),
+            "o": OpenAIEndpoint(base_url="http://h/v1", model="m"),
+        },
+        roles=RolesConfig(strong="s"),
+    )
+    assert config.source == "" and config.endpoints["s"].simulated
+    assert len(config_hash(config)) == 16
+    # From a mapping, the endpoint's kind is its union's tag.
+    converted = msgspec.convert(
         {
             "run": {"input": "x.jsonl"},
-            "endpoints": {"s": {"base_url": "sim", "model": "m"}},
+            "endpoints": {"s": {"kind": "sim", "model": "m"}},
             "roles": {"strong": "s"},
         },
         Config,
     )
-    assert config.source == ""
-    assert len(config_hash(config)) == 16
+    assert config_hash(converted) == config_hash(
+        msgspec.structs.replace(config, endpoints={"s": SimEndpoint(model="m")})
+    )
 
 
 # ------------------------------------------------------------------ method tables
