@@ -15,13 +15,8 @@ what a server sent is redacted (the run's keys) before it is cut to length.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import re
-import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from email.utils import parsedate_to_datetime
-from time import time as wall_time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,15 +26,21 @@ from ..clock import Clock, monotonic
 from ..errors import (
     AuthError,
     BadRequest,
-    ConnectionLost,
     EndpointError,
     MalformedResponse,
     RateLimited,
-    ResponseTooLarge,
     ServerError,
-    Timeout,
 )
 from ..redaction import Redactor
+from .http import (
+    ERROR_BODY_BYTES,
+    MESSAGE_CHARS,
+    Body,
+    decoded,
+    map_errors,
+    read_all,
+    retry_after,
+)
 from .wire import (
     ErrorBody,
     RateInfo,
@@ -56,8 +57,6 @@ __all__ = ("DEFAULT_MAX_RESPONSE_BYTES", "SIMULATED_HEADER", "ChatResult", "Clie
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """Largest response body accepted by default (decompressed): 8 MiB."""
 
-_ERROR_BODY_BYTES = 64 * 1024  # an error body is read up to this, the rest ignored
-_MESSAGE_CHARS = 300  # an error message from a server is cut to this (after redaction)
 
 SIMULATED_HEADER = "x-synth-engine-simulated"
 """Response header by which synth-engine's simulated endpoint labels itself."""
@@ -83,173 +82,11 @@ class ChatResult(msgspec.Struct, kw_only=True):
     ttft: float | None = None
 
 
-def _seconds(text: str, scale: float = 1.0) -> float | None:
-    """A finite, non-negative number of seconds, else None (ignored)."""
-    try:
-        value = float(text) * scale
-    except ValueError:
-        return None
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """The server's Retry-After in seconds: ``retry-after-ms``, seconds or an HTTP date.
-
-    A value that is not a finite number (``inf``, ``nan``, garbage) is ignored; a huge
-    finite one is the gate's to judge (``max_wait_s``).
-    """
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        found = _seconds(ms, 0.001)
-        if found is not None:
-            return found
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    found = _seconds(value)
-    if found is None:
-        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            found = max(0.0, parsedate_to_datetime(value).timestamp() - wall_time())
-    return found
-
-
 # A request the server's own validation rejected, sent back as HTTP 500 by servers that
 # wrap every exception (llama-cpp-python reports pydantic's "1 validation error: ...
 # 'loc': ('body', 'response_format', 'type') ..." that way): the request is wrong, so
 # another attempt cannot help.
 _REQUEST_VALIDATION = re.compile(r"^\d+ validation errors?\b.*'loc': \('body'", re.S)
-
-
-@contextlib.contextmanager
-def _map_errors(endpoint: str, redact: Redactor) -> Iterator[None]:
-    """Map aiohttp/asyncio/msgspec failures into the engine's tree (subclasses first).
-
-    A foreign error's text may quote what the server sent (an over-long header echoing
-    ``Authorization``), so each message is redacted, then cut to length.
-    """
-
-    def text(value: object) -> str:
-        return redact.text(str(value))[:_MESSAGE_CHARS]
-
-    try:
-        yield
-    except EndpointError:
-        raise
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        raise Timeout(f"timed out ({type(exc).__name__})", endpoint=endpoint) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise ConnectionLost(f"body cut short: {text(exc)}", endpoint=endpoint) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectionLost(f"cannot connect: {text(exc.os_error)}", endpoint=endpoint) from exc
-    except aiohttp.ClientConnectionError as exc:
-        raise ConnectionLost(
-            f"connection lost: {type(exc).__name__} {text(exc)}", endpoint=endpoint
-        ) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise MalformedResponse(f"bad response: {text(exc.message)}", endpoint=endpoint) from exc
-    except msgspec.DecodeError as exc:
-        raise MalformedResponse(f"undecodable body: {text(exc)}", endpoint=endpoint) from exc
-    except zlib.error as exc:
-        raise MalformedResponse(
-            f"undecodable compressed body: {text(exc)}", endpoint=endpoint
-        ) from exc
-
-
-class _Body:
-    """Reads one response body within a byte limit, decompressing gzip/deflate itself.
-
-    Both what arrives on the wire and what it decompresses to are bounded by ``limit``:
-    each decompression step asks zlib for no more than the room left, so memory never
-    exceeds the limit plus one network read, whatever the compression ratio.
-    """
-
-    __slots__ = ("_decoder", "_limit", "_name", "_out", "_raw", "_truncate")
-
-    def __init__(self, name: str, encoding: str, limit: int, *, truncate: bool = False) -> None:
-        self._name = name
-        self._limit = limit
-        self._truncate = truncate
-        self._raw = 0
-        self._out = 0
-        encoding = encoding.strip().lower()
-        if encoding in ("", "identity"):
-            self._decoder: Any = None
-        elif encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header
-        else:
-            raise MalformedResponse(
-                f"unsupported Content-Encoding {encoding[:40]!r} (asked for gzip or deflate)",
-                endpoint=name,
-            )
-
-    def _too_large(self) -> ResponseTooLarge:
-        return ResponseTooLarge(
-            f"response body over the {self._limit:,}-byte limit (max_response_bytes)",
-            endpoint=self._name,
-        )
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        """The decoded bytes of one network read, in bounded pieces.
-
-        Raises:
-            ResponseTooLarge: the body (on the wire or decoded) went over the limit
-                (unless reading with ``truncate``, which stops yielding instead).
-        """
-        self._raw += len(data)
-        if self._raw > self._limit and not self._truncate:
-            raise self._too_large()
-        decoder = self._decoder
-        if decoder is None:
-            yield from self._count(data)
-            return
-        while data:
-            room = self._limit - self._out + 1
-            if room <= 0:
-                return
-            piece = decoder.decompress(data, room)
-            data = decoder.unconsumed_tail
-            if piece:
-                yield from self._count(piece)
-
-    def _count(self, piece: bytes) -> Iterator[bytes]:
-        room = self._limit - self._out
-        self._out += len(piece)
-        if self._out > self._limit:
-            if not self._truncate:
-                raise self._too_large()
-            piece = piece[: max(0, room)]
-        if piece:
-            yield piece
-
-    @property
-    def plain(self) -> bool:
-        """Whether the body is not compressed (read as it arrives)."""
-        return self._decoder is None
-
-    def full(self) -> bool:
-        """Whether a truncating read has all it will keep."""
-        return self._out >= self._limit or self._raw >= self._limit
-
-
-async def _read_all(
-    content: aiohttp.StreamReader, body: _Body, *, known_length: int | None
-) -> bytes:
-    """The whole (bounded, decoded) body."""
-    if known_length is not None and known_length > body._limit and not body._truncate:
-        raise body._too_large()
-    if body._decoder is None and known_length is not None and known_length <= body._limit:
-        # The common case: the length is known and within the limit; aiohttp reads
-        # exactly that many bytes, in one buffer.
-        return await content.read()
-    buf = bytearray()
-    async for data in content.iter_any():
-        for piece in body.pieces(data):
-            buf += piece
-        if body._truncate and body.full():
-            break
-    return bytes(buf)
 
 
 class Client:
@@ -347,23 +184,23 @@ class Client:
                 message = err.error.message
         except msgspec.DecodeError:
             message = body.decode("utf-8", "replace")
-        return self._redactor.text(message.strip())[:_MESSAGE_CHARS]
+        return self._redactor.text(message.strip())[:MESSAGE_CHARS]
 
     async def _error_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """Up to 64 KiB of an error response's body (decoded); the rest is not read."""
-        body = _Body(
+        body = Body(
             self.name,
             resp.headers.get("Content-Encoding", ""),
-            min(self._max_bytes, _ERROR_BODY_BYTES),
+            min(self._max_bytes, ERROR_BODY_BYTES),
             truncate=True,
         )
-        return await _read_all(resp.content, body, known_length=None)
+        return await read_all(resp.content, body, known_length=None)
 
     def _error_for(self, status: int, body: bytes, headers: Any) -> EndpointError:
         message = self._message(body) or "no error message"
         kw: dict[str, Any] = {"endpoint": self.name, "status": status}
         if status == 429:
-            return RateLimited(message, retry_after=_retry_after(headers), **kw)
+            return RateLimited(message, retry_after=retry_after(headers), **kw)
         if status in (401, 403):
             return AuthError(
                 message + "; check the API key in the endpoint's api_key_env variable", **kw
@@ -371,7 +208,7 @@ class Client:
         if status >= 500 and _REQUEST_VALIDATION.match(message):
             return BadRequest(message, **kw)
         if status == 408 or status >= 500 or status == 409:
-            return ServerError(message, retry_after=_retry_after(headers), **kw)
+            return ServerError(message, retry_after=retry_after(headers), **kw)
         return BadRequest(message, **kw)
 
     async def chat(self, body: dict[str, Any]) -> ChatResult:
@@ -384,7 +221,7 @@ class Client:
         session = self._open()
         payload = encoder.encode(body)
         start = self._clock()
-        with _map_errors(self.name, self._redactor):
+        with map_errors(self.name, self._redactor):
             async with session.post(self._url, data=payload) as resp:
                 headers = resp.headers
                 if not self.simulated and SIMULATED_HEADER in headers:
@@ -392,10 +229,10 @@ class Client:
                 if resp.status != 200:
                     raise self._error_for(resp.status, await self._error_body(resp), headers)
                 rate = parse_rate_headers(headers)
-                reader = _Body(self.name, headers.get("Content-Encoding", ""), self._max_bytes)
+                reader = Body(self.name, headers.get("Content-Encoding", ""), self._max_bytes)
                 if body.get("stream"):
                     return await self._read_stream(resp, reader, start, rate)
-                raw = await _read_all(resp.content, reader, known_length=resp.content_length)
+                raw = await read_all(resp.content, reader, known_length=resp.content_length)
                 completion = completion_decoder.decode(raw)
         if not completion.choices:
             if completion.error is not None:
@@ -416,7 +253,7 @@ class Client:
         )
 
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, reader: _Body, start: float, rate: RateInfo | None
+        self, resp: aiohttp.ClientResponse, reader: Body, start: float, rate: RateInfo | None
     ) -> ChatResult:
         acc = SseAccumulator()
         ttft: float | None = None
@@ -427,7 +264,7 @@ class Client:
             async for data in resp.content.iter_any():
                 seen += len(data)
                 if seen > limit:
-                    raise reader._too_large()
+                    raise reader.too_large()
                 if acc.feed(data):
                     if ttft is None:
                         ttft = self._clock() - start
@@ -438,7 +275,7 @@ class Client:
             else:
                 acc.finish()
         else:
-            async for data in _decoded(resp.content, reader):
+            async for data in decoded(resp.content, reader):
                 if acc.feed(data):
                     if ttft is None:
                         ttft = self._clock() - start
@@ -450,7 +287,7 @@ class Client:
                 acc.finish()
         if acc.error is not None:
             raise MalformedResponse(
-                f"stream carried an error: {self._redactor.text(acc.error)[:_MESSAGE_CHARS]}",
+                f"stream carried an error: {self._redactor.text(acc.error)[:MESSAGE_CHARS]}",
                 endpoint=self.name,
             )
         if not acc.done:
@@ -476,23 +313,16 @@ class Client:
         """
         session = self._open()
         base = (base_url or self.base_url).rstrip("/")
-        with _map_errors(self.name, self._redactor):
+        with map_errors(self.name, self._redactor):
             async with session.get(base + "/models") as resp:
                 if SIMULATED_HEADER in resp.headers:
                     self.simulated = True
                 if resp.status != 200:
                     raise self._error_for(resp.status, await self._error_body(resp), resp.headers)
-                reader = _Body(self.name, resp.headers.get("Content-Encoding", ""), self._max_bytes)
-                raw = await _read_all(resp.content, reader, known_length=resp.content_length)
+                reader = Body(self.name, resp.headers.get("Content-Encoding", ""), self._max_bytes)
+                raw = await read_all(resp.content, reader, known_length=resp.content_length)
         try:
             data = msgspec.json.decode(raw)
             return [str(m["id"]) for m in data.get("data", [])]
         except (msgspec.DecodeError, TypeError, KeyError, AttributeError) as exc:
             raise MalformedResponse("undecodable /models body", endpoint=self.name) from exc
-
-
-async def _decoded(content: aiohttp.StreamReader, body: _Body) -> AsyncIterator[bytes]:
-    """The decoded pieces of a streamed body, as they arrive (bounded by ``body``)."""
-    async for data in content.iter_any():
-        for piece in body.pieces(data):
-            yield piece
