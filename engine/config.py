@@ -255,6 +255,8 @@ class AnthropicEndpoint(_Endpoint, frozen=True, tag="anthropic"):
 
     base_url: str = "https://api.anthropic.com/v1"
     anthropic_version: str = "2023-06-01"
+    # The Messages API has no response_format: replies are parsed from text.
+    structured_output: bool | Literal["json_schema", "json_object"] = False
 
 
 EndpointConfig = OpenAIEndpoint | SimEndpoint | AnthropicEndpoint

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from .anthropic import AnthropicTransport
 from .client import ChatResult, Client
 
 __all__ = ("TRANSPORTS", "Transport", "TransportFactory")
@@ -62,5 +63,6 @@ max_response_bytes, redactor, **kind_options) -> Transport``."""
 TRANSPORTS: dict[str, TransportFactory] = {
     "openai": Client,
     "sim": Client,  # the simulated endpoint speaks the OpenAI protocol on loopback
+    "anthropic": AnthropicTransport,
 }
 """Endpoint ``kind`` -> the factory of its transport."""
