@@ -41,9 +41,13 @@ from .io.lock import OutputLock
 from .io.manifest import Manifest
 from .io.readers import check_readable, fingerprint
 from .io.shards import ShardSink
+from .llm.anthropic import AnthropicBatches, AnthropicTransport
+from .llm.batch import Batcher, BatchLedger, BatchSettings
+from .llm.batch_api import BatchAPI, OpenAIBatches
 from .llm.budget import Ledger
 from .llm.cache import ResponseCache
 from .llm.caller import Caller
+from .llm.client import Client
 from .llm.gate import Gate
 from .llm.pool import Pool
 from .llm.retry import RetryPolicy
@@ -111,6 +115,8 @@ _SPOOL = "input.jsonl"
 # After a stop, calls that cannot start within this many seconds give up (their items
 # are left undone), so a paused endpoint cannot hold the drain.
 _DRAIN_GRACE_S = 5.0
+# Items in flight in batch mode (each holds its state while its call waits in a batch).
+_BATCH_WINDOW = 10_000
 # After the watchdog stops a stalled run, items still in flight this long (at most; at
 # most run.watchdog_stop_s too) are abandoned.
 _STALL_GRACE_S = 30.0
@@ -209,6 +215,8 @@ class Engine:
         self.redactor = Redactor()
         self._stall: Stalled | None = None  # set by the watchdog when it stops the run
         self._price_cache: dict[str, Price] | None = None
+        self._batchers: dict[str, Batcher] = {}
+        self._batch_ledger: BatchLedger | None = None
         # endpoint -> where its price came from, when not from the config
         self.price_sources: dict[str, str] = {}
         self._guarded: asyncio.Task[Any] | None = None  # the phase the watchdog may cancel
@@ -411,7 +419,10 @@ class Engine:
         return [name for name in self._endpoints if name.startswith(prefix)]
 
     def _callers(
-        self, cache: ResponseCache | None, ledger: Ledger | None
+        self,
+        cache: ResponseCache | None,
+        ledger: Ledger | None,
+        batchers: Mapping[str, Batcher] | None = None,
     ) -> dict[str, Caller | Pool]:
         """Role -> caller: one endpoint's, or a pool over several endpoints or keys."""
         callers: dict[str, Caller | Pool] = {}
@@ -436,6 +447,8 @@ class Engine:
                     observer=self.metrics.endpoint(name),
                     ledger=ledger,
                     fail_fast_after=ep.cfg.fail_fast_after,
+                    batcher=(batchers or {}).get(name),
+                    batch_price=ep.cfg.price.batch if ep.cfg.price is not None else 0.5,
                 )
             if len(members) == 1:
                 callers[role] = by_endpoint[members[0]]
@@ -644,10 +657,52 @@ class Engine:
             return await self._run_locked(stop=stop, emit=emit, input_path=input_path)
 
     async def _drain_on(self, stop: asyncio.Event) -> None:
-        """Once a stop is asked, bound how long calls may still wait (see Gate.drain)."""
+        """Once a stop is asked, bound how long calls may still wait (see Gate.drain);
+        calls waiting for a batch give up at once (the batch keeps running)."""
         await stop.wait()
         for ep in self._endpoints.values():
             ep.gate.drain(_DRAIN_GRACE_S)
+        for batcher in self._batchers.values():
+            await batcher.drain()
+
+    def _window(self) -> int:
+        """Items in flight: the configured window, raised in batch mode so that a batch
+        can fill (each item waits on one call at a time; at most 10,000 items)."""
+        window = self.config.run.max_items_in_flight
+        if self._batchers:
+            fill = max(b.max_requests for b in self._batchers.values())
+            window = max(window, min(fill, _BATCH_WINDOW))
+        return window
+
+    def _open_batchers(self, out_dir: Path, cache: ResponseCache) -> dict[str, Batcher]:
+        """A batcher per endpoint in batch mode, over the run's batch ledger."""
+        names = [n for n, ep in self._endpoints.items() if ep.cfg.mode == "batch"]
+        if not names:
+            return {}
+        ledger = self._batch_ledger = BatchLedger(out_dir / "cache.sqlite")
+        batchers: dict[str, Batcher] = {}
+        for name in names:
+            ep = self._endpoints[name]
+            api: BatchAPI
+            if isinstance(ep.client, AnthropicTransport):
+                api = AnthropicBatches(ep.client)
+            elif isinstance(ep.client, Client):
+                api = OpenAIBatches(ep.client)
+            else:
+                raise ConfigError(
+                    f"endpoints of kind {ep.cfg.kind!r} have no batch API",
+                    field=f"endpoints.{name}.mode",
+                    hint='set mode = "online"',
+                )
+            batchers[name] = Batcher(
+                name,
+                api,
+                ledger,
+                cache,
+                BatchSettings(**msgspec.structs.asdict(ep.cfg.batch)),
+                on_alive=self.metrics.mark_progress,
+            )
+        return batchers
 
     async def _watched(self, coro: Awaitable[Any]) -> Any:
         """Await ``coro`` as a task the watchdog may cancel when the run stalls.
@@ -739,9 +794,10 @@ class Engine:
         prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
         ledger = self.ledger = self._ledger(sink.manifest.extra.get("spend"))
+        self._batchers = self._open_batchers(out_dir, cache)
         ctx = MethodContext(
             config=config,
-            callers=dict(self._callers(cache, ledger)),
+            callers=dict(self._callers(cache, ledger, self._batchers)),
             input_path=input_path,
             stage=self.metrics.stage,
             simulated=self._simulated,
@@ -762,6 +818,9 @@ class Engine:
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(self._monitor(stop), name="monitor"))
             background.append(asyncio.create_task(self._drain_on(stop), name="drain"))
+            background.extend(
+                asyncio.create_task(b.run(), name=f"batcher-{n}") for n, b in self._batchers.items()
+            )
             # OUT/status.json: the live figures, for a viewer in another process.
             status = StatusWriter(
                 out_dir, self.metrics, rows=lambda: sink.rows_written, prices=self._prices()
@@ -777,7 +836,7 @@ class Engine:
             stop_reason = await self._watched(
                 run_items(
                     method,
-                    window=config.run.max_items_in_flight,
+                    window=self._window(),
                     done=resume.done,
                     write=sink.write_item,
                     stop=stop,
@@ -873,6 +932,14 @@ class Engine:
                     **method.report(),
                     "endpoint_overlap": self._overlap(),
                     **({"price_sources": dict(self.price_sources)} if self.price_sources else {}),
+                    **(
+                        {
+                            "batch": {n: dict(b.stats) for n, b in self._batchers.items()},
+                            "online_cost_usd": round(ledger.online_cost, 6),
+                        }
+                        if self._batchers
+                        else {}
+                    ),
                 },
                 prices=self._prices(),
             )
@@ -883,6 +950,11 @@ class Engine:
                     redact=self.redactor.bytes if self.redactor else None,
                 )
             manifest = sink.close(complete=complete, stop_reason=stop_reason)
+            for batcher in self._batchers.values():
+                await batcher.aclose()
+            if self._batch_ledger is not None:
+                self._batch_ledger.close()
+                self._batch_ledger = None
             cache.close()
         return RunResult(
             output=out_dir,

@@ -31,6 +31,7 @@ __all__ = (
     "Base",
     "BudgetConfig",
     "AnthropicEndpoint",
+    "BatchConfig",
     "Config",
     "EndpointConfig",
     "Limits",
@@ -107,10 +108,13 @@ class Price(Base, frozen=True):
     Attributes:
         prompt: USD per 1M prompt (input) tokens.
         completion: USD per 1M completion (output) tokens.
+        batch: the fraction of these prices a batch request costs (OpenAI's and
+            Anthropic's batch APIs charge half).
     """
 
     prompt: NonNegFloat = 0.0
     completion: NonNegFloat = 0.0
+    batch: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for the given token counts."""
@@ -156,6 +160,34 @@ class BudgetConfig(Limits, frozen=True):
     stages: dict[str, Limits] = msgspec.field(default_factory=dict)
 
 
+class BatchConfig(Base, frozen=True):
+    """``[endpoints.NAME.batch]``: how batch mode gathers and follows batches.
+
+    Attributes:
+        max_requests: most requests in one batch (also capped by the provider's limit:
+            OpenAI 50,000, Anthropic 100,000).
+        max_bytes: most bytes in one batch (also capped: OpenAI 200 MB, Anthropic 256 MB).
+        max_wait_s: the longest a request waits for its batch to fill before a partial
+            batch is sent.
+        poll_s: the first wait between two polls of a running batch (it doubles).
+        poll_max_s: the longest wait between two polls.
+        retry_with: requests a batch did not run (expired, cancelled, a transient failure)
+            go into a new ``"batch"`` or are sent ``"online"``.
+        max_resubmits: how many times one request is submitted again before it fails.
+        cancel_on_stop: on Ctrl+C, cancel the batches still running (default: leave them;
+            the next run reads their results).
+    """
+
+    max_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50_000
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 * 1024 * 1024)] = 200 * 1024 * 1024
+    max_wait_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 60.0
+    poll_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    poll_max_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    retry_with: Literal["batch", "online"] = "batch"
+    max_resubmits: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    cancel_on_stop: bool = False
+
+
 class _Endpoint(Base, frozen=True, tag_field="kind"):
     """``[endpoints.NAME]``: one endpoint; ``kind`` says which protocol it speaks.
 
@@ -192,6 +224,9 @@ class _Endpoint(Base, frozen=True, tag_field="kind"):
         builtin_price: without ``price``, use the built-in table's (``genai-prices``) for
             a hosted model it knows; never for loopback or private addresses.
         sim: settings of the simulated endpoint when ``base_url = "sim"``.
+        mode: ``"online"`` (each call sent at once) or ``"batch"`` (calls gathered into the
+            provider's batches, at its batch price; see docs/batch.md).
+        batch: how batches are made and followed (``mode = "batch"``).
     """
 
     model: str
@@ -212,6 +247,8 @@ class _Endpoint(Base, frozen=True, tag_field="kind"):
     price: Price | None = None
     builtin_price: bool = True
     sim: dict[str, Any] = msgspec.field(default_factory=dict)
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
 
     @property
     def kind(self) -> str:

@@ -19,7 +19,9 @@ References: https://docs.anthropic.com/en/api/messages, .../streaming, .../error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from datetime import datetime
 from time import time as wall_time
 from typing import Any
@@ -27,12 +29,13 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from ..errors import MalformedResponse
+from ..errors import EndpointError, MalformedResponse
+from .batch_api import BatchLine, BatchRequest, BatchState
 from .client import ChatResult, Client
 from .http import Body, decoded, map_errors, read_all
 from .wire import RateInfo, Usage, encoder
 
-__all__ = ("AnthropicTransport", "messages_request", "parse_anthropic_rate")
+__all__ = ("AnthropicBatches", "AnthropicTransport", "messages_request", "parse_anthropic_rate")
 
 _DEFAULT_MAX_TOKENS = 1024
 _STOP = {
@@ -306,3 +309,124 @@ class AnthropicTransport(Client):
             latency=self._clock() - start,
             ttft=ttft,
         )
+
+
+class _BatchResult(msgspec.Struct, kw_only=True):
+    type: str = ""
+    message: _Message | None = None
+    error: dict[str, Any] | None = None
+
+
+class _BatchResultLine(msgspec.Struct, kw_only=True):
+    custom_id: str = ""
+    result: _BatchResult | None = None
+
+
+_batch_line_decoder = msgspec.json.Decoder(_BatchResultLine)
+
+
+class AnthropicBatches:
+    """Anthropic's Message Batches (https://docs.anthropic.com/en/api/creating-message-batches).
+
+    A batch carries no metadata, so a batch whose id was never recorded (a kill right
+    after its submission) cannot be found again: :meth:`find_batch` says so with None, and
+    its requests are submitted once more (the batcher counts them).
+    """
+
+    max_requests = 100_000
+    max_bytes = 256 * 1024 * 1024
+
+    def __init__(self, transport: AnthropicTransport) -> None:
+        self.transport = transport
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        t = self.transport
+        session = t._open()
+        with map_errors(t.name, t._redactor):
+            async with session.request(method, t.base_url + path, **kwargs) as resp:
+                if resp.status != 200:
+                    raise t._error_for(resp.status, await t._error_body(resp), resp.headers)
+                reader = Body(t.name, resp.headers.get("Content-Encoding", ""), t._max_bytes)
+                raw = await read_all(resp.content, reader, known_length=resp.content_length)
+        data = msgspec.json.decode(raw)
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"unexpected {path} reply", endpoint=t.name)
+        return data
+
+    async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
+        items = []
+        for r in requests:
+            if int(r.body.get("n") or 1) > 1:
+                raise MalformedResponse(
+                    "Message Batches take one sample per request (n > 1)",
+                    endpoint=self.transport.name,
+                )
+            params = messages_request({**r.body, "stream": False})
+            items.append({"custom_id": r.custom_id, "params": params})
+        batch = await self._json(
+            "POST", "/messages/batches", data=encoder.encode({"requests": items})
+        )
+        return str(batch["id"])
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        batch = await self._json("GET", f"/messages/batches/{batch_id}")
+        status = str(batch.get("processing_status") or "")
+        counts = batch.get("request_counts") or {}
+        done = sum(int(counts.get(k, 0)) for k in ("succeeded", "errored", "canceled", "expired"))
+        return BatchState(
+            status="ended" if status == "ended" else "running",
+            detail=status,
+            done=done,
+            total=done + int(counts.get("processing", 0)),
+        )
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchLine]:
+        t = self.transport
+        session = t._open()
+        with map_errors(t.name, t._redactor):
+            async with session.get(t.base_url + f"/messages/batches/{batch_id}/results") as resp:
+                if resp.status != 200:
+                    raise t._error_for(resp.status, await t._error_body(resp), resp.headers)
+                pending = b""
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for raw in lines:
+                        if raw.strip():
+                            yield self._line(raw)
+                if pending.strip():
+                    yield self._line(pending)
+
+    def _line(self, raw: bytes) -> BatchLine:
+        line = _batch_line_decoder.decode(raw)
+        result = line.result or _BatchResult()
+        if result.type == "succeeded" and result.message is not None:
+            m = result.message
+            text = "".join(b.text or "" for b in m.content if b.type == "text")
+            return BatchLine(
+                line.custom_id,
+                result=ChatResult(
+                    texts=[text],
+                    finish_reasons=[_STOP.get(m.stop_reason or "", m.stop_reason)],
+                    usage=_usage(m.usage),
+                ),
+            )
+        if result.type in ("canceled", "expired"):
+            return BatchLine(line.custom_id, error=f"batch request {result.type}", rerun=True)
+        error = result.error or {}
+        inner = error.get("error") if isinstance(error.get("error"), dict) else error
+        kind = str((inner or {}).get("type") or "")
+        message = str((inner or {}).get("message") or kind or "errored")
+        transient = kind in ("overloaded_error", "api_error", "rate_limit_error")
+        return BatchLine(
+            line.custom_id,
+            error=self.transport._redactor.text(message)[:300],
+            rerun=transient,
+        )
+
+    async def find_batch(self, token: str) -> str | None:
+        return None  # no metadata to find a batch by (see the class docstring)
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        with contextlib.suppress(EndpointError):
+            await self._json("POST", f"/messages/batches/{batch_id}/cancel")

@@ -139,6 +139,7 @@ class Ledger:
         self.total = Spend()
         self._stage_totals: dict[str, Spend] = {}
         self.reached: str | None = None
+        self.online_cost = 0.0  # what this invocation's tokens cost at online prices
         for stage, per_endpoint in (prior or {}).items():
             if not isinstance(per_endpoint, Mapping):
                 continue
@@ -197,9 +198,18 @@ class Ledger:
         self.total.requests += 1
 
     def charge(
-        self, stage: str | None, endpoint: str, prompt_tokens: int, completion_tokens: int
+        self,
+        stage: str | None,
+        endpoint: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        factor: float = 1.0,
     ) -> None:
         """Charge a finished request's tokens (and their cost) to ``stage`` and ``endpoint``.
+
+        ``factor`` scales the cost (a batch request's share of the online price); what the
+        same tokens cost online is kept in :attr:`online_cost`.
 
         Raises:
             ValueError: a negative count (the caller validates a server's usage first).
@@ -208,11 +218,13 @@ class Ledger:
             raise ValueError(f"negative usage ({prompt_tokens}, {completion_tokens})")
         stage = stage or _OTHER
         price = self._prices.get(endpoint)
-        cost = (
+        online = (
             (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
             if price is not None
             else 0.0
         )
+        self.online_cost += online
+        cost = online * factor
         for spend in (self._slot(stage, endpoint), self._stage_total(stage), self.total):
             spend.prompt_tokens += prompt_tokens
             spend.completion_tokens += completion_tokens

@@ -25,6 +25,7 @@ from ..errors import (
     ServerError,
     Timeout,
 )
+from .batch import Batcher, OnlineRetry
 from .budget import Ledger
 from .cache import CachedResponse, ResponseCache, request_key
 from .client import ChatResult
@@ -193,6 +194,9 @@ class Caller:
         fail_fast_after: when the endpoint's first this many calls all fail with the
             same non-retryable error (and none has succeeded), fail the endpoint as a
             whole (:class:`~engine.errors.EndpointUnusable`, the run stops); 0: never.
+        batcher: send calls through the provider's batches (batch mode) instead of one by
+            one; needs ``cache`` (the batcher stores every reply there first).
+        batch_price: the fraction of the endpoint's price a batch request costs.
     """
 
     def __init__(
@@ -210,6 +214,8 @@ class Caller:
         observer: CallObserver | None = None,
         ledger: Ledger | None = None,
         fail_fast_after: int = 0,
+        batcher: Batcher | None = None,
+        batch_price: float = 0.5,
     ) -> None:
         self.name = name
         self.model = model
@@ -223,6 +229,10 @@ class Caller:
         self.observer = observer
         self.ledger = ledger
         self._fail_fast = _FailFast(fail_fast_after)
+        if batcher is not None and cache is None:
+            raise ValueError("batch mode needs the response cache")
+        self.batcher = batcher
+        self.batch_price = batch_price
 
     async def chat(
         self,
@@ -267,6 +277,11 @@ class Caller:
             body["stream_options"] = {"include_usage": True}
         n = int(body_params.get("n") or 1)
         prompt_est = estimate_prompt_tokens(messages)
+        if self.batcher is not None and key is not None:
+            batched = await self._batched(key, body, stage, prompt_est)
+            if batched is not None:
+                return batched
+            # The batch did not run it (expired, cancelled): send it online.
         reserve = prompt_est + int(body_params.get("max_tokens") or 256) * n
         attempt = 0
         while True:
@@ -322,6 +337,59 @@ class Caller:
             finish_reasons=result.finish_reasons,
             usage=usage,
             attempts=attempt + 1,
+        )
+
+    async def _batched(
+        self, key: bytes, body: dict[str, Any], stage: str | None, prompt_est: int
+    ) -> Completion | None:
+        """One call through the endpoint's batches (None: send it online instead)."""
+        assert self.batcher is not None
+        if self.ledger is not None:
+            self.ledger.admit(stage, self.name)
+        observer = self.observer
+        if observer is not None:
+            observer.on_start()
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await self.batcher.call(
+                key, {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            )
+        except OnlineRetry:
+            if observer is not None:
+                observer.on_finish(0.0, False, "batch_not_run", 0, 0, None)
+            return None
+        except EndpointError as error:
+            if observer is not None:
+                observer.on_finish(0.0, False, error.kind, 0, 0, None)
+            raise
+        except BaseException:
+            if observer is not None:
+                observer.on_finish(0.0, False, "cancelled", 0, 0, None)
+            raise
+        usage = sane_usage(result.usage) or Usage(
+            prompt_tokens=prompt_est,
+            completion_tokens=sum(math.ceil(len(t) / 4) for t in result.texts),
+        )
+        if self.ledger is not None:
+            self.ledger.charge(
+                stage,
+                self.name,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                factor=self.batch_price,
+            )
+        self._fail_fast.success()
+        if observer is not None:
+            observer.on_finish(
+                asyncio.get_running_loop().time() - started,
+                True,
+                None,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                None,
+            )
+        return Completion(
+            texts=result.texts, finish_reasons=result.finish_reasons, usage=usage, attempts=1
         )
 
     async def _attempt(
