@@ -13,10 +13,7 @@ other faults (timeout, reset, malformed, truncated, slow) hit admitted requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +21,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.clock import monotonic
+from engine.clock import Clock, monotonic
 from engine.serving import LoopbackServer
 
+from .apis import add_provider_apis
 from .completion import Rejection, completion_object, prepare, produce, usage_of
 from .faults import FaultPlan
 from .model import LABEL, Content, SimSettings, format_duration, jitter_s
+from .transport import abort as _reset
+from .transport import sleep_until as _sleep_until
 
 __all__ = ("SimServer", "make_app", "serve_forever")
 
@@ -114,6 +114,8 @@ class _SimState:
         self.per_second_429: dict[int, int] = {}
         n = settings.max_concurrency
         self.slots = asyncio.Semaphore(n) if n is not None else None
+        # More counters for /sim/stats, by section (the batch and Anthropic APIs).
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def stats(self) -> dict[str, Any]:
@@ -137,6 +139,7 @@ class _SimState:
             "faults": dict(sorted(self.plan.injected.items())),
             "per_second": [[s, v[0], v[1]] for s, v in sorted(self.per_second.items())],
             "per_second_429": [[s, c] for s, c in sorted(self.per_second_429.items())],
+            **{name: section() for name, section in self.sections.items()},
         }
 
     def headers(self, content_type: str = _JSON) -> dict[str, str]:
@@ -496,40 +499,22 @@ def _cuts(text: str, batches: int) -> list[int]:
     return cuts
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    delay = deadline - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _reset(request: web.Request, resp: web.StreamResponse | None = None) -> web.StreamResponse:
-    """Drop the connection abruptly (RST where the platform allows) without a response."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    if resp is None:
-        resp = web.Response(status=500)
-    resp.force_close()
-    return resp
-
-
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[SIMULATED_HEADER] = "true"
 
 
-def make_app(settings: SimSettings) -> web.Application:
+def make_app(settings: SimSettings, *, clock: Clock | None = None) -> web.Application:
     """Build the aiohttp application of the simulated endpoint.
 
     Args:
         settings: behaviour of the endpoint (latency, limits, faults...).
+        clock: time source of the batch lifecycles (tests step a
+            :class:`engine.clock.FakeClock`); default: monotonic time.
 
     Returns:
         An application with ``POST /v1/chat/completions``, ``GET /v1/models``,
-        ``GET /sim/stats`` and ``GET /health``.
+        ``GET /sim/stats``, ``GET /health``, OpenAI's Files and Batch APIs and
+        Anthropic's Messages and Message Batches APIs (:mod:`engine.sim.apis`).
     """
     state = _SimState(settings)
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -538,6 +523,7 @@ def make_app(settings: SimSettings) -> web.Application:
     app.router.add_get("/v1/models", state.models)
     app.router.add_get("/sim/stats", state.stats_handler)
     app.router.add_get("/health", state.health)
+    add_provider_apis(app, state, clock or monotonic)
     # Responses the handlers do not build (404, 405) get the label too.
     app.on_response_prepare.append(_on_prepare)
     return app
@@ -552,9 +538,17 @@ class SimServer(LoopbackServer):
         settings: behaviour of the endpoint.
         host: interface to listen on.
         port: TCP port (0: a free one, see :attr:`port`).
+        clock: time source of the batch lifecycles (default: monotonic time).
     """
 
-    def __init__(self, settings: SimSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        settings: SimSettings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(
             host=host,
             port=port,
@@ -565,10 +559,11 @@ class SimServer(LoopbackServer):
             site_options={"backlog": 4096, "reuse_address": True},
         )
         self.settings = settings
+        self.clock = clock
 
     def build_app(self) -> web.Application:
         """The simulated endpoint's application."""
-        return make_app(self.settings)
+        return make_app(self.settings, clock=self.clock)
 
     @property
     def url(self) -> str:
