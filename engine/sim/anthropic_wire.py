@@ -8,11 +8,12 @@ and string or block content, ``system`` as a string or text blocks, ``temperatur
 [0, 1], ``stop_sequences`` strings) and then translated into the equivalent
 chat-completions body, which :mod:`engine.sim.completion` answers: ``system`` becomes the
 first ``system`` message, block content is joined text, ``max_tokens``, ``temperature``,
-``top_p`` keep their names, ``stop_sequences`` becomes ``stop`` and a JSON-schema
-``output_config.format`` becomes ``response_format``. So an Anthropic request gets the
-text the online chat endpoint gives that chat body, then cut at the first stop sequence
-it contains (``stop_reason: "stop_sequence"``); ``"length"`` maps to ``"max_tokens"`` and
-``"stop"`` to ``"end_turn"``.
+``top_p`` keep their names and a JSON-schema ``output_config.format`` becomes
+``response_format``. So an Anthropic request gets the text the online chat endpoint gives
+that chat body, then cut at the first of its ``stop_sequences`` the text contains
+(``stop_reason: "stop_sequence"``; the stop sequences are applied to the reply, not put in
+the chat body, so the same request without them gets the uncut text); ``"length"`` maps
+to ``"max_tokens"`` and ``"stop"`` to ``"end_turn"``.
 """
 
 from __future__ import annotations
@@ -180,7 +181,6 @@ def translate(params: Any, *, batch: bool = False) -> Translated | AnthropicErro
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
             return _bad("stop_sequences: Input should be a list of non-empty strings.")
-        chat["stop"] = stops
     config = params.get("output_config")
     fmt = config.get("format") if isinstance(config, dict) else None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":

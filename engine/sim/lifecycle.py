@@ -167,7 +167,7 @@ class Timeline:
         self._ok = sorted(f.at for f in fates if f.ok and f.at < self.window)
         self._err = sorted(f.at for f in fates if not f.ok and f.at < self.window)
         unfinished = len(self._ok) + len(self._err) < len(fates)
-        self.natural_end = self.window if unfinished else start + span
+        self.natural_end = self.window if unfinished else min(start + span, self.window)
 
     @property
     def total(self) -> int:
