@@ -353,6 +353,14 @@ def _parser() -> argparse.ArgumentParser:
         help="require the bearer key held in this environment variable (a key on the "
         "command line would be visible to every user of the machine; default: no key)",
     )
+    sim.add_argument(
+        "--batches",
+        default=None,
+        metavar="JSON",
+        help="settings of the simulated OpenAI Batch API and Anthropic Message Batches, as "
+        "JSON with the keys of the config's sim.batches table, e.g. '{\"speed\": 3600, "
+        '"processing_s": 3600, "fail_fraction": 0.05}\' (docs/config.md; default: defaults)',
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -734,7 +742,10 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
+    import msgspec
+
     from .sim import SimSettings, serve_forever
+    from .sim.lifecycle import BatchSettings
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     api_key: str | None = None
@@ -746,7 +757,20 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    batches: dict[str, object] = {}
+    if args.batches:
+        try:
+            batches = msgspec.json.decode(args.batches)
+        except msgspec.DecodeError as exc:
+            print(f"synth-engine: error: --batches is not JSON: {exc}", file=sys.stderr)
+            return 2
+    try:
+        batch_settings = msgspec.convert(batches, BatchSettings)
+    except (msgspec.ValidationError, ValueError) as exc:
+        print(f"synth-engine: error: --batches: {exc}", file=sys.stderr)
+        return 2
     settings = SimSettings(
+        batches=batch_settings,
         seed=args.seed,
         model=args.model,
         latency_ms=args.latency_ms,

@@ -21,6 +21,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from .lifecycle import BatchSettings
+
 __all__ = (
     "FAULT_KINDS",
     "LABEL",
@@ -102,6 +104,8 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         max_concurrency: requests served at once; the rest wait in arrival order for a
             slot before their latency starts (a server that queues, as vLLM does past
             its batch size). None: no limit.
+        batches: the simulated OpenAI Batch API and Anthropic Message Batches
+            (lifecycle timing, partial failures, expiry; :class:`BatchSettings`).
     """
 
     seed: int = 0
@@ -122,6 +126,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     api_key: str | list[str] | None = None
     max_context_tokens: int | None = None
     max_concurrency: int | None = None
+    batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
 
     def __post_init__(self) -> None:
         for kind in self.faults:

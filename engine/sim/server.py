@@ -13,10 +13,7 @@ other faults (timeout, reset, malformed, truncated, slow) hit admitted requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,20 +21,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.clock import monotonic
+from engine.clock import Clock, monotonic
 from engine.serving import LoopbackServer
 
+from .apis import add_provider_apis
+from .completion import Rejection, completion_object, prepare, produce, usage_of
 from .faults import FaultPlan
-from .model import (
-    LABEL,
-    Content,
-    SimSettings,
-    format_duration,
-    generate,
-    jitter_s,
-    prompt_tokens,
-    request_digest,
-)
+from .model import LABEL, Content, SimSettings, format_duration, jitter_s
+from .transport import abort as _reset
+from .transport import sleep_until as _sleep_until
 
 __all__ = ("SimServer", "make_app", "serve_forever")
 
@@ -45,7 +37,6 @@ SIMULATED_HEADER = "x-synth-engine-simulated"
 _JSON = "application/json"
 _MAX_CHUNK_WRITES = 20
 _SLOW_PIECES = 10
-_MAX_N = 128
 # Graceful-shutdown grace for in-flight handlers; the sim has nothing worth waiting for.
 _SHUTDOWN_TIMEOUT_S = 0.5
 _MALFORMED_BODY = b'{"choices": ['
@@ -62,11 +53,6 @@ def _error_body(message: str, type_: str, code: str | None, param: str | None = 
     return orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     )
-
-
-def _temperature(body: dict[str, Any]) -> float | None:
-    value = body.get("temperature")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _limit_text(value: float) -> str:
@@ -128,6 +114,8 @@ class _SimState:
         self.per_second_429: dict[int, int] = {}
         n = settings.max_concurrency
         self.slots = asyncio.Semaphore(n) if n is not None else None
+        # More counters for /sim/stats, by section (the batch and Anthropic APIs).
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def stats(self) -> dict[str, Any]:
@@ -151,6 +139,7 @@ class _SimState:
             "faults": dict(sorted(self.plan.injected.items())),
             "per_second": [[s, v[0], v[1]] for s, v in sorted(self.per_second.items())],
             "per_second_429": [[s, c] for s, c in sorted(self.per_second_429.items())],
+            **{name: section() for name, section in self.sections.items()},
         }
 
     def headers(self, content_type: str = _JSON) -> dict[str, str]:
@@ -260,36 +249,10 @@ class _SimState:
             return self.bad_request(f"We could not parse the JSON body of your request: {exc}")
         if not isinstance(body, dict):
             return self.bad_request("The request body must be a JSON object.")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return self.bad_request(
-                "Missing required parameter: 'messages'.", "missing_required_parameter", "messages"
-            )
-        n = body.get("n", 1)
-        if n is None:
-            n = 1
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N:
-            return self.bad_request(
-                f"Invalid 'n': expected an integer in [1, {_MAX_N}].", None, "n"
-            )
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if max_tokens is not None and (
-            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-        ):
-            return self.bad_request(
-                "Invalid 'max_tokens': expected an integer >= 1.", None, "max_tokens"
-            )
-        prompt = prompt_tokens(messages)
-        budget = max_tokens if max_tokens is not None else s.max_tokens_default
-        if s.max_context_tokens is not None and prompt + budget > s.max_context_tokens:
-            return self.bad_request(
-                f"This model's maximum context length is {s.max_context_tokens} tokens. However, you "
-                f"requested {prompt + budget} tokens ({prompt} in the messages, {budget} in the "
-                "completion). Please reduce the length of the messages or completion.",
-                "context_length_exceeded",
-                "messages",
-            )
-        digest = request_digest(s.seed, body)
+        prepared = prepare(s, body)
+        if isinstance(prepared, Rejection):
+            return self.bad_request(prepared.message, prepared.code, prepared.param)
+        digest, cost = prepared.digest, prepared.cost
         plan = self.plan
         fault = plan.decide(digest, monotonic() - self.started) if plan.active else None
         if fault == "429":
@@ -303,7 +266,6 @@ class _SimState:
         if fault == "down":
             status, message, code = _ERRORS_5XX[fault]
             return self.error(status, message, "server_error", code)
-        cost = prompt + budget * n
         if self.limited:
             wait = self.admit(cost)
             if wait > 0.0:
@@ -339,20 +301,9 @@ class _SimState:
         if fault == "malformed" or (fault == "truncated" and not stream):
             await _sleep_until(loop, t0 + latency)
             return web.Response(body=_MALFORMED_BODY, headers=self.headers())
-        content = generate(
-            s,
-            digest,
-            n=n,
-            max_tokens=max_tokens,
-            prompt=prompt,
-            response_format=body.get("response_format"),
-            temperature=_temperature(body),
-            ignore_eos=body.get("ignore_eos") is True,
-        )
+        content = produce(s, prepared)
         self._settle(cost, content, second)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            model = s.model
+        model = prepared.model
         self.seq += 1
         cid = f"chatcmpl-sim-{digest[:8].hex()}{self.seq:x}"
         longest = max(c.tokens for c in content.choices)
@@ -373,21 +324,7 @@ class _SimState:
                 content=content,
             )
         payload = orjson.dumps(
-            {
-                "id": cid,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": i,
-                        "message": {"role": "assistant", "content": c.content},
-                        "finish_reason": c.finish_reason,
-                    }
-                    for i, c in enumerate(content.choices)
-                ],
-                **({"usage": _usage(content)} if s.usage else {}),
-            }
+            completion_object(cid, model, content, created=int(time.time()), usage=s.usage)
         )
         if fault == "slow":
             return await self._dribble(request, payload, t0 + latency, content, chunked=False)
@@ -503,14 +440,6 @@ class _SimState:
 STATE_KEY = web.AppKey("synth_engine_sim_state", _SimState)
 
 
-def _usage(content: Content) -> dict[str, int]:
-    return {
-        "prompt_tokens": content.prompt_tokens,
-        "completion_tokens": content.completion_tokens,
-        "total_tokens": content.prompt_tokens + content.completion_tokens,
-    }
-
-
 def _sse_steps(cid: str, model: str, content: Content, include_usage: bool) -> list[bytes]:
     """SSE payloads, one per write: B content steps (all choices each), then the final one."""
     created = int(time.time())
@@ -543,7 +472,7 @@ def _sse_steps(cid: str, model: str, content: Content, include_usage: bool) -> l
         for i, c in enumerate(content.choices)
     ]
     if include_usage:
-        final.append(event([], usage=_usage(content)))
+        final.append(event([], usage=usage_of(content)))
     final.append(b"data: [DONE]\n\n")
     steps.append(b"".join(final))
     return steps
@@ -570,40 +499,22 @@ def _cuts(text: str, batches: int) -> list[int]:
     return cuts
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    delay = deadline - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _reset(request: web.Request, resp: web.StreamResponse | None = None) -> web.StreamResponse:
-    """Drop the connection abruptly (RST where the platform allows) without a response."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    if resp is None:
-        resp = web.Response(status=500)
-    resp.force_close()
-    return resp
-
-
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[SIMULATED_HEADER] = "true"
 
 
-def make_app(settings: SimSettings) -> web.Application:
+def make_app(settings: SimSettings, *, clock: Clock | None = None) -> web.Application:
     """Build the aiohttp application of the simulated endpoint.
 
     Args:
         settings: behaviour of the endpoint (latency, limits, faults...).
+        clock: time source of the batch lifecycles (tests step a
+            :class:`engine.clock.FakeClock`); default: monotonic time.
 
     Returns:
         An application with ``POST /v1/chat/completions``, ``GET /v1/models``,
-        ``GET /sim/stats`` and ``GET /health``.
+        ``GET /sim/stats``, ``GET /health``, OpenAI's Files and Batch APIs and
+        Anthropic's Messages and Message Batches APIs (:mod:`engine.sim.apis`).
     """
     state = _SimState(settings)
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -612,6 +523,7 @@ def make_app(settings: SimSettings) -> web.Application:
     app.router.add_get("/v1/models", state.models)
     app.router.add_get("/sim/stats", state.stats_handler)
     app.router.add_get("/health", state.health)
+    add_provider_apis(app, state, clock or monotonic)
     # Responses the handlers do not build (404, 405) get the label too.
     app.on_response_prepare.append(_on_prepare)
     return app
@@ -626,9 +538,17 @@ class SimServer(LoopbackServer):
         settings: behaviour of the endpoint.
         host: interface to listen on.
         port: TCP port (0: a free one, see :attr:`port`).
+        clock: time source of the batch lifecycles (default: monotonic time).
     """
 
-    def __init__(self, settings: SimSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        settings: SimSettings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(
             host=host,
             port=port,
@@ -639,10 +559,11 @@ class SimServer(LoopbackServer):
             site_options={"backlog": 4096, "reuse_address": True},
         )
         self.settings = settings
+        self.clock = clock
 
     def build_app(self) -> web.Application:
         """The simulated endpoint's application."""
-        return make_app(self.settings)
+        return make_app(self.settings, clock=self.clock)
 
     @property
     def url(self) -> str:
