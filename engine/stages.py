@@ -242,7 +242,15 @@ def json_schema(tp: type[Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             if "$ref" in node:
                 return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
-            out = {k: inline(v) for k, v in node.items() if k != "title"}
+            # "title" is an annotation msgspec adds, dropped; but under "properties" the
+            # keys are field names, and a field may be called "title".
+            out = {
+                k: {name: inline(sub) for name, sub in v.items()}
+                if k == "properties" and isinstance(v, dict)
+                else inline(v)
+                for k, v in node.items()
+                if k != "title"
+            }
             if out.get("type") == "object" and "properties" in out:
                 out["required"] = list(out["properties"])
                 out["additionalProperties"] = False

@@ -34,110 +34,47 @@ writes columns::
     name = "unique"
     column = "question"
 
+Two more kinds need no model: ``sample`` draws a column from listed values (weighted, or
+keyed by another column) or a uniform range, with the item's own random source, so a
+rerun draws the same; ``explode`` makes one row per element of a list column (a list
+``fields`` type such as ``"list[string]"``). A field's type can also be a list of the
+values allowed (``sentiment = ["positive", "negative"]``).
+
 Everything is validated before a call is made, with the file, line and key of the
 mistake: unknown keys, unknown stage kinds, a template that reads a column nothing has
-written yet, a column written twice. It is built on the public method API
-(:mod:`engine.methods.custom`), like a method a user would write.
+written yet, a column written twice. The stage kinds and
+those checks are in :mod:`engine.methods.pipeline_config`. It is built on the public method
+API (:mod:`engine.methods.custom`), like a method a user would write.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import msgspec
+from typing import Any
 
 from ..config import Config as RunConfig
-from ..config import locate_key
-from ..errors import ConfigError, EndpointError, ParseError
+from ..errors import EndpointError, ParseError
 from ..io.readers import read_jsonl
 from ..io.shards import iter_rows
 from ..records import BadInput, Item, row_id
-from ..stages import template_vars
-from .custom import Context, Failed, Kept, Method, MethodConfig, Rejected, TypedRow
+from .custom import Context, Failed, Kept, Method, Rejected, TypedRow
+from .pipeline_config import (
+    DedupStage,
+    ExplodeStage,
+    FilterStage,
+    GenerateStage,
+    JudgeStage,
+    PipelineConfig,
+    SampleStage,
+    Stage,
+    check_pipeline,
+    stage_writes,
+)
 
 __all__ = ("PipelineConfig", "PipelineMethod")
-
-_Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-_FieldType = Literal["string", "integer", "number", "boolean"]
-
-
-class _Stage(MethodConfig, frozen=True, tag_field="kind"):
-    name: _Name
-
-
-class GenerateStage(_Stage, frozen=True, tag="generate"):
-    """A model writes ``output`` (its text), or ``fields`` (a JSON object's fields)."""
-
-    template: str
-    role: Literal["strong", "target", "judge"] = "strong"
-    system: str | None = None
-    output: _Name | None = None
-    fields: dict[_Name, _FieldType] = msgspec.field(default_factory=dict)
-    n: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.7
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 512
-
-
-class JudgeStage(_Stage, frozen=True, tag="judge"):
-    """A judge's score on ``scale`` in ``output``; rows below ``min`` are rejected."""
-
-    template: str
-    output: _Name
-    role: Literal["strong", "target", "judge"] = "judge"
-    system: str | None = None
-    scale: tuple[float, float] = (1.0, 10.0)
-    min: float | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 256
-
-
-class FilterStage(_Stage, frozen=True, tag="filter"):
-    """Rejects rows whose ``column`` is out of bounds (length or value) or not matching."""
-
-    column: _Name
-    min_chars: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    max_chars: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    min: float | None = None
-    max: float | None = None
-    pattern: str | None = None
-
-
-class DedupStage(_Stage, frozen=True, tag="dedup"):
-    """Rejects a row whose ``column`` (case and spacing aside) was seen before.
-
-    ``scope = "item"`` compares the rows of one item (a fan-out's repeats); ``"run"``
-    across the whole run, first come first kept (a resumed run knows the committed rows).
-    """
-
-    column: _Name
-    scope: Literal["item", "run"] = "run"
-
-
-Stage = GenerateStage | JudgeStage | FilterStage | DedupStage
-
-
-class PipelineConfig(MethodConfig, frozen=True):
-    """``[method.pipeline]``: the input fields the stages read, and the stages."""
-
-    inputs: list[_Name] = msgspec.field(default_factory=list)
-    stages: list[Stage] = msgspec.field(default_factory=list)
-
-
-def _writes(stage: Stage) -> list[str]:
-    if isinstance(stage, GenerateStage):
-        return [stage.output] if stage.output else list(stage.fields)
-    if isinstance(stage, JudgeStage):
-        return [stage.output]
-    return []
-
-
-def _reads(stage: Stage) -> set[str]:
-    if isinstance(stage, GenerateStage | JudgeStage):
-        return template_vars(stage.template) | template_vars(stage.system or "")
-    return {stage.column}
 
 
 def _norm(text: object) -> str:
@@ -158,14 +95,14 @@ class PipelineMethod(Method):
         self.seen: dict[str, set[str]] = {}  # dedup stage -> normalised values kept
         self.columns = [*self.cfg.inputs]
         for stage in self.cfg.stages:
-            self.columns += _writes(stage)
+            self.columns += stage_writes(stage)
         self.kept_by_stage: dict[str, int] = {}
         self.rejected_by_stage: dict[str, int] = {}
 
     @classmethod
     def check_options(cls, options: Any, config: RunConfig) -> None:
         """Columns read before they are written, or written twice (file, line and key)."""
-        _check(options, config)
+        check_pipeline(options, config)
 
     def work(self, ctx: Context) -> Iterator[Item | BadInput]:
         """The input records; each must have the declared ``inputs`` fields."""
@@ -248,8 +185,12 @@ class PipelineMethod(Method):
                 if stage.output:
                     new[stage.output] = reply if isinstance(reply, str) else str(reply)
                 else:
-                    for name in stage.fields:
-                        new[name] = reply.get(name) if isinstance(reply, dict) else None
+                    got = reply if isinstance(reply, dict) else {}
+                    for name, kind in stage.fields.items():
+                        problem = _field_problem(name, kind, got.get(name))
+                        if problem is not None:
+                            raise ParseError(f"the reply's {problem}", stage=stage.name)
+                        new[name] = got[name]
                 made.append((new, None))
             return made
         if isinstance(stage, JudgeStage):
@@ -268,6 +209,15 @@ class PipelineMethod(Method):
             return [(new, f"{score:g} < {stage.min:g}" if below else None)]
         if isinstance(stage, FilterStage):
             return [(row, _filter(stage, row.get(stage.column)))]
+        if isinstance(stage, SampleStage):
+            return [_sample(stage, row, ctx.rng(item, f"{stage.name}\x1f{path}"))]
+        if isinstance(stage, ExplodeStage):
+            items = row.get(stage.column)
+            if not isinstance(items, list):
+                return [(row, f"{stage.column} is not a list")]
+            if not items:
+                return [(row, f"{stage.column} is empty")]
+            return [({**row, stage.output: element}, None) for element in items]
         value = _norm(row.get(stage.column))
         if stage.scope == "item":
             seen = item_seen.setdefault(stage.name, set())
@@ -287,13 +237,70 @@ class PipelineMethod(Method):
         }
 
 
-def _schema(fields: Mapping[str, str]) -> dict[str, Any]:
+def _field_schema(kind: str | list[str]) -> dict[str, Any]:
+    if isinstance(kind, list):
+        return {"type": "string", "enum": list(kind)}
+    if kind.startswith("list["):
+        return {"type": "array", "items": {"type": kind[5:-1]}}
+    return {"type": kind}
+
+
+def _schema(fields: Mapping[str, str | list[str]]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {name: {"type": kind} for name, kind in fields.items()},
+        "properties": {name: _field_schema(kind) for name, kind in fields.items()},
         "required": list(fields),
         "additionalProperties": False,
     }
+
+
+_IS: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    # bool is an int to Python, not to JSON.
+    return isinstance(value, _IS[kind]) and (kind == "boolean" or not isinstance(value, bool))
+
+
+def _field_problem(name: str, kind: str | list[str], value: Any) -> str | None:
+    """Why ``value`` does not fit the declared field type (None when it does)."""
+    if value is None:
+        return f"field {name!r} is missing"
+    if isinstance(kind, list):
+        return None if value in kind else f"{name} {value!r} is not one of {', '.join(kind)}"
+    if kind.startswith("list["):
+        inner = kind[5:-1]
+        if isinstance(value, list) and all(_fits(inner, v) for v in value):
+            return None
+        return f"{name} is not a list of {inner} values"
+    return None if _fits(kind, value) else f"{name} {value!r} is not a {kind}"
+
+
+def _sample(
+    stage: SampleStage, row: dict[str, Any], rng: random.Random
+) -> tuple[dict[str, Any], str | None]:
+    """``row`` with ``stage.output`` drawn (or the reason it cannot be)."""
+    if stage.low is not None and stage.high is not None:
+        both_int = isinstance(stage.low, int) and isinstance(stage.high, int)
+        value: Any = (
+            rng.randint(int(stage.low), int(stage.high))
+            if both_int
+            else rng.uniform(float(stage.low), float(stage.high))
+        )
+        return {**row, stage.output: value}, None
+    if isinstance(stage.values, dict):
+        key = row.get(stage.by or "")
+        options = stage.values.get(str(key))
+        if not options:
+            return row, f"no values listed for {stage.by} = {key!r}"
+        return {**row, stage.output: rng.choice(options)}, None
+    assert stage.values is not None  # _check: values, or low and high
+    return {**row, stage.output: rng.choices(stage.values, weights=stage.weights)[0]}, None
 
 
 def _filter(stage: FilterStage, value: Any) -> str | None:
@@ -317,64 +324,3 @@ def _filter(stage: FilterStage, value: Any) -> str | None:
     if stage.pattern is not None and not re.search(stage.pattern, str(value)):
         return f"{stage.column} does not match {stage.pattern!r}"
     return None
-
-
-def _stage_line(text: str | None, index: int, key: str | None) -> int | None:
-    """The line of stage ``index``'s ``key`` (or of its ``[[...]]`` header)."""
-    if not text:
-        return None
-    return locate_key(text, f"method.pipeline.stages.{index}" + (f".{key}" if key else ""))
-
-
-def _check(cfg: PipelineConfig, config: RunConfig) -> None:
-    """Columns read before they are written, written twice, or no stage at all."""
-    text = Path(config.source).read_text(encoding="utf-8") if config.source else None
-
-    def fail(index: int, key: str | None, reason: str, hint: str) -> ConfigError:
-        field = f"method.pipeline.stages.{index}" + (f".{key}" if key else "")
-        return ConfigError(
-            reason,
-            path=config.source or None,
-            line=_stage_line(text, index, key),
-            field=field,
-            hint=hint,
-        )
-
-    if not cfg.stages:
-        raise ConfigError(
-            "a pipeline needs at least one stage",
-            path=config.source or None,
-            line=locate_key(text, "method.pipeline") if text else None,
-            field="method.pipeline.stages",
-            hint="add [[method.pipeline.stages]] tables (kind = generate, judge, filter, dedup)",
-        )
-    known = set(cfg.inputs)
-    for index, stage in enumerate(cfg.stages):
-        missing = sorted(_reads(stage) - known)
-        if missing:
-            key = "column" if isinstance(stage, FilterStage | DedupStage) else "template"
-            raise fail(
-                index,
-                key,
-                f"stage {stage.name!r} reads {', '.join(missing)}, which no input field or "
-                "earlier stage writes",
-                f"available here: {', '.join(sorted(known)) or 'nothing'}; list input fields "
-                "in method.pipeline.inputs",
-            )
-        if isinstance(stage, GenerateStage) and bool(stage.output) == bool(stage.fields):
-            raise fail(
-                index,
-                "output",
-                f"stage {stage.name!r} must write either output (its text) or fields "
-                "(a JSON object's fields), not both or neither",
-                'write output = "answer", or fields = { answer = "string" }',
-            )
-        for column in _writes(stage):
-            if column in known:
-                raise fail(
-                    index,
-                    "output" if not isinstance(stage, GenerateStage) or stage.output else "fields",
-                    f"stage {stage.name!r} writes {column!r}, which is already a column",
-                    "give it another name",
-                )
-            known.add(column)

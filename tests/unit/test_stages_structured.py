@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 
 from engine.errors import ParseError
@@ -110,3 +111,14 @@ def _caller(name: str, mode: bool | str) -> Caller:
 def test_a_pool_uses_its_members_common_mode(modes: list[bool | str], expected: object) -> None:
     pool = Pool("p", [_caller(f"e{i}", m) for i, m in enumerate(modes)])
     assert pool.structured_output == expected
+
+
+class _Titled(msgspec.Struct):
+    title: str
+    body: str
+
+
+def test_a_field_named_title_stays_in_the_schema() -> None:
+    schema = json_schema(_Titled)
+    assert schema["properties"] == {"title": {"type": "string"}, "body": {"type": "string"}}
+    assert schema["required"] == ["title", "body"] and "title" not in schema
