@@ -469,6 +469,8 @@ def _schema_at(root: type, dotted: str) -> Any:
             info = match[0].type
         elif isinstance(info, msgspec.inspect.DictType):
             info = info.value_type
+        elif isinstance(info, msgspec.inspect.ListType) and part.isdigit():
+            info = info.item_type
         else:
             return None
     return info
@@ -490,6 +492,18 @@ def _valid_keys(root: type, dotted: str) -> list[str]:
 def _allowed_values(root: type, dotted: str) -> list[str]:
     """The literal values allowed at ``dotted``, if it is an enumerated key."""
     info = _schema_at(root, dotted)
+    parent, _, last = dotted.rpartition(".")
+    if info is None and last:
+        # A tagged union's tag (e.g. a pipeline stage's kind): the tags of its members.
+        holder = _schema_at(root, parent) if parent else msgspec.inspect.type_info(root)
+        if isinstance(holder, msgspec.inspect.UnionType):
+            tags = [
+                repr(t.tag)
+                for t in holder.types
+                if isinstance(t, msgspec.inspect.StructType) and t.tag_field == last
+            ]
+            if tags:
+                return tags
     options = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
     values: list[str] = []
     for opt in options:
@@ -765,6 +779,16 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         for name, table in endpoints.items():
             if isinstance(table, dict) and "kind" not in table:
                 table["kind"] = endpoint_kind(table)
+            if isinstance(table, dict) and table.get("kind") not in _ENDPOINT_KINDS:
+                field = f"endpoints.{name}.kind"
+                over = any(field == k or field.startswith(k + ".") for k in overridden)
+                raise ConfigError(
+                    f"unknown endpoint kind {table.get('kind')!r}",
+                    path="--set" if over else p,
+                    line=None if over else locate_key(text, field),
+                    field=field,
+                    hint=f"use one of: {', '.join(repr(k) for k in _ENDPOINT_KINDS)}",
+                )
             try:
                 msgspec.convert(table, EndpointConfig)
             except msgspec.ValidationError as exc:

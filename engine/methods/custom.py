@@ -173,7 +173,14 @@ class Context:
         def parse_text(text: str) -> Any:
             if struct_type is None:
                 return text.strip()
-            raise ParseError("the reply is not the JSON asked for", stage=stage)
+            # An endpoint without structured output: the JSON object inside the text.
+            start, end = text.find("{"), text.rfind("}")
+            if 0 <= start < end:
+                try:
+                    return msgspec.json.decode(text[start : end + 1], type=struct_type)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ParseError(f"the reply's JSON does not fit: {exc}", stage=stage) from exc
+            raise ParseError("the reply holds no JSON object", stage=stage)
 
         made: Generate[Any] = Generate(
             stage,
