@@ -801,6 +801,7 @@ class Engine:
             input_path=input_path,
             stage=self.metrics.stage,
             simulated=self._simulated,
+            out_dir=out_dir,
         )
         method = create_method(config, ctx, self.method_entry)
         stop_reason: str | None = "error"

@@ -292,7 +292,12 @@ def check_input(config: Config) -> InputCheck:
         return InputCheck.failed(exc)
     ctx = MethodContext(config=config, callers={}, input_path=path, stage=lambda _: _NoStage())
     factory = entry.factory
-    if hasattr(factory, "check_input"):
+    if entry.name not in METHODS:  # a method on the public API: its own check, if any
+        method = factory(cfg, ctx)
+        found = method.input_check() if isinstance(method, Adapter) else None
+        if found is not None:
+            return found
+    elif hasattr(factory, "check_input"):
         method = factory(cfg, ctx)
         if isinstance(method, ChecksInput):
             return method.check_input()

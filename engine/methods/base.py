@@ -48,6 +48,8 @@ class MethodContext:
         stage: stage name -> metrics observer.
         log: logger for warnings the user should see.
         simulated: whether output comes from a simulated endpoint (labelled on rows).
+        out_dir: the run's output directory (given, so a method never recomputes it; a
+            partition's own directory on Ray).
     """
 
     def __init__(
@@ -59,10 +61,12 @@ class MethodContext:
         stage: Callable[[str], StageObserver],
         log: logging.Logger | None = None,
         simulated: Callable[[], bool] | None = None,
+        out_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.callers = callers
         self.input_path = input_path
+        self.out_dir = out_dir if out_dir is not None else config.resolve(config.run.output)
         self.seed = config.run.seed
         self.stage = stage
         self.log = log or logging.getLogger("engine")

@@ -38,8 +38,8 @@ from ..errors import EngineError, ParseError
 from ..io.derived import DerivedFile
 from ..io.readers import read_jsonl
 from ..records import BadInput, Item, Kind, RowOut, row_id
-from ..stages import ChatCaller, Generate, parse_score
-from .base import MethodContext
+from ..stages import ChatCaller, Generate, StageObserver, parse_score
+from .base import InputCheck, MethodContext
 
 __all__ = (
     "Adapter",
@@ -106,6 +106,7 @@ class Context:
         config: the whole run config.
         seed: the run's seed.
         input_path: the run's input file.
+        out_dir: the run's output directory (committed rows: ``engine.io.shards.iter_rows``).
         log: the engine's logger (warnings reach the user).
     """
 
@@ -115,6 +116,7 @@ class Context:
         self.config = mctx.config
         self.seed = mctx.seed
         self.input_path = mctx.input_path
+        self.out_dir = mctx.out_dir
         self.log = mctx.log
         self._stages: dict[tuple[Any, ...], Generate[Any]] = {}
 
@@ -141,6 +143,17 @@ class Context:
                 f"method {self._name!r} asks for role {role!r}, which is not configured "
                 f"(roles: {', '.join(self.roles)})"
             ) from None
+
+    def observer(self, stage: str) -> StageObserver:
+        """The metrics of ``stage`` (calls, ok, failed, parse errors), for steps built
+        directly on :class:`engine.stages.Generate`."""
+        return self._mctx.stage(stage)
+
+    @property
+    def method_context(self) -> MethodContext:
+        """The engine's method context (callers by role, stage observers, simulated):
+        what the built-in methods are given, for steps this class does not wrap."""
+        return self._mctx
 
     def rng(self, item: Item, salt: str = "") -> random.Random:
         """A random source for ``item``: the same on every rerun (resume-safe)."""
@@ -362,6 +375,12 @@ class Method:
         records_input: its input is the run's JSONL records (so ``Engine.stream(items)``
             can feed it).
         global_phase: ``prepare`` does work every item depends on (on Ray it runs once).
+        provenance_columns: add ``item`` (the item's key) and ``source`` to rows that do
+            not have them (a method with its own row schema turns it off).
+
+    Optional, found when present: ``check_input(ctx) -> InputCheck`` (``validate`` reads
+    the input through it) and ``row_schema`` (a :class:`~engine.methods.base.RowSchema`,
+    so failed rows the engine writes for an item share the method's columns).
     """
 
     name: ClassVar[str] = "custom"
@@ -369,6 +388,7 @@ class Method:
     required_fields: ClassVar[tuple[str, ...]] = ()
     records_input: ClassVar[bool] = True
     global_phase: ClassVar[bool] = False
+    provenance_columns: ClassVar[bool] = True
 
     def __init__(self, options: Any = None) -> None:
         self.options = options
@@ -419,6 +439,18 @@ class Adapter:
         self.ctx = Context(mctx, method.name)
         self.global_phase = method.global_phase
         self.records_input = method.records_input
+        schema = getattr(method, "row_schema", None)
+        if schema is not None:
+            self.row_schema = schema
+
+    def input_check(self) -> InputCheck | None:
+        """The method's own reading of its input (``validate``), or None when it has none."""
+        check = getattr(self.method, "check_input", None)
+        if check is None:
+            return None
+        result = check(self.ctx)
+        assert isinstance(result, InputCheck)
+        return result
 
     async def prepare(self) -> None:
         await self.method.prepare(self.ctx)
@@ -454,7 +486,8 @@ class Adapter:
                 "return Kept, Rejected or Failed rows"
             )
         out.setdefault("id", row_id(self.name, item.key, kind, n))
-        out.setdefault("item", item.key)
-        out.setdefault("source", item.source)
+        if self.method.provenance_columns:
+            out.setdefault("item", item.key)
+            out.setdefault("source", item.source)
         out["simulated"] = self.ctx.simulated
         return kind, out
