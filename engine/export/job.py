@@ -3,7 +3,8 @@
 :func:`export_output` refuses an output that is not complete (unless
 ``allow_incomplete``) or whose shards do not match the manifest (never exported:
 rows that fail their checksums are not what the run wrote), holds the output's lock
-while it reads (a run cannot start rebuilding the output under it), converts the rows
+shared while it reads (a run cannot start rebuilding the output under it; other
+exports may read too), converts the rows
 (:mod:`engine.export.rows`), writes them (:mod:`engine.export.writers`), the card
 (:mod:`engine.export.card`) and ``export.json`` (what was exported from where, with
 every file's SHA-256), and only then puts the directory in place: it is built beside
@@ -14,7 +15,9 @@ earlier export (it has ``export.json``); anything else is refused, never deleted
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,8 +26,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from ..errors import ConfigError, InputError, ShardError
-from ..io.lock import OutputLock
+from ..errors import ConfigError, InputError, OutputLocked, ShardError
+from ..io.lock import LOCK_NAME
 from ..io.manifest import Manifest, load_manifest, verify_shards
 from ..io.shards import iter_rows
 from .card import CardFacts, render_card
@@ -67,6 +70,49 @@ def default_export_dir(out_dir: Path, fmt: Format, dataset: str = "kept") -> Pat
     """``OUT/export-FORMAT`` (``OUT/export-NAME-FORMAT`` for a derived dataset)."""
     stem = f"export-{fmt}" if dataset == "kept" else f"export-{dataset}-{fmt}"
     return Path(out_dir) / stem
+
+
+class _ReadLock:
+    """A shared ``flock`` on ``OUT/.lock`` while the export reads: exports of one output
+    run side by side, a run (which takes it exclusively, :class:`engine.io.lock.
+    OutputLock`) cannot start rebuilding the output under them, and an export is
+    refused while a run holds it."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> _ReadLock:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ShardError(
+                f"cannot open the output's lock file ({exc.strerror or exc})",
+                path=str(self.path),
+                hint="check the output path and its permissions",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = b""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 1024, 0)
+            os.close(fd)
+            text = holder.decode("utf-8", "replace").strip()
+            raise OutputLocked(
+                "a run is writing this output" + (f" ({text})" if text else ""),
+                path=str(self.path.parent),
+                holder=text,
+            ) from exc
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _checked_manifest(out_dir: Path, *, allow_incomplete: bool) -> Manifest:
@@ -211,7 +257,7 @@ def export_output(
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise InputError("no such output directory", path=str(out_dir))
-    with OutputLock(out_dir):
+    with _ReadLock(out_dir):
         manifest = _checked_manifest(out_dir, allow_incomplete=allow_incomplete)
         if dataset != "kept" and not manifest.complete:
             raise InputError(
