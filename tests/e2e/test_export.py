@@ -1,5 +1,6 @@
-"""``synth-engine export``: every method's demo output, in every format, loads with
-``datasets`` and passes the conversational format TRL documents; refusals; the Hub push.
+"""``synth-engine export``: every method's demo output, as JSONL and Parquet (and a
+``datasets`` directory for two of them), loads with ``datasets`` and passes the
+conversational format TRL documents; refusals; the Hub push.
 
 The format check follows TRL's ``docs/source/dataset_formats.md`` (huggingface/trl at
 commit 0087e4f5f389bf0fba0d8d5458e2243a11640f6c), "Conversational" and "Language
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,6 +55,7 @@ DEMOS: dict[str, tuple[str, list[str]]] = {
     "lab": ("lab.toml", []),
     "respond": ("respond.toml", []),
 }
+HF_CASES = ("selfguide", "lab")
 # derived training sets the methods write (exported with --from)
 DERIVED = {
     "backtranslation": ["training_mix"],
@@ -213,7 +217,10 @@ def test_every_method_in_every_format_loads_and_is_trl_conversational(
     # (output, export directory, format, extra arguments); two exports at a time
     plan: list[tuple[str, Path, str, list[str]]] = []
     for label in outputs:
-        for fmt in ("messages", "parquet", "hf"):
+        # hf is parquet read into datasets and saved: two methods show it (one with a
+        # column null on every row), the per-method columns are already in parquet
+        formats = ("messages", "parquet", "hf") if label in HF_CASES else ("messages", "parquet")
+        for fmt in formats:
             extra = ["--format", fmt]
             if label == "codeclm" and fmt == "parquet":
                 extra += ["--rows-per-file", "7"]  # several Parquet files
@@ -405,6 +412,14 @@ def test_refusals_and_replacing_an_earlier_export(outputs: dict[str, Path], tmp_
     proc = export(outputs["respond"], "--output", str(outputs["respond"]), tmp=tmp_path)
     assert proc.returncode == 2  # the output itself is not an export either
 
+    # a derived file that does not match the SHA-256 the manifest records
+    tampered = tmp_path / "tampered"
+    shutil.copytree(outputs["lab"], tampered)
+    with (tampered / "skills.jsonl").open("a") as f:
+        f.write("\n")
+    proc = export(tampered, "--from", "skills", tmp=tmp_path)
+    assert proc.returncode == 2 and "skills.jsonl: SHA-256 differs from the manifest" in proc.stderr
+
     # an unknown derived dataset names the ones there are
     proc = export(outputs["lab"], "--from", "nope", tmp=tmp_path)
     assert proc.returncode == 2
@@ -434,6 +449,13 @@ def test_refusals_and_replacing_an_earlier_export(outputs: dict[str, Path], tmp_
 def hub() -> Iterator[FakeHub]:
     with FakeHubInThread({"hf_write_token": "alice"}) as served:
         yield served
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # closed again: nothing listens there
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -470,8 +492,26 @@ def test_push_to_hub_uploads_the_export_as_written(
     for name, data in repo.files.items():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_bytes(data)
-    result = check([{"dir": str(copy), "fmt": "parquet"}], tmp_path)[0]
-    assert result["problems"] == [] and result["rows"] == _kept(outputs["lab"])
+    # a datasets directory pushed: the Hub reads its Arrow files through the card's configs
+    # (a local copy without save_to_disk's state.json stands for the Hub's loader here)
+    arrow = tmp_path / "arrow"
+    hf_push = ["--push-to-hub", "alice/lab-arrow", "--hub-endpoint", hub.url]
+    proc = export(
+        outputs["lab"], "--format", "hf", "--output", str(arrow), *hf_push, tmp=tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    arrow_repo = hub.repo("alice/lab-arrow")
+    assert arrow_repo.files == _files(arrow)
+    arrow_copy = tmp_path / "arrow-from-hub"
+    for name, data in arrow_repo.files.items():
+        if name != "state.json":
+            (arrow_copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (arrow_copy / name).write_bytes(data)
+    results = check(
+        [{"dir": str(copy), "fmt": "parquet"}, {"dir": str(arrow_copy), "fmt": "parquet"}], tmp_path
+    )
+    for result in results:
+        assert result["problems"] == [] and result["rows"] == _kept(outputs["lab"]), result
 
     # the same export again: nothing changed, no new commit
     proc = export(
@@ -554,6 +594,21 @@ def test_push_to_hub_errors(outputs: dict[str, Path], tmp_path: Path, hub: FakeH
     )
     assert proc.returncode == 1
     assert "HTTP 403" in proc.stderr and "the Hub refused the token" in proc.stderr
+
+    # a Hub that does not answer: the connection error, mapped
+    proc = export(
+        outputs["respond"],
+        "--output",
+        str(target),
+        "--push-to-hub",
+        "alice/set",
+        "--hub-endpoint",
+        f"http://127.0.0.1:{_closed_port()}",
+        tmp=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "endpoint 'hub': create dataset repository alice/set: ConnectError" in proc.stderr
 
     # a malformed repository id
     proc = export(outputs["respond"], "--push-to-hub", "a/b/c", tmp=tmp_path, env=env)

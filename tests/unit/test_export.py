@@ -12,6 +12,7 @@ import yaml
 from engine.errors import ConfigError, InputError, OutputLocked
 from engine.export import conversation_problem, export_output
 from engine.export.card import CardFacts, render_card
+from engine.export.job import _ReadLock
 from engine.export.rows import RowConverter, columns_for
 from engine.io.lock import OutputLock
 from engine.io.shards import ShardSink
@@ -234,5 +235,11 @@ def test_export_in_process(tmp_path: Path) -> None:
 
     with OutputLock(out), pytest.raises(OutputLocked, match="a run is writing this output"):
         export_output(out, "messages")
+    # while an export reads, another export may read too, and a run may not start
+    with _ReadLock(out), _ReadLock(out):
+        with pytest.raises(OutputLocked, match="another run is writing this output"):
+            OutputLock(out).acquire()
+    with OutputLock(out):  # free again
+        pass
     with pytest.raises(ConfigError, match="has no derived dataset 'mix' \\(it has: none\\)"):
         export_output(out, "messages", dataset="mix")
