@@ -32,7 +32,7 @@ from ..io.manifest import Manifest, load_manifest, verify_shards
 from ..io.shards import iter_rows
 from .card import CardFacts, render_card
 from .rows import RowConverter
-from .writers import ExportFile, Format
+from .writers import ExportFile, Format, write_rows
 
 __all__ = ("EXPORT_MARKER", "ExportResult", "default_export_dir", "export_output")
 
@@ -285,15 +285,14 @@ def export_output(
                     key = reason or "unusable"
                     skipped[key] = skipped.get(key, 0) + 1
                     continue
-                for role, model in (row.get("models") or {}).items():
+                seen = row.get("models")
+                for role, model in seen.items() if isinstance(seen, Mapping) else ():
                     models.setdefault(str(role), set()).add(str(model))
                 count += 1
                 yield converted
 
         staging = _prepare_target(target)
         try:
-            from .writers import write_rows
-
             files = write_rows(fmt, rows(), staging, converter.columns, rows_per_file=rows_per_file)
             facts = CardFacts(
                 method=manifest.method,

@@ -173,7 +173,10 @@ class RowConverter:
             values: dict[str, Any] = dict(row)
             values.setdefault("source", row.get("source_id"))
         else:
-            messages, values = self._chat(row)
+            try:
+                messages, values = self._chat(row)
+            except (KeyError, TypeError, AttributeError) as exc:
+                return None, f"malformed {self.method} row ({type(exc).__name__}: {exc})"
         problem = conversation_problem(messages)
         if problem is not None:
             return None, problem

@@ -170,8 +170,6 @@ def _write_parquet(
 def _write_hf(
     rows: Iterable[dict[str, Any]], root: Path, columns: Columns, rows_per_file: int
 ) -> list[ExportFile]:
-    staging = root / ".parquet"
-    _write_parquet(rows, staging, columns, rows_per_file)
     try:
         import datasets
     except ImportError as exc:
@@ -181,6 +179,8 @@ def _write_hf(
             hint=_EXTRA_HINT,
         ) from exc
     datasets.disable_progress_bars()
+    staging = root / ".parquet"
+    _write_parquet(rows, staging, columns, rows_per_file)
     parquet = sorted(str(p) for p in (staging / "data").glob("*.parquet"))
     try:
         ds = datasets.Dataset.from_parquet(

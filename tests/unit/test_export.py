@@ -243,3 +243,9 @@ def test_export_in_process(tmp_path: Path) -> None:
         pass
     with pytest.raises(ConfigError, match="has no derived dataset 'mix' \\(it has: none\\)"):
         export_output(out, "messages", dataset="mix")
+
+
+def test_a_malformed_row_is_left_out_with_its_reason() -> None:
+    lab = RowConverter("lab", None, simulated=False)
+    row, why = lab.convert({"id": "x", "question": "Q?", "answer": "A."})  # no kind, no leaf
+    assert row is None and why is not None and why.startswith("malformed lab row (KeyError")
