@@ -1,4 +1,4 @@
-"""The ``synth-engine`` command line: run | validate | bench | sim | inspect | view.
+"""The ``synth-engine`` command line: run | validate | bench | sim | inspect | view | export.
 
 The only module that prints or exits. Exit codes: 0 done; 1 runtime error; 2 bad config
 or input, or the output is locked by another run; 3 stopped early but resumable (budget,
@@ -219,6 +219,69 @@ def _bench_options(b: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the JSON report only")
 
 
+def _export_options(sub: Any) -> None:
+    """The ``export`` subcommand (docs/export.md explains each option)."""
+    exp = sub.add_parser(
+        "export",
+        help="write an output's kept rows for training: chat messages (JSONL), Parquet or a "
+        "datasets directory, with a dataset card; optionally push to the Hugging Face Hub",
+        description="Export a complete output's kept rows (or a derived dataset) as chat "
+        "`messages` that TRL and InstructLab training read, with a dataset card (README.md) "
+        "and export.json. docs/export.md lists the columns per method.",
+        formatter_class=_DefaultsHelp,
+    )
+    exp.add_argument("output", help="the output directory (run.output)")
+    exp.add_argument(
+        "--format",
+        choices=("messages", "parquet", "hf"),
+        default="messages",
+        help="messages: data/train.jsonl; parquet: data/train-*.parquet (pyarrow); hf: a "
+        "datasets.save_to_disk directory (datasets)",
+    )
+    exp.add_argument(
+        "--output",
+        dest="export_dir",
+        default=None,
+        metavar="DIR",
+        help="the export directory (default OUT/export-FORMAT); an earlier export there is "
+        "replaced, anything else is refused",
+    )
+    exp.add_argument(
+        "--from",
+        dest="dataset",
+        default="kept",
+        metavar="NAME",
+        help="kept, or a derived dataset of the output (training_mix, balanced, knowledge, "
+        "skills, mixed)",
+    )
+    exp.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="export an output that is not complete (the rows committed so far)",
+    )
+    exp.add_argument("--rows-per-file", type=int, default=100_000, help="rows per Parquet file")
+    exp.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO",
+        help="then upload the export to this Hugging Face dataset repository "
+        "(NAMESPACE/NAME; created if missing)",
+    )
+    exp.add_argument(
+        "--hub-token-env",
+        default="HF_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the Hub token (else huggingface_hub's stored login)",
+    )
+    exp.add_argument(
+        "--hub-endpoint",
+        default=None,
+        metavar="URL",
+        help="the Hub's URL (default: HF_ENDPOINT, else https://huggingface.co)",
+    )
+    exp.add_argument("--private", action="store_true", help="create the Hub repository private")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synth-engine",
@@ -377,6 +440,8 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("output", help="the output directory (run.output)")
     ins.add_argument("--samples", type=int, default=2, help="sample rows per kind (default 2)")
     ins.add_argument("--json", action="store_true", help="print everything as one JSON object")
+
+    _export_options(sub)
 
     view = sub.add_parser(
         "view", help="serve a local page showing a run live and its rows (read-only)"
@@ -950,6 +1015,60 @@ _SAMPLE_FIELDS = (
 )
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``export OUT``: write the training export, then push it when asked."""
+    from .export import export_output, push_export, resolve_hub
+
+    if args.rows_per_file < 1:
+        raise ConfigError("must be at least 1", path="--rows-per-file")
+    hub = None
+    if args.push_to_hub:
+        hub = resolve_hub(
+            args.push_to_hub,
+            endpoint=args.hub_endpoint,
+            token_env=args.hub_token_env,
+            private=args.private,
+        )
+    result = export_output(
+        Path(args.output),
+        args.format,
+        output=Path(args.export_dir) if args.export_dir else None,
+        dataset=args.dataset,
+        allow_incomplete=args.allow_incomplete,
+        rows_per_file=args.rows_per_file,
+        repo_id=args.push_to_hub,
+    )
+    what = "kept rows" if result.dataset == "kept" else f"derived dataset {result.dataset}"
+    flags = "  ** SIMULATED ENDPOINT: rows are fake, not real model output **" * result.simulated
+    if not result.complete:
+        flags += "  (INCOMPLETE output)"
+    print(
+        f"exported    {result.rows} conversations ({result.method}, {what}) -> "
+        f"{result.directory}{flags}"
+    )
+    shown = ", ".join(f"{f.name} ({f.rows} rows)" for f in result.files)
+    print(f"files       {shown}, README.md (dataset card), export.json")
+    if result.skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in result.skipped.items())
+        print(f"left out    {sum(result.skipped.values())} rows: {reasons}")
+    if result.fmt == "hf":
+        print(f'load        datasets.load_from_disk("{result.directory}")')
+    else:
+        print(f'load        datasets.load_dataset("{result.directory}", split="train")')
+    if hub is not None:
+        if result.simulated:
+            print(
+                "synth-engine: warning: pushing SIMULATED rows (the card says so)",
+                file=sys.stderr,
+            )
+        message = f"synth-engine export: {result.rows} {result.method} conversations" + (
+            " (SIMULATED)" if result.simulated else ""
+        )
+        pushed = push_export(result.directory, hub, message=message)
+        print(f"pushed      {pushed.url}  (commit {pushed.commit[:12]})")
+    return 0
+
+
 def _cmd_view(args: argparse.Namespace) -> int:
     """``view OUT``: serve the viewer until Ctrl+C."""
     from .viewer import ViewerServer
@@ -997,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "inspect": _cmd_inspect,
         "view": _cmd_view,
+        "export": _cmd_export,
     }
     try:
         return commands[args.command](args)

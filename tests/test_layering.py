@@ -84,6 +84,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.methods",
         "engine.prices",
     ),
+    # Export reads outputs (io) and turns rows into conversations the way the methods
+    # build their own training sets (LAB's SDG sample, Humpback's tags).
+    "engine.export": (
+        "engine.export",
+        "engine.io",
+        "engine.errors",
+        "engine.methods.lab_mix",
+        "engine.methods.prompts_backtranslation",
+    ),
     "engine.cli": ("engine",),
     "engine.__main__": ("engine.cli",),
     # Scale-out: drives whole Engines; imports Ray only at run time.
