@@ -161,13 +161,16 @@ def main() -> None:
             )
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
-    else:
-        for r in rows:
-            print(
-                f"{r['mode']:5}  {r['concurrency']} x {r['limit_mib']} MiB limit "
-                f"(attack {r['attack_mib']} MiB): peak +{r['peak_growth_mib']} MiB "
-                f"(bound {r['bound_mib']} MiB + const), refused {r['refused']}, {r['wall_s']} s"
-            )
+        return
+    for r in rows:
+        print(
+            f"{r['mode']:5}  {r['concurrency']} x {r['limit_mib']} MiB limit "
+            f"(attack {r['attack_mib']} MiB): peak +{r['peak_growth_mib']} MiB "
+            f"(bound {r['bound_mib']} MiB + const), refused {r['refused']}, {r['wall_s']} s"
+        )
+    from benchmarks._common import loadavg, write_result
+
+    print(f"written {write_result('hostile_memory', {'runs': rows, 'loadavg': loadavg()})}")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,14 @@ def main() -> None:
             result["instructlab_schema_accepted"] = sum(ref)
             result["verdicts_equal"] = ours == ref
     print(json.dumps(result, indent=2))
+    # One row per taxonomy in benchmarks/results/taxonomy_read.json (replaced when rerun).
+    from benchmarks._common import RESULTS
+
+    path = RESULTS / "taxonomy_read.json"
+    data = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    data["runs"] = [r for r in data.get("runs", []) if r.get("taxonomy") != result["taxonomy"]]
+    data["runs"].append(result)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":
