@@ -348,6 +348,7 @@ class _SimState:
             response_format=body.get("response_format"),
             temperature=_temperature(body),
             ignore_eos=body.get("ignore_eos") is True,
+            messages=messages,
         )
         self._settle(cost, content, second)
         model = body.get("model")
