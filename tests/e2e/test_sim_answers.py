@@ -7,6 +7,8 @@ Through the CLI in a subprocess, with configs and inputs written by the test.
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,17 @@ def test_every_method_parses_the_text_replies_of_the_simulated_endpoint(
     assert not any(errors.values()), errors
     assert _rows(out, "kept")
     assert not [r for r in _rows(out, "failed") if r["error_kind"] == "ParseError"]
+
+
+def test_the_demo_figures_in_the_readme_are_what_the_demo_prints(tmp_path: Path) -> None:
+    """The README quotes the demo's summary (``rejected N: contrastive N``): re-measured
+    whenever the simulated endpoint's answers change; the demo stays under a minute."""
+    readme = (CONFIGS.parent / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"the demo's: `(rejected \d+: contrastive \d+)`", readme)
+    assert quoted is not None
+    start = time.monotonic()
+    proc = run_cli("run", str(CONFIGS / "demo.toml"), "--set", f"run.output={tmp_path / 'd'}")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 60
+    summary = " ".join(proc.stdout.split())
+    assert quoted.group(1) in summary, summary
