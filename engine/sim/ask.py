@@ -1,7 +1,7 @@
 """What a prompt asks the simulated endpoint for: the reply's shape, read from the chat.
 
-:func:`read_ask` turns a request's messages into an :class:`Ask`: the words to answer
-with (the last user message's), and the reply's parts in order: fixed text, a choice
+:func:`read_ask` turns a request's messages into an :class:`Ask`: the text whose words
+replies use (the last user message), and the reply's parts in order: fixed text, a choice
 among the answers the prompt lists, a score in the range it names, and free text. The
 simulated endpoint then fills the parts deterministically (:mod:`engine.sim.reply`), so a
 prompt that says ``Answer with A, B or C`` gets one of them, a judge asked for
@@ -25,36 +25,32 @@ like them. What is read, first match wins:
 5. **Plain text**, of the length asked for (``in 50 words``, ``in two sentences``) when
    the prompt says one, else of the length the endpoint draws.
 
-Long messages are read at their first and last 2,000 characters, where instructions are
-(and their words taken from the first 2,000 and the last 1,000).
+Long messages are read at their first 3,000 and last 1,500 characters, where instructions are
+(and their words taken from the first 1,000 and the last 500).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from .formats import Free, Lit, Num, Part, Pick, label_reply, read_format, score_reply
 from .labels import hits, labels_in, number
+from .text import Text, pool, window
 
-__all__ = ("Ask", "Free", "Lit", "Num", "Part", "Pick", "message_text", "read_ask")
-
-_HEAD = 2000
-_TAIL = 2000
-_POOL_HEAD = 2000
-_POOL_TAIL = 1000
+__all__ = ("Ask", "Free", "Lit", "Num", "Part", "Pick", "message_text", "pool", "read_ask")
 
 
 class Ask(msgspec.Struct, frozen=True):
     """What one request asks for.
 
     Attributes:
-        words: the words replies draw from (the last user message's, or the examples'
-            when the reply mimics them; empty: the endpoint's fixed vocabulary).
+        source: the text whose words replies draw from (:func:`pool`): the last user
+            message, or the examples when the reply mimics them.
         parts: the reply's parts in order; empty for plain text.
         labels: answers the prompt lists (also used for JSON answer fields).
         length: plain text: (low, high) words asked for, or None.
@@ -62,7 +58,7 @@ class Ask(msgspec.Struct, frozen=True):
         chars: plain text mimicking examples: (low, high) characters, or None.
     """
 
-    words: tuple[str, ...] = ()
+    source: str = ""
     parts: tuple[Part, ...] = ()
     labels: tuple[str, ...] = ()
     length: tuple[int, int] | None = None
@@ -84,31 +80,6 @@ def message_text(message: Any) -> str:
     return ""
 
 
-def _window(text: str) -> str:
-    """The part of a message that is read: all of it, or its head and tail."""
-    if len(text) <= _HEAD + _TAIL:
-        return text
-    return text[:_HEAD] + "\n" + text[-_TAIL:]
-
-
-_DROP = (string.punctuation + string.digits).encode()
-_SPACES = bytes.maketrans(_DROP, b" " * len(_DROP))
-
-
-def pool(text: str) -> tuple[str, ...]:
-    """The distinct words of ``text`` (punctuation and numbers removed)."""
-    if len(text) > _POOL_HEAD + _POOL_TAIL:
-        text = text[:_POOL_HEAD] + " " + text[-_POOL_TAIL:]
-    words = dict.fromkeys(text.encode().translate(_SPACES).decode().split())
-    for junk in _JUNK:
-        words.pop(junk, None)
-    return tuple(words)
-
-
-# The label of simulated text a prompt quotes, and what is left of "don't", "e.g.", "I'll".
-_JUNK = ("simulated", "s", "t", "e", "g", "i", "ll", "re", "ve", "d", "m")
-
-
 # ------------------------------------------------------------------ examples
 _CUE = re.compile(r"\s*(\[?[A-Za-z][\w ]{0,30}?\]?)\s*[:=]")
 _FINAL_CUE = re.compile(r"(?:^|\n)[ \t]*(\[?[A-Za-z][\w ]{0,30}?\]?)[ \t]*[:=][ \t]*$")
@@ -126,18 +97,20 @@ def _is_short(values: Sequence[str]) -> bool:
     return all(len(v) <= _SHORT_CHARS and len(v.split()) <= _SHORT_WORDS for v in values)
 
 
-def _mimic(values: list[str], labels: tuple[str, ...], words: tuple[str, ...]) -> Ask:
-    """Reply like ``values``: one of them when they are short, else text as long."""
+def _mimic(values: list[str], listed: Callable[[], tuple[str, ...]], source: str) -> Ask:
+    """Reply like ``values``: one of them (or of the ``listed`` answers, when the values
+    are among them) when they are short, else text as long, in their words."""
     distinct = tuple(dict.fromkeys(v for v in values if v))
     if _is_short(distinct) and len(distinct) <= _MAX_OPTIONS:
+        labels = listed()
         fits = labels and all(v in labels for v in distinct)
         options = labels if fits else distinct
-        return Ask(words=words, parts=(Pick(options),), labels=options)
+        return Ask(source=source, parts=(Pick(options),), labels=options)
     lengths = sorted(len(v) for v in distinct)
-    return Ask(words=pool(" ".join(distinct)) or words, chars=(lengths[0], lengths[-1]))
+    return Ask(source=" ".join(distinct), chars=(lengths[0], lengths[-1]))
 
 
-def _chat_examples(turns: list[tuple[str, str]], last: str) -> list[str]:
+def _chat_examples(turns: Sequence[tuple[str, str]], last: str) -> list[str]:
     """Assistant replies to earlier user turns that start like the last one."""
     key = _cue(last)
     out: list[str] = []
@@ -174,20 +147,36 @@ _VALUE = re.compile(r"[ \t]*[:=][ \t]*(\S[^\n]*)")
 
 
 # --------------------------------------------------------------------- lengths
+_DIGIT = re.compile(r"\d")
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve", "fifteen", "twenty", "thirty", "forty", "fifty", "hundred")  # fmt: skip
+_UNITS = ("word", "words", "sentence", "sentences", "paragraph", "paragraphs")
+# The word before the number in a length request ("in 50 words", "write 100 words").
+_LEAD = frozenset(
+    "in of with using within about around roughly approximately exactly most least than to "
+    "under over max maximum minimum only just write use answer reply respond summarize "
+    "summarise describe explain give keep limit".split()
+)
 _AT_MOST = ("at most", "no more than", "up to", "under", "fewer than", "less than", "maximum")
 _AT_LEAST = ("at least", "more than", "over", "minimum")
 
 
-def _length(text: str, lower: str) -> tuple[tuple[int, int] | None, int | None]:
+def _length(text: Text) -> tuple[tuple[int, int] | None, int | None]:
     """(words (low, high), sentences) a prompt asks for, from its first mention such as
     ``in 50 words``, ``at most 20 words``, ``two sentences``, ``a 3-paragraph``."""
+    if not text.has(*_UNITS) or not (text.has(*_NUMBER_WORDS) or _DIGIT.search(text.lower)):
+        return None, None
+    lower = text.lower
     for pos in hits(lower, ("word", "sentence", "paragraph"), cap=16):
         j = pos - 1
         if j < 1 or lower[j] not in " -":
             continue
-        n = number(lower[lower.rfind(" ", 0, j) + 1 : j])
+        k = lower.rfind(" ", 0, j)
+        n = number(lower[k + 1 : j])
         if not n:
             continue
+        if lower[j] == " " and lower[max(0, k - 12) : k].rsplit(" ", 1)[-1] not in _LEAD:
+            continue  # "in 50 words", "a 50-word", "at most 50 words"; not "two words"
         unit = lower[pos : pos + 10]
         size = 4 if unit.startswith("word") else 8 if unit.startswith("sentence") else 9
         follows = lower[pos + size : pos + size + 1]
@@ -208,7 +197,7 @@ def _length(text: str, lower: str) -> tuple[tuple[int, int] | None, int | None]:
 
 
 # ------------------------------------------------------------------------ read
-def _turns(messages: Sequence[Any]) -> tuple[str, list[tuple[str, str]]]:
+def _turns(messages: Sequence[Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
     system: list[str] = []
     turns: list[tuple[str, str]] = []
     for m in messages:
@@ -218,48 +207,56 @@ def _turns(messages: Sequence[Any]) -> tuple[str, list[tuple[str, str]]]:
             system.append(text)
         else:
             turns.append((str(role), text))
-    return "\n".join(system), turns
+    return "\n".join(system), tuple(turns)
 
 
 def read_ask(messages: Sequence[Any]) -> Ask:
     """Read what the chat ``messages`` ask for (see the module docstring).
 
+    The same messages are read once: the last 256 readings are kept (a request sent
+    again, the ``n`` parallel samples of a vote, a benchmark's fixed prompt).
+
     Args:
         messages: the request's ``messages`` (dicts with ``role`` and ``content``).
 
     Returns:
-        The Ask; its ``words`` are empty when the last user message has none.
+        The Ask.
     """
-    system, turns = _turns(messages)
+    return _read(*_turns(messages))
+
+
+@functools.lru_cache(maxsize=256)
+def _read(system: str, turns: tuple[tuple[str, str], ...]) -> Ask:
     users = [t for r, t in turns if r == "user"]
     last_full = users[-1] if users else (turns[-1][1] if turns else system)
-    last = _window(last_full)
-    low = last.lower()
-    sys_text = _window(system)
-    sys_low = sys_text.lower()
-    words = pool(last_full)
+    last = Text(window(last_full))
+    sys_text = Text(window(system) if system else "")
 
     def listed() -> tuple[str, ...]:
-        found = labels_in(last, low) or labels_in(sys_text, sys_low)
-        for text in users[:-1]:
-            found = found or labels_in(_window(text))
+        found = labels_in(last) or labels_in(sys_text)
+        cue = _cue(last_full)
+        for text in users[:-1]:  # instructions, not the examples' inputs
+            if found:
+                break
+            if cue is None or _cue(text) != cue:
+                found = labels_in(Text(window(text)))
         return found
 
     examples = _chat_examples(turns, last_full) if len(turns) > 2 else []
     if not examples:
-        examples = _prompt_examples(last)
+        examples = _prompt_examples(last.raw)
     if examples:
-        return _mimic(examples, listed(), words)
-    parts = read_format(last, low) or read_format(sys_text, sys_low)
+        return _mimic(examples, listed, last_full)
+    parts = read_format(last) or read_format(sys_text)
     if parts:
-        return Ask(words=words, parts=parts)
+        return Ask(source=last_full, parts=parts)
     labels = listed()
     if labels:
-        return Ask(words=words, parts=label_reply(low, labels), labels=labels)
-    parts = score_reply(last, low) or score_reply(sys_text, sys_low)
+        return Ask(source=last_full, parts=label_reply(last, labels), labels=labels)
+    parts = score_reply(last) or score_reply(sys_text)
     if parts:
-        return Ask(words=words, parts=parts)
-    length, sentences = _length(last, low)
+        return Ask(source=last_full, parts=parts)
+    length, sentences = _length(last)
     if length is None and sentences is None:
-        length, sentences = _length(sys_text, sys_low)
-    return Ask(words=words, length=length, sentences=sentences)
+        length, sentences = _length(sys_text)
+    return Ask(source=last_full, length=length, sentences=sentences)

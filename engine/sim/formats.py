@@ -21,6 +21,7 @@ from typing import Literal
 import msgspec
 
 from .labels import hits, inline_list, labels_in, number, score_range
+from .text import Text
 
 __all__ = (
     "Free",
@@ -91,7 +92,7 @@ _SENTENCE_WORDS = (
 _DEFINED = re.compile(r"\s*(?:is|=|:)\s*")
 
 
-def _placeholder(name: str, text: str) -> Part:
+def _placeholder(name: str, text: Text) -> Part:
     """The part a ``<name>`` placeholder stands for."""
     m = _RANGE_ONLY.match(name)
     if m:
@@ -105,12 +106,13 @@ def _placeholder(name: str, text: str) -> Part:
     low = name.lower()
     if any(w in low for w in _SCORE_WORDS):
         values: list[int] = []
-        i = text.find(f"<{name}>")
+        raw = text.raw
+        i = raw.find(f"<{name}>")
         while i >= 0 and not values:
-            where = _DEFINED.match(text, i + len(name) + 2)
-            found = inline_list(text, where.end()) if where else ()
+            where = _DEFINED.match(raw, i + len(name) + 2)
+            found = inline_list(raw, where.end()) if where else ()
             values = [int(x) for x in found if x.isdigit()]
-            i = text.find(f"<{name}>", i + 1)
+            i = raw.find(f"<{name}>", i + 1)
         if len(values) >= 2:
             return Num(min(values), max(values))
         return Num(*(score_range(text) or _DEFAULT_RANGE))
@@ -128,12 +130,12 @@ _HOW_MANY_BEFORE = re.compile(
 )
 
 
-def _count(text: str, noun: str, default: int) -> int:
+def _count(text: Text, noun: str, default: int) -> int:
     """How many ``noun`` items the prompt asks for (``write 4 domain-specific rubrics``):
     a number at most three words before the noun's first such mention."""
     stem = noun.lower().rstrip("s")[:6]
-    for pos in hits(text.lower(), (stem,), cap=16):
-        m = _HOW_MANY_BEFORE.search(text, max(0, pos - 48), pos)
+    for pos in hits(text.lower, (stem,), cap=16):
+        m = _HOW_MANY_BEFORE.search(text.raw, max(0, pos - 48), pos)
         n = number(m.group(1)) if m else None
         if n:
             return max(1, min(n, _MAX_COUNT))
@@ -146,35 +148,39 @@ _SENTENCE_BLOCKS = ("evaluation", "explanation", "reason", "rationale", "feedbac
 _QUOTED_X = re.compile(r"\"([^\"\n]{0,30}?)\b(?:X|N|K)\b([^\"\n]{0,10})\"")
 
 
-def _score_block(clause: str, text: str, lower: str) -> tuple[Part, ...]:
-    labels = labels_in(clause)
+def _score_block(clause: str, text: Text) -> tuple[Part, ...]:
+    said = Text(clause)
+    labels = labels_in(said)
     if labels:
         return (Pick(labels),)
-    rng = score_range(clause) or score_range(text, lower) or _DEFAULT_RANGE
+    rng = score_range(said) or score_range(text) or _DEFAULT_RANGE
     q = _QUOTED_X.search(clause)
     if q:
         return (Lit(q.group(1)), Num(*rng), Lit(q.group(2)))
     return (Num(*rng),)
 
 
-def _blocks(text: str, lower: str) -> tuple[Part, ...]:
+def _blocks(text: Text) -> tuple[Part, ...]:
+    if not (text.has("between") and text.has("start")):
+        return ()
+    raw, lower = text.raw, text.lower
     parts: list[Part] = []
     seen: set[str] = set()
     for pos in hits(lower, ("between [start of", "between\n[start of"), cap=8):
-        m = _BETWEEN.match(text, pos)
+        m = _BETWEEN.match(raw, pos)
         if m is None:
             continue
         name = m.group(2).strip()
         if name.lower() in seen:
             continue
         seen.add(name.lower())
-        start = max(text.rfind(". ", 0, m.start()), text.rfind("\n\n", 0, m.start()))
+        start = max(raw.rfind(". ", 0, m.start()), raw.rfind("\n\n", 0, m.start()))
         then = lower.rfind("then", start, m.start())
-        clause = text[max(start, then) : m.start()]
+        clause = raw[max(start, then) : m.start()]
         low = name.lower()
         open_, close = Lit(f"[Start of {name}]\n"), Lit(f"\n[End of {name}]\n")
         if "score" in low:
-            parts += [open_, *_score_block(clause, text, lower), close]
+            parts += [open_, *_score_block(clause, text), close]
         elif "question" in low:
             n = _count(text, "question", 1) if "each between" in lower else 1
             parts += [open_, Free("question"), close] * n
@@ -195,7 +201,7 @@ _PLACEHOLDER = re.compile(r"<([^<>\n]{1,60})>")
 _NUMBERED = re.compile(r"^([ \t]*)(\d{1,2})([.)][ \t]*)(.*)$")
 
 
-def _fill_line(line: str, text: str) -> list[Part]:
+def _fill_line(line: str, text: Text) -> list[Part]:
     parts: list[Part] = []
     pos = 0
     for m in _PLACEHOLDER.finditer(line):
@@ -208,20 +214,21 @@ def _fill_line(line: str, text: str) -> list[Part]:
     return parts
 
 
-def _template_lines(text: str) -> tuple[Part, ...]:
+def _template_lines(text: Text) -> tuple[Part, ...]:
+    raw = text.raw
     last: int | None = None
-    i = text.find("<")
+    i = raw.find("<")
     while i >= 0:
-        start = text.rfind("\n", 0, i) + 1
-        end = text.find("\n", i)
-        end = len(text) if end < 0 else end
-        if _TEMPLATE_LINE.match(text[start:end]):
+        start = raw.rfind("\n", 0, i) + 1
+        end = raw.find("\n", i)
+        end = len(raw) if end < 0 else end
+        if _TEMPLATE_LINE.match(raw[start:end]):
             last = start
-        i = text.find("<", end)
+        i = raw.find("<", end)
     if last is None:
         return ()
-    before = text[:last].split("\n")[-12:]
-    after = text[last:].split("\n")
+    before = raw[:last].split("\n")[-12:]
+    after = raw[last:].split("\n")
     if before == [""]:
         before = []
     elif before and before[-1] == "":
@@ -267,31 +274,36 @@ _QUOTED_TEMPLATE = re.compile(
 )
 
 
-def _quoted_template(text: str, lower: str) -> tuple[Part, ...]:
-    i = text.find("<")
+def _quoted_template(text: Text) -> tuple[Part, ...]:
+    raw = text.raw
+    i = raw.find("<")
     m = None
     while i >= 0 and m is None:
-        m = _QUOTED_TEMPLATE.search(text, max(0, i - 42), i + 64)
-        i = text.find("<", i + 1)
+        m = _QUOTED_TEMPLATE.search(raw, max(0, i - 42), i + 64)
+        i = raw.find("<", i + 1)
     if m is None:
         return ()
     line = _fill_line(m.group(1), text)
-    after = lower[m.end() : m.end() + 40]
-    if not _wants_reason(lower):
+    after = text.lower[m.end() : m.end() + 40]
+    if not _wants_reason(text):
         return tuple(line)
     if "first line" in after:
         return (*line, Lit("\n"), Free("sentence"))
     return (Free("sentence"), Lit("\n"), *line)
 
 
-_REASONS = ("explanation", "explain", "reason", "justif", "rationale")
+_REASONS = ("explanation", "explain", "reason", "reasoning", "justify", "justification",
+            "rationale")  # fmt: skip
 
 
-def _wants_reason(lower: str) -> bool:
-    return any(r in lower for r in _REASONS) and not _no_explanation(lower)
+def _wants_reason(text: Text) -> bool:
+    return text.has(*_REASONS) and not _no_explanation(text)
 
 
-def _no_explanation(lower: str) -> bool:
+def _no_explanation(text: Text) -> bool:
+    if not text.has("explanation", "else"):
+        return False
+    lower = text.lower
     return "no explanation" in lower or "nothing else" in lower or "without explanation" in lower
 
 
@@ -302,13 +314,16 @@ _TAG_TEMPLATE = re.compile(
 _TAG_PIECE = re.compile(r"\[([A-Z][A-Z _]{0,20})\][ \t]*([a-z][a-z ]{0,20}?)[ \t]*(?=\[|$)")
 
 
-def _tag_template(text: str, lower: str) -> tuple[Part, ...]:
+def _tag_template(text: Text) -> tuple[Part, ...]:
+    if "end" not in text.vocab:
+        return ()
+    raw = text.raw
     found = None
-    i = text.find("[END]")
+    i = raw.find("[END]")
     while i >= 0:
-        m = _TAG_TEMPLATE.search(text, max(0, i - 160), i + 5)
+        m = _TAG_TEMPLATE.search(raw, max(0, i - 160), i + 5)
         found = m.group(1) if m else found
-        i = text.find("[END]", i + 1)
+        i = raw.find("[END]", i + 1)
     if found is None:
         return ()
     one: list[Part] = []
@@ -316,7 +331,7 @@ def _tag_template(text: str, lower: str) -> tuple[Part, ...]:
         kind: FreeKind = "question" if "question" in name else "sentence"
         one += [Lit(f"[{tag}] "), Free(kind), Lit(" ")]
     one.append(Lit("[END]\n"))
-    single = any(f"{verb} one " in lower for verb in ("write", "give", "generate", "create"))
+    single = any(f"{verb} one " in text.lower for verb in ("write", "give", "generate", "create"))
     return tuple(one) * (1 if single else 2)
 
 
@@ -333,22 +348,26 @@ _VERBS = ("write", "give", "list", "generate", "create", "produce", "propose", "
           "provide", "come up with", "name")  # fmt: skip
 
 
-def _pair(text: str, lower: str) -> tuple[Part, ...]:
-    if not any(p in lower for p in _PAIR):
+def _pair(text: Text) -> tuple[Part, ...]:
+    if not text.has("numbers", "scores", "ratings", "integers", "grades"):
         return ()
-    rng = score_range(text, lower)
+    if not any(p in text.lower for p in _PAIR):
+        return ()
+    rng = score_range(text)
     if rng is None:
         return ()
     pair: tuple[Part, ...] = (Num(*rng), Lit(" "), Num(*rng))
-    return (*pair, Lit("\n"), Free("sentence")) if _wants_reason(lower) else pair
+    return (*pair, Lit("\n"), Free("sentence")) if _wants_reason(text) else pair
 
 
-def _numbered(text: str, lower: str) -> tuple[Part, ...]:
-    if not any(p in lower for p in _LIST_ASK):
+def _numbered(text: Text) -> tuple[Part, ...]:
+    if not text.has("numbered", "bullet", "line"):
+        return ()
+    if not any(p in text.lower for p in _LIST_ASK):
         return ()
     n = 3
-    for pos in hits(lower, _VERBS, cap=8):
-        m = _HOW_MANY.match(text, pos)
+    for pos in hits(text.lower, _VERBS, cap=8):
+        m = _HOW_MANY.match(text.raw, pos)
         if m:
             n = min(number(m.group(1)) or 3, _MAX_COUNT)
             break
@@ -358,51 +377,45 @@ def _numbered(text: str, lower: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def read_format(text: str, lower: str | None = None) -> tuple[Part, ...]:
-    """The reply format ``text`` spells out (empty when it spells out none).
-
-    Args:
-        text: the text.
-        lower: ``text.lower()``, when the caller has it.
-    """
+def read_format(text: Text) -> tuple[Part, ...]:
+    """The reply format ``text`` spells out (empty when it spells out none)."""
     if not text:
         return ()
-    lower = text.lower() if lower is None else lower
     return (
-        _blocks(text, lower)
-        or _template_lines(text)
-        or _quoted_template(text, lower)
-        or _tag_template(text, lower)
-        or _pair(text, lower)
-        or _numbered(text, lower)
+        _blocks(text)
+        or (_template_lines(text) if "<" in text.raw else ())
+        or (_quoted_template(text) if "<" in text.raw else ())
+        or _tag_template(text)
+        or _pair(text)
+        or _numbered(text)
     )
 
 
 _THEN = (" then ", "\nthen ", "followed by", "and a sentence", "and one sentence", "and a reason")
 
 
-def label_reply(lower: str, labels: tuple[str, ...]) -> tuple[Part, ...]:
-    """One of ``labels``; on its own first line, then a sentence, when the prompt (given
-    in lower case) asks for a reason after it (``YES or NO on the first line, then one
-    sentence``)."""
-    if any(t in lower for t in _THEN) and not _no_explanation(lower):
+def label_reply(text: Text, labels: tuple[str, ...]) -> tuple[Part, ...]:
+    """One of ``labels``; on its own first line, then a sentence, when the prompt asks
+    for a reason after it (``YES or NO on the first line, then one sentence``)."""
+    then = text.has("then", "followed", "sentence", "reason") and any(
+        t in text.lower for t in _THEN
+    )
+    if then and not _no_explanation(text):
         return (Pick(labels), Lit("\n"), Free("sentence"))
     return (Pick(labels),)
 
 
-_ASKS_SCORE = ("rate", "score", "rating", "grade", "scale")
 _ONLY = re.compile(r"\bonly\b[^.\n]{0,30}\b(?:number|score|rating|digit|integer)\b")
 
 
-def score_reply(text: str, lower: str | None = None) -> tuple[Part, ...]:
+def score_reply(text: Text) -> tuple[Part, ...]:
     """A reason then ``Score: k`` when ``text`` asks for a score on a scale it names;
     the bare number when it asks for only the number; else empty."""
-    lower = text.lower() if lower is None else lower
-    if not any(k in lower for k in _ASKS_SCORE):
+    if not text.has("rate", "score", "rating", "grade", "scale"):
         return ()
-    rng = score_range(text, lower)
+    rng = score_range(text)
     if rng is None:
         return ()
-    if _no_explanation(lower) or ("only" in lower and _ONLY.search(lower)):
+    if _no_explanation(text) or ("only" in text.vocab and _ONLY.search(text.lower)):
         return (Num(*rng),)
     return (Free("sentence"), Lit("\nScore: "), Num(*rng))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from .text import Text
+
 __all__ = ("hits", "inline_list", "labels_in", "number", "score_range")
 
 _NUMBERS = {
@@ -160,28 +162,57 @@ def _bullets(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items)) if len(items) >= 2 else ()
 
 
-def labels_in(text: str, lower: str | None = None) -> tuple[str, ...]:
-    """The first list of allowed answers in ``text`` (see the module docstring).
+def _worth_trying(text: str, lower: str, pos: int, key: str) -> bool:
+    """Whether a weak trigger at ``pos`` can start a list: it is followed by a colon,
+    ``with``/``using``/``only``/``either``, or an answer-like word (capitalised, a
+    number, quoted, yes/no...). Most mentions of "write" or "give" are not, and this
+    skips them without running the regular expression."""
+    if key not in _WEAK:
+        return True
+    at = pos + len(key)
+    while at < len(text) and text[at] in " \t\n":
+        at += 1
+    c = text[at : at + 1]
+    if not c:
+        return False
+    if c in ":\"'`*\u201c" or c.isdigit() or c.isupper():
+        return True
+    if lower.startswith(("with", "using", "only", "just", "either"), at):
+        return True
+    return lower[at : at + 12].split(" ", 1)[0].strip(".,;:") in _LABELLIKE
 
-    Args:
-        text: the text.
-        lower: ``text.lower()``, when the caller has it.
-    """
-    if not text:
-        return ()
-    lower = text.lower() if lower is None else lower
-    for pos in hits(lower, _KEYS)[:_MAX_TRIGGERS]:
-        m = _TRIGGER.match(text, pos)
+
+def labels_in(text: Text) -> tuple[str, ...]:
+    """The first list of allowed answers in ``text`` (see the module docstring)."""
+    if not text or text.vocab.isdisjoint(_KEY_OF):
+        keys: tuple[str, ...] = ()
+    else:
+        keys = tuple(dict.fromkeys(_KEY_OF[w] for w in text.vocab.intersection(_KEY_OF)))
+    raw, lower = text.raw, text.lower
+    starts: list[int] = []
+    for key in keys:
+        i = lower.find(key)
+        seen = 0
+        while i >= 0 and seen < 12:
+            if (i == 0 or not lower[i - 1].isalnum()) and _worth_trying(raw, lower, i, key):
+                starts.append(i)
+                seen += 1
+            i = lower.find(key, i + 1)
+    starts.sort()
+    for pos in starts[:_MAX_TRIGGERS]:
+        m = _TRIGGER.match(raw, pos)
         if m is None:
             continue
         if m.group(0).rstrip().endswith(":"):
-            found = _line_list(text, m.end())
+            found = _line_list(raw, m.end())
         else:
-            found = inline_list(text, m.end(), strict=m.group("weak") is not None)
+            found = inline_list(raw, m.end(), strict=m.group("weak") is not None)
         if found:
             return found
-    if "a)" in lower or "a." in lower:
-        letters = _LETTERED.findall(text)
+    if "a" in text.vocab and (
+        "(a)" in lower or "\na)" in lower or "\na." in lower or lower.startswith(("a)", "a."))
+    ):
+        letters = _LETTERED.findall(raw)
         if len(letters) >= 2 and letters[0] == "A" and letters[1] == "B":
             out = ["A", "B"]
             for x in letters[2:]:
@@ -191,34 +222,21 @@ def labels_in(text: str, lower: str | None = None) -> tuple[str, ...]:
     return ()
 
 
-_MAX_TRIGGERS = 64
-# The first word of every alternative of _TRIGGER.
-_KEYS = (
-    "options",
-    "choices",
-    "labels",
-    "label",
-    "categories",
-    "categori",
-    "classes",
-    "classify",
-    "possible",
-    "valid",
-    "allowed",
-    "permitted",
-    "answer",
-    "one of",
-    "choose",
-    "select",
-    "pick",
-    "reply",
-    "respond",
-    "output",
-    "return",
-    "say",
-    "give",
-    "write",
-)
+_MAX_TRIGGERS = 32
+_WEAK = frozenset({"answer", "reply", "respond", "give", "output", "write", "return", "say"})
+# A word of the text -> where to look for a trigger (the first word of an alternative
+# of _TRIGGER, as str.find finds it).
+_KEY_OF: dict[str, str] = {
+    **dict.fromkeys(("option", "options"), "option"),
+    **dict.fromkeys(("choice", "choices"), "choice"),
+    **dict.fromkeys(("label", "labels"), "label"),
+    **dict.fromkeys(("categories", "categorize", "categorise"), "categor"),
+    **dict.fromkeys(("class", "classes", "classify"), "class"),
+    **{w: w for w in ("possible", "valid", "allowed", "permitted", "answer", "choose")},
+    **{w: w for w in ("select", "pick", "reply", "respond", "output", "return", "say")},
+    **{w: w for w in ("give", "write")},
+    "one": "one of",
+}
 
 
 # ---------------------------------------------------------------------- scores
@@ -232,37 +250,33 @@ _SCALE_KEYS = ("scale", "score", "rating", "rate", "grade", "point")
 _INTS = re.compile(r"(?:\(|\bis\s+|\bgive\s+)((?:\d{1,2}\s*,\s*)*\d{1,2},?\s+or\s+\d{1,2})\b")
 
 
-def score_range(text: str, lower: str | None = None) -> tuple[int, int] | None:
-    """The first score range ``text`` names (low, high), or None.
-
-    Args:
-        text: the text.
-        lower: ``text.lower()``, when the caller has it.
-    """
-    lower = text.lower() if lower is None else lower
+def score_range(text: Text) -> tuple[int, int] | None:
+    """The first score range ``text`` names (low, high), or None."""
+    raw, lower = text.raw, text.lower
     found: list[tuple[int, int, int]] = []
-    i = text.find("<")
+    i = raw.find("<")
     while i >= 0 and not found:
-        if text[i + 1 : i + 2].isdigit():
-            m = _ANGLE.match(text, i)
+        if raw[i + 1 : i + 2].isdigit():
+            m = _ANGLE.match(raw, i)
             if m:
                 found.append((i, int(m.group(1)), int(m.group(2))))
-        i = text.find("<", i + 1)
-    for pos in hits(lower, _SCALE_KEYS, cap=16):
-        m = _SCALE.match(text, pos)
-        if m:
-            found.append((pos, int(m.group(1)), int(m.group(2))))
-            break
-    i = lower.find(" or ")
-    while i >= 0:
-        if text[i + 4 : i + 5].isdigit():
-            start = max(0, i - 30)
-            m = _INTS.search(text, start, i + 8)
+        i = raw.find("<", i + 1)
+    if text.has("scale", "score", "scores", "scored", "rating", "rate", "grade", "point", "points"):
+        for pos in hits(lower, _SCALE_KEYS, cap=16):
+            m = _SCALE.match(raw, pos)
             if m:
-                values = [int(x) for x in re.findall(r"\d+", m.group(1))]
-                found.append((m.start(), min(values), max(values)))
+                found.append((pos, int(m.group(1)), int(m.group(2))))
                 break
-        i = lower.find(" or ", i + 1)
+    if "or" in text.vocab:
+        i = lower.find(" or ")
+        while i >= 0:
+            if raw[i + 4 : i + 5].isdigit():
+                m = _INTS.search(raw, max(0, i - 30), i + 8)
+                if m:
+                    values = [int(x) for x in re.findall(r"\d+", m.group(1))]
+                    found.append((m.start(), min(values), max(values)))
+                    break
+            i = lower.find(" or ", i + 1)
     found = [f for f in found if f[1] < f[2] <= 100 and f[1] <= 1]
     if not found:
         return None

@@ -28,8 +28,8 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from .ask import read_ask
-from .reply import LABEL, VOCAB, WORDS, write_reply
+from .ask import Ask, Free, pool, read_ask
+from .reply import LABEL, VOCAB, WORDS, fixed_reply, write_reply
 from .schema import schema_instance
 
 __all__ = (
@@ -276,6 +276,38 @@ def _choice_digest(digest: bytes, index: int) -> bytes:
     return hashlib.blake2b(digest + index.to_bytes(4, "big"), digest_size=16).digest()
 
 
+def _choice(
+    settings: SimSettings,
+    cd: bytes,
+    ask: Ask | None,
+    words: tuple[str, ...],
+    schema: dict[str, Any] | None,
+    json_object: bool,
+    max_tokens: int | None,
+    ignore_eos: bool,
+) -> Choice:
+    """One choice from its digest ``cd``."""
+    if schema is not None:
+        rng = random.Random(int.from_bytes(cd, "big"))
+        labels = ask.labels if ask is not None else ()
+        content = orjson.dumps(schema_instance(schema, rng, words, labels)).decode()
+        return Choice(content, "stop", -(-len(content) // 4))
+    tokens, reason = completion_plan(max_tokens, settings.max_tokens_default, cd)
+    if ignore_eos and max_tokens is not None:
+        tokens, reason = max_tokens, "length"
+    if ask is None:
+        text = _text(tokens, cd)
+    elif ask.parts and not words:
+        text, tokens, reason = fixed_reply(ask.parts, cd, max_tokens)
+    else:
+        rng = random.Random(int.from_bytes(cd, "big"))
+        text, tokens, written = write_reply(ask, words, rng, length=tokens, max_tokens=max_tokens)
+        reason = "length" if ignore_eos and max_tokens is not None else written
+    if json_object:
+        text = orjson.dumps({"text": text}).decode()
+    return Choice(text, reason, tokens)
+
+
 def generate(
     settings: SimSettings,
     digest: bytes,
@@ -321,40 +353,28 @@ def generate(
         elif kind == "json_object":
             json_object = True
     ask = read_ask(messages) if settings.answers == "prompt" and messages else None
-    words = (ask.words or WORDS) if ask is not None else VOCAB
-    if ignore_eos and max_tokens is not None and ask is not None:
-        ask = msgspec.structs.replace(ask, parts=(), length=None, sentences=None, chars=None)
+    words: tuple[str, ...] = VOCAB
+    if ask is not None:
+        if ignore_eos and max_tokens is not None:
+            ask = msgspec.structs.replace(ask, parts=(), length=None, sentences=None, chars=None)
+        # A reply of labels and scores alone needs no words: skip reading them.
+        needs = not ask.parts or schema is not None or any(isinstance(p, Free) for p in ask.parts)
+        words = (pool(ask.source) or WORDS) if needs else ()
     choices: list[Choice] = []
     total = 0
     consensus = temperature is not None and temperature <= 0.3
     first = _choice_digest(digest, 0)
+    made: dict[bytes, Choice] = {}  # low-temperature copies of choice 0 repeat it
     for index in range(n):
         cd = _choice_digest(digest, index)
         if consensus and index > 0 and cd[0] < 179:  # 179/256 ~ 0.7
             cd = first
-        if schema is not None:
-            rng = random.Random(int.from_bytes(cd, "big"))
-            labels = ask.labels if ask is not None else ()
-            content = orjson.dumps(schema_instance(schema, rng, words, labels)).decode()
-            tokens = -(-len(content) // 4)
-            choices.append(Choice(content, "stop", tokens))
-            total += tokens
-            continue
-        tokens, reason = completion_plan(max_tokens, settings.max_tokens_default, cd)
-        if ignore_eos and max_tokens is not None:
-            tokens, reason = max_tokens, "length"
-        if ask is None:
-            text = _text(tokens, cd)
-        else:
-            rng = random.Random(int.from_bytes(cd, "big"))
-            text, tokens, written = write_reply(
-                ask, words, rng, length=tokens, max_tokens=max_tokens
-            )
-            reason = "length" if ignore_eos and max_tokens is not None else written
-        if json_object:
-            text = orjson.dumps({"text": text}).decode()
-        choices.append(Choice(text, reason, tokens))
-        total += tokens
+        choice = made.get(cd)
+        if choice is None:
+            choice = _choice(settings, cd, ask, words, schema, json_object, max_tokens, ignore_eos)
+            made[cd] = choice
+        choices.append(choice)
+        total += choice.tokens
     return Content(choices, prompt, total)
 
 

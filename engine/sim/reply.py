@@ -17,12 +17,14 @@ Tokens are counted one per word, the label not included.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import struct
 from collections.abc import Sequence
 
 from .ask import Ask, Free, Lit, Num, Part, Pick
 
-__all__ = ("LABEL", "VOCAB", "WORDS", "prose", "write_reply")
+__all__ = ("LABEL", "VOCAB", "WORDS", "fixed_reply", "prose", "write_reply")
 
 LABEL = "[simulated]"
 
@@ -59,16 +61,34 @@ WORDS: tuple[str, ...] = tuple(dict.fromkeys(_BASE_WORDS))
 """The words of replies to prompts that have none (``answers = "prompt"``)."""
 
 
+_WORDS_PER_BLOCK = struct.Struct(">32H")
+
+
+def _indices(rng: random.Random, count: int) -> list[int]:
+    """``count`` 16-bit numbers from blake2b blocks keyed by one draw of ``rng`` (much
+    cheaper per word than drawing each from ``rng``)."""
+    key = rng.getrandbits(64).to_bytes(8, "big")
+    out: list[int] = []
+    block = 0
+    while len(out) < count:
+        digest = hashlib.blake2b(key + block.to_bytes(4, "big"), digest_size=64).digest()
+        out.extend(_WORDS_PER_BLOCK.unpack(digest))
+        block += 1
+    return out
+
+
 def prose(words: Sequence[str], rng: random.Random, count: int, end: str = ".") -> str:
     """``count`` words drawn from ``words`` as sentences of 5-14 words."""
     if count <= 0:
         return ""
-    out = rng.choices(words, k=count)
+    nums = _indices(rng, count)
+    size = len(words)
+    out = [words[x % size] for x in nums[:count]]
     i = 0
     while i < count:
         w = out[i]
         out[i] = w[:1].upper() + w[1:]
-        i += rng.randint(5, 14)
+        i += 5 + nums[i] % 10
         out[min(i, count) - 1] += end
     return " ".join(out)
 
@@ -136,6 +156,33 @@ def _formatted(parts: Sequence[Part], words: Sequence[str], rng: random.Random, 
         else:
             pieces.append(_fill(p, words, rng, budget, texts))
     return "".join(pieces).strip()
+
+
+def fixed_reply(
+    parts: Sequence[Part], digest: bytes, max_tokens: int | None
+) -> tuple[str, int, str]:
+    """A reply of fixed text, listed answers and scores only (no free text): each choice
+    read from the digest's bytes, without seeding a generator (the common case of a
+    classifier's or a judge's one-word answer, kept cheap)."""
+    pieces: list[str] = []
+    at = 4
+    for p in parts:
+        if isinstance(p, Lit):
+            pieces.append(p.text)
+            continue
+        value = int.from_bytes(digest[at : at + 2], "big")
+        at = at + 2 if at < len(digest) - 3 else 4
+        if isinstance(p, Pick):
+            pieces.append(p.options[value % len(p.options)])
+        elif isinstance(p, Num):
+            pieces.append(str(p.low + value % (p.high - p.low + 1)))
+    body = "".join(pieces).strip()
+    tokens = len(body.split())
+    reason = "stop"
+    if max_tokens is not None and tokens > max_tokens:
+        body, tokens, reason = _cut(body, max_tokens), max_tokens, "length"
+    sep = "\n" if "\n" in body else " "
+    return f"{LABEL}{sep}{body}", tokens, reason
 
 
 def write_reply(

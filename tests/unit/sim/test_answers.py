@@ -233,6 +233,19 @@ def test_every_method_prompt_gets_a_reply_its_own_parser_reads(
     assert len({repr(r) for r in results}) > 1  # not one fixed reply
 
 
+def test_directives_around_long_material_are_still_read() -> None:
+    """A judge prompt whose material (a web page, a document, two long answers) is longer
+    than what is read of it: the directives before and after it still shape the reply."""
+    page = " ".join(["The sun warms the quiet valley where farmers grow wheat."] * 120)
+    assert len(page) > 6000
+    curate = render(PB.CURATE, {"instruction": INSTRUCTION, "answer": page})
+    assert {parse_curation(t).score for t in texts(curate)} <= {1, 2, 3, 4, 5}
+    faithful = render(PL.EVAL_FAITHFULNESS, {**LAB, "document": page})
+    assert {parse_yes_no(t) for t in texts(faithful)} == {"YES", "NO"}
+    judge = render(PC.JUDGE, {"instruction": INSTRUCTION, "answer_1": page, "answer_2": page})
+    assert all(1 <= _parse_pair(t).assistant_1 <= 10 for t in texts(judge, max_tokens=32))
+
+
 def test_scores_cover_the_scale_the_judge_names() -> None:
     curate = render(PB.CURATE, {"instruction": INSTRUCTION, "answer": ANSWER})
     scores = Counter(parse_curation(t).score for t in texts(curate))
