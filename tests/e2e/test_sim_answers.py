@@ -195,3 +195,31 @@ def test_the_demo_figures_in_the_readme_are_what_the_demo_prints(tmp_path: Path)
     assert time.monotonic() - start < 60
     summary = " ".join(proc.stdout.split())
     assert quoted.group(1) in summary, summary
+
+
+def test_respond_rows_say_simulated_even_when_failed(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text(
+        '{"instruction": "Name a colour. Answer with one word."}\n{"no_instruction": 1}\n',
+        encoding="utf-8",
+    )
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(
+        '[run]\nmethod = "respond"\ninput = "in.jsonl"\noutput = "out"\n'
+        '[endpoints.sim]\nbase_url = "sim"\nmodel = "m"\nsim = { latency_ms = 1 }\n'
+        '[roles]\nstrong = "sim"\n[method.respond]\nthreshold = 1\n',
+        encoding="utf-8",
+    )
+    proc = run_cli("run", str(cfg), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    kept, failed = _rows(tmp_path / "out", "kept"), _rows(tmp_path / "out", "failed")
+    assert len(kept) == 1 and len(failed) == 1
+    assert kept[0]["simulated"] is True and failed[0]["simulated"] is True
+    assert failed[0]["stage"] == "input" and "instruction" in failed[0]["error"]
+
+
+def test_sim_help_documents_answers() -> None:
+    proc = run_cli("sim", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "--answers {prompt,random}" in text and "(default: prompt)" in text
+    assert "answer from the prompt" in text
