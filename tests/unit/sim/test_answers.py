@@ -264,6 +264,22 @@ def test_scores_cover_the_scale_the_judge_names() -> None:
     assert {parse_score(t, low=1, high=5) for t in texts(plain)} <= {1, 2, 3, 4, 5}
 
 
+def test_a_bare_number_when_only_the_number_is_asked_for() -> None:
+    prompt = (
+        "Rate the clarity of this sentence from 1 to 5. Reply with only the number.\nThe cat sat."
+    )
+    assert {text(prompt, seed=s) for s in SEEDS} <= {f"[simulated] {k}" for k in range(1, 6)}
+
+
+def test_a_prompt_ending_with_a_cue_answers_like_its_examples() -> None:
+    prompt = (
+        "Review: great movie\nSentiment: positive\n\nReview: awful plot\nSentiment: negative"
+        "\n\nReview: fine, I guess\nSentiment: neutral\n\nReview: loved every minute\nSentiment:"
+    )
+    got = {text(prompt, seed=s) for s in SEEDS}
+    assert got == {"[simulated] positive", "[simulated] negative", "[simulated] neutral"}
+
+
 def test_a_format_asks_for_as_many_items_as_the_prompt_says() -> None:
     v = {"instruction": INSTRUCTION, "use_case": "Poetry", "skills": "Rhyme", "n": 6, "k": 4}
     assert all(len(parse_numbered_list(t)) == 6 for t in texts(render(PC.DECODE, v)))
