@@ -114,7 +114,7 @@ def _fill(part: Free, words: Sequence[str], rng: random.Random, budget: int, sen
     if kind == "question":
         return _sentence(words, rng, rng.randint(6, 12), "?")
     if kind == "sentence":
-        return prose(words, rng, rng.randint(6, 14))
+        return _sentence(words, rng, rng.randint(6, 14))
     return prose(words, rng, max(4, budget // max(1, sentences)))
 
 
