@@ -46,8 +46,14 @@ __all__ = (
 
 
 def sim_server(*args: str, timeout: float = 20.0) -> contextlib.AbstractContextManager[str]:
-    """Run ``synth-engine sim`` in a subprocess on a free loopback port; yield its base URL."""
-    return sim_process(*args, timeout=timeout, cwd=ROOT)
+    """Run ``synth-engine sim`` in a subprocess on a free loopback port; yield its base URL.
+
+    The benchmarks measure clients, so the sim answers with fixed-vocabulary text
+    (``--answers random``, unless ``args`` say otherwise): reading each prompt would add
+    about 0.1 ms of server CPU per request (``benchmarks/sim_cpu.py``) on the same cores,
+    and the figures stay comparable with those measured before prompt answers.
+    """
+    return sim_process("--answers", "random", *args, timeout=timeout, cwd=ROOT)
 
 
 def bench_cmd(

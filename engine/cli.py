@@ -374,7 +374,10 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the simulated OpenAI-compatible endpoint",
         description="Serve synth-engine's SIMULATED OpenAI-compatible endpoint on HOST:PORT "
         "(chat completions, plain and streamed, /v1/models, usage, rate-limit headers). Its "
-        "replies are fake text labelled [simulated], deterministic from the seed and request.",
+        "replies are fake text labelled [simulated], deterministic from the seed and request: "
+        "by default they answer from the prompt (its words, one of the answers it lists, a "
+        "score where a judge asks for one, the format and length it asks for), so a task "
+        "can be dry-run offline.",
         formatter_class=_DefaultsHelp,
     )
     sim.add_argument(
@@ -383,6 +386,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one)")
     sim.add_argument("--model", default="sim-model", help="model id it reports in /v1/models")
     sim.add_argument("--seed", type=int, default=0, help="content seed")
+    sim.add_argument(
+        "--answers",
+        choices=("prompt", "random"),
+        default="prompt",
+        help="prompt: answer from the prompt (its words, listed answers, scores, formats, "
+        "lengths); random: words of a fixed vocabulary whatever the prompt",
+    )
     sim.add_argument("--latency-ms", type=float, default=50.0, help="time to the first byte")
     sim.add_argument("--jitter-ms", type=float, default=0.0, help="+- uniform latency jitter")
     sim.add_argument(
@@ -846,6 +856,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         faults=faults,
         api_key=api_key,
+        answers=args.answers,
     )
 
     _raise_fd_limit()

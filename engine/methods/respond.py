@@ -12,11 +12,11 @@ from typing import Annotated, Any
 import msgspec
 
 from ..config import Base
-from ..errors import EndpointError, ParseError
+from ..errors import EndpointError, EngineError, InputError, ParseError
 from ..io.readers import read_jsonl
 from ..records import BadInput, Item, RowOut, row_id
 from ..stages import Generate, check_template, parse_score
-from .base import MethodContext, failed_row
+from .base import MethodContext, bad_input_reason, failed_row, items_for_schema
 
 __all__ = ("RespondConfig", "RespondMethod")
 
@@ -101,15 +101,26 @@ class RespondMethod:
         """Nothing to prepare."""
 
     def work(self) -> Iterator[Item | BadInput]:
-        """One item per input line with an ``instruction``."""
-        return read_jsonl(
-            self.ctx.input_path,
-            required=("instruction",),
-            duplicate_ids=self.ctx.config.run.duplicate_ids,
+        """One item per input line with an ``instruction`` (a bad line: an item that
+        becomes a failed row, written by :meth:`process` so it says ``simulated`` too)."""
+        return items_for_schema(
+            read_jsonl(
+                self.ctx.input_path,
+                required=("instruction",),
+                duplicate_ids=self.ctx.config.run.duplicate_ids,
+            )
         )
+
+    def _failed(self, item: Item, stage: str, error: EngineError | str) -> list[RowOut]:
+        kind, row = failed_row(self.name, item.key, source=item.source, stage=stage, error=error)
+        row["simulated"] = self.ctx.simulated
+        return [(kind, row)]
 
     async def process(self, item: Item) -> list[RowOut]:
         """Respond, judge, route."""
+        bad = bad_input_reason(item)
+        if bad is not None:
+            return self._failed(item, "input", bad)
         instruction = str(item.data["instruction"])
         strong = self.ctx.callers["strong"]
         judge = self.ctx.callers["judge"]
@@ -118,9 +129,8 @@ class RespondMethod:
             verdict = await self.judge(
                 judge, {"instruction": instruction, "response": answer.response}
             )
-        except (EndpointError, ParseError) as exc:
-            stage = exc.stage or "respond"
-            return [failed_row(self.name, item.key, source=item.source, stage=stage, error=exc)]
+        except (EndpointError, ParseError, InputError) as exc:
+            return self._failed(item, getattr(exc, "stage", None) or "respond", exc)
         row: dict[str, Any] = {
             "id": row_id(self.name, item.key),
             "instruction": instruction,
@@ -129,6 +139,7 @@ class RespondMethod:
             "explanation": verdict.explanation,
             "seed_id": item.key,
             "models": self.ctx.models(),
+            "simulated": self.ctx.simulated,
         }
         if verdict.score >= self.cfg.threshold:
             return [("kept", row)]

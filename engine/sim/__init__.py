@@ -2,6 +2,9 @@
 
 Its content is deterministic from (seed, request body) and always labelled: free text
 starts with ``[simulated]`` and every response carries ``x-synth-engine-simulated: true``.
+By default it answers from the prompt (``answers = "prompt"``): the prompt's words, one
+of the answers it lists, a score where a judge asks for one, the format and length it
+asks for (:mod:`engine.sim.ask`), so a task can be dry-run offline.
 It can enforce rpm/tpm limits (429 + ``Retry-After`` + ``x-ratelimit-*`` headers) and
 inject faults (5xx, 429, timeouts, resets, malformed or truncated bodies, slow bodies).
 """

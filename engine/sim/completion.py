@@ -150,6 +150,7 @@ def produce(settings: SimSettings, prepared: Prepared) -> Content:
         response_format=body.get("response_format"),
         temperature=_temperature(body),
         ignore_eos=body.get("ignore_eos") is True,
+        messages=body["messages"],
     )
 
 

@@ -9,6 +9,12 @@ different request ``seed`` (or any other change to the body) gives different con
 
 Every free-text value starts with ``"[simulated] "`` so simulated output is labelled
 wherever it lands.
+
+What the text says depends on ``answers``: ``"prompt"`` (the default) reads the request's
+messages (:mod:`engine.sim.ask`) and answers from them: the prompt's own words, one of
+the answers it lists, a score where it asks for one, the format it spells out, the
+length it names (:mod:`engine.sim.reply`, :mod:`engine.sim.schema`); ``"random"``
+answers every prompt with words of a fixed vocabulary, as earlier versions did.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import msgspec
 import orjson
 
+from .ask import Ask, Free, pool, read_ask
 from .lifecycle import BatchSettings
+from .reply import LABEL, VOCAB, WORDS, fixed_reply, write_reply
+from .schema import schema_instance
 
 __all__ = (
     "FAULT_KINDS",
@@ -39,8 +49,6 @@ __all__ = (
     "request_digest",
     "schema_instance",
 )
-
-LABEL = "[simulated]"
 
 FAULT_KINDS: tuple[str, ...] = (
     "429",
@@ -106,6 +114,10 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             its batch size). None: no limit.
         batches: the simulated OpenAI Batch API and Anthropic Message Batches
             (lifecycle timing, partial failures, expiry; :class:`BatchSettings`).
+        answers: ``"prompt"``: replies read the request's messages and answer from them
+            (its words, the answers it lists, the scores and formats it asks for, the
+            length it names); ``"random"``: words of a fixed vocabulary, whatever the
+            prompt (the behaviour before prompt answers, for figures measured with it).
     """
 
     seed: int = 0
@@ -127,6 +139,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_context_tokens: int | None = None
     max_concurrency: int | None = None
     batches: BatchSettings = msgspec.field(default_factory=BatchSettings)
+    answers: Literal["prompt", "random"] = "prompt"
 
     def __post_init__(self) -> None:
         for kind in self.faults:
@@ -160,33 +173,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("max_concurrency must be >= 1 (or unset)")
 
 
-# 256 words, so one digest byte picks one word. Some end in "." to make pseudo-sentences.
-_BASE_WORDS = (
-    "the a an this that each every some many few model answer data result method system "
-    "user query task step plan idea note list table value field record sample example "
-    "text prompt reply score rubric skill case goal rule test check point part piece "
-    "clear quick short long simple careful useful direct brief exact small large new "
-    "good fair plain rich basic general specific common rare early late final first "
-    "next last main key core extra open shared local global stable steady precise "
-    "writes reads makes takes gives shows finds keeps uses builds checks tests lists "
-    "explains describes compares ranks scores sorts groups joins splits counts marks "
-    "improves refines expands covers follows meets helps guides supports handles "
-    "and or but so then also often always never rarely quickly slowly clearly simply "
-    "with for from into about over under between across within without through "
-    "of to in on at by as per via near"
-).split()
-
-
-def _vocabulary() -> tuple[str, ...]:
-    words = list(dict.fromkeys(_BASE_WORDS))
-    i = 0
-    while len(words) < 256:
-        words.append(words[i] + ".")
-        i += 1
-    return tuple(words[:256])
-
-
-_VOCAB: tuple[str, ...] = _vocabulary()
+_VOCAB: tuple[str, ...] = VOCAB
 _VOCAB_GET = _VOCAB.__getitem__
 _TRANSPORT_FIELDS = ("stream", "stream_options")
 
@@ -258,174 +245,6 @@ def _text(count: int, choice_digest: bytes) -> str:
     return f"{LABEL} {_words(choice_digest, count)}"
 
 
-# ------------------------------------------------------------------ json schema
-_MAX_DEPTH = 12
-
-
-def _sentence(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choices(_VOCAB, k=words))
-
-
-def _string(node: dict[str, Any], rng: random.Random) -> str:
-    fmt = node.get("format")
-    if fmt == "date-time":
-        return "2024-01-01T00:00:00Z"
-    if fmt == "date":
-        return "2024-01-01"
-    if fmt == "time":
-        return "00:00:00Z"
-    if fmt == "uuid":
-        return "%08x-%04x-4%03x-8%03x-%012x" % (  # noqa: UP031 - fixed-width hex groups
-            rng.getrandbits(32),
-            rng.getrandbits(16),
-            rng.getrandbits(12),
-            rng.getrandbits(12),
-            rng.getrandbits(48),
-        )
-    text = f"{LABEL} {_sentence(rng, rng.randint(3, 8))}"
-    min_len = node.get("minLength")
-    if isinstance(min_len, int):
-        while len(text) < min_len:
-            text += " " + _sentence(rng, 4)
-    max_len = node.get("maxLength")
-    if isinstance(max_len, int) and len(text) > max_len:
-        text = text[:max_len].rstrip() if max_len > len(LABEL) else text[:max_len]
-        if isinstance(min_len, int) and len(text) < min_len:
-            text = text.ljust(min_len, "x")
-    return text
-
-
-def _bounds(node: dict[str, Any], integer: bool) -> tuple[float, float]:
-    lo: float | None = node.get("minimum")
-    hi: float | None = node.get("maximum")
-    ex_lo = node.get("exclusiveMinimum")
-    ex_hi = node.get("exclusiveMaximum")
-    step = 1.0 if integer else 0.01
-    if isinstance(ex_lo, int | float) and not isinstance(ex_lo, bool):
-        lo = max(lo, ex_lo + step) if lo is not None else ex_lo + step
-    if isinstance(ex_hi, int | float) and not isinstance(ex_hi, bool):
-        hi = min(hi, ex_hi - step) if hi is not None else ex_hi - step
-    if lo is None and hi is None:
-        lo, hi = 1.0, 10.0
-    elif lo is None:
-        assert hi is not None
-        lo = min(1.0, hi)
-    elif hi is None:
-        hi = max(10.0, lo)
-    if integer:
-        lo, hi = float(math.ceil(lo)), float(math.floor(hi))
-    return lo, max(lo, hi)
-
-
-def _resolve(root: dict[str, Any], ref: str) -> Any:
-    if not ref.startswith("#"):
-        return {}
-    node: Any = root
-    for part in ref[1:].split("/"):
-        if not part:
-            continue
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return {}
-    return node
-
-
-def _instance(node: Any, rng: random.Random, root: dict[str, Any], depth: int) -> Any:
-    if not isinstance(node, dict):
-        return None
-    if "$ref" in node:
-        if depth > _MAX_DEPTH:
-            return None
-        return _instance(_resolve(root, str(node["$ref"])), rng, root, depth + 1)
-    if "const" in node:
-        return node["const"]
-    enum = node.get("enum")
-    if isinstance(enum, list) and enum:
-        return rng.choice(enum)
-    for key in ("anyOf", "oneOf"):
-        options = node.get(key)
-        if isinstance(options, list) and options:
-            return _instance(options[0], rng, root, depth + 1)
-    all_of = node.get("allOf")
-    if isinstance(all_of, list) and all_of:
-        merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
-        for part in all_of:
-            if isinstance(part, dict):
-                merged.update(part)
-        return _instance(merged, rng, root, depth + 1)
-    kind = node.get("type")
-    if isinstance(kind, list):
-        non_null = [k for k in kind if k != "null"]
-        kind = non_null[0] if non_null else "null"
-    if kind is None:
-        if "properties" in node:
-            kind = "object"
-        elif "items" in node:
-            kind = "array"
-        else:
-            kind = "string"
-    if kind == "object":
-        props = node.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        required = node.get("required")
-        keep = set(required) if isinstance(required, list) and depth > _MAX_DEPTH else None
-        return {
-            name: _instance(sub, rng, root, depth + 1)
-            for name, sub in props.items()
-            if keep is None or name in keep
-        }
-    if kind == "array":
-        min_items = node.get("minItems")
-        max_items = node.get("maxItems")
-        lo = max(1, min_items) if isinstance(min_items, int) else 1
-        hi = max(lo, 4)
-        if isinstance(max_items, int):
-            hi = min(hi, max_items)
-            lo = min(lo, hi)
-        if depth > _MAX_DEPTH:
-            hi = lo = min_items if isinstance(min_items, int) else 0
-        count = rng.randint(lo, hi)
-        items = node.get("items", {})
-        prefix = node.get("prefixItems")
-        out: list[Any] = []
-        if isinstance(prefix, list):
-            out = [_instance(p, rng, root, depth + 1) for p in prefix[:count]]
-        if items is False:
-            return out
-        out.extend(_instance(items, rng, root, depth + 1) for _ in range(count - len(out)))
-        return out
-    if kind == "string":
-        return _string(node, rng)
-    if kind == "integer":
-        lo_f, hi_f = _bounds(node, integer=True)
-        return rng.randint(int(lo_f), int(hi_f))
-    if kind == "number":
-        lo_f, hi_f = _bounds(node, integer=False)
-        return min(hi_f, max(lo_f, round(rng.uniform(lo_f, hi_f), 2)))
-    if kind == "boolean":
-        return rng.random() < 0.5
-    return None
-
-
-def schema_instance(schema: dict[str, Any], rng: random.Random) -> Any:
-    """A JSON value that validates against ``schema``, drawn with ``rng``.
-
-    Supports object (properties, required, additionalProperties false), array (items,
-    minItems, maxItems, prefixItems), string (minLength, maxLength, enum, a few formats),
-    integer and number (minimum, maximum, exclusive bounds; default 1..10), boolean, null,
-    enum, const, anyOf/oneOf (the first option), allOf (merged) and local ``$ref``.
-    Free strings start with ``"[simulated] "`` (cut short only by a ``maxLength`` below
-    12); enum and const values, and ``format`` strings (date-time, date, time, uuid), are
-    used verbatim. ``pattern`` is not honoured.
-    """
-    return _instance(schema, rng, schema, 0)
-
-
 # ------------------------------------------------------------------ whole completions
 class Choice(msgspec.Struct, frozen=True):
     """One generated choice.
@@ -461,6 +280,38 @@ def _choice_digest(digest: bytes, index: int) -> bytes:
     return hashlib.blake2b(digest + index.to_bytes(4, "big"), digest_size=16).digest()
 
 
+def _choice(
+    settings: SimSettings,
+    cd: bytes,
+    ask: Ask | None,
+    words: tuple[str, ...],
+    schema: dict[str, Any] | None,
+    json_object: bool,
+    max_tokens: int | None,
+    ignore_eos: bool,
+) -> Choice:
+    """One choice from its digest ``cd``."""
+    if schema is not None:
+        rng = random.Random(int.from_bytes(cd, "big"))
+        labels = ask.labels if ask is not None else ()
+        content = orjson.dumps(schema_instance(schema, rng, words, labels)).decode()
+        return Choice(content, "stop", -(-len(content) // 4))
+    tokens, reason = completion_plan(max_tokens, settings.max_tokens_default, cd)
+    if ignore_eos and max_tokens is not None:
+        tokens, reason = max_tokens, "length"
+    if ask is None:
+        text = _text(tokens, cd)
+    elif ask.parts and not words:
+        text, tokens, reason = fixed_reply(ask.parts, cd, max_tokens)
+    else:
+        rng = random.Random(int.from_bytes(cd, "big"))
+        text, tokens, written = write_reply(ask, words, rng, length=tokens, max_tokens=max_tokens)
+        reason = "length" if ignore_eos and max_tokens is not None else written
+    if json_object:
+        text = orjson.dumps({"text": text}).decode()
+    return Choice(text, reason, tokens)
+
+
 def generate(
     settings: SimSettings,
     digest: bytes,
@@ -471,11 +322,12 @@ def generate(
     response_format: Any,
     temperature: float | None = None,
     ignore_eos: bool = False,
+    messages: Sequence[Any] = (),
 ) -> Content:
     """Generate the choices of one request (pure function of its arguments).
 
     Args:
-        settings: the server's settings (``max_tokens_default``).
+        settings: the server's settings (``max_tokens_default``, ``answers``).
         digest: :func:`request_digest` of the request.
         n: number of choices.
         max_tokens: the request's ``max_tokens`` (None: not given).
@@ -487,6 +339,8 @@ def generate(
             majority to find. Above it, every choice differs.
         ignore_eos: the request's ``ignore_eos`` (vLLM's extension): plain text runs to
             ``max_tokens`` exactly.
+        messages: the request's ``messages``, which ``answers = "prompt"`` answers from
+            (none: words of the fixed vocabulary).
 
     Plain text and ``json_object`` count one token per generated word; ``json_schema``
     output counts ``ceil(chars / 4)`` and always finishes with ``"stop"`` (it is never cut
@@ -502,28 +356,29 @@ def generate(
             schema = raw if isinstance(raw, dict) else {}
         elif kind == "json_object":
             json_object = True
+    ask = read_ask(messages) if settings.answers == "prompt" and messages else None
+    words: tuple[str, ...] = VOCAB
+    if ask is not None:
+        if ignore_eos and max_tokens is not None:
+            ask = msgspec.structs.replace(ask, parts=(), length=None, sentences=None, chars=None)
+        # A reply of labels and scores alone needs no words: skip reading them.
+        needs = not ask.parts or schema is not None or any(isinstance(p, Free) for p in ask.parts)
+        words = (pool(ask.source) or WORDS) if needs else ()
     choices: list[Choice] = []
     total = 0
     consensus = temperature is not None and temperature <= 0.3
     first = _choice_digest(digest, 0)
+    made: dict[bytes, Choice] = {}  # low-temperature copies of choice 0 repeat it
     for index in range(n):
         cd = _choice_digest(digest, index)
         if consensus and index > 0 and cd[0] < 179:  # 179/256 ~ 0.7
             cd = first
-        if schema is not None:
-            rng = random.Random(int.from_bytes(cd, "big"))
-            content = orjson.dumps(schema_instance(schema, rng)).decode()
-            tokens = -(-len(content) // 4)
-            choices.append(Choice(content, "stop", tokens))
-        else:
-            tokens, reason = completion_plan(max_tokens, settings.max_tokens_default, cd)
-            if ignore_eos and max_tokens is not None:
-                tokens, reason = max_tokens, "length"
-            text = _text(tokens, cd)
-            if json_object:
-                text = orjson.dumps({"text": text}).decode()
-            choices.append(Choice(text, reason, tokens))
-        total += tokens
+        choice = made.get(cd)
+        if choice is None:
+            choice = _choice(settings, cd, ask, words, schema, json_object, max_tokens, ignore_eos)
+            made[cd] = choice
+        choices.append(choice)
+        total += choice.tokens
     return Content(choices, prompt, total)
 
 

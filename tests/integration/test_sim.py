@@ -575,3 +575,33 @@ async def test_low_temperature_samples_mostly_agree(session: aiohttp.ClientSessi
         status, raw, _ = await post(session, server, high)
         texts = [c["message"]["content"] for c in orjson.loads(raw)["choices"]]
         assert len(set(texts)) == 10
+
+
+async def test_prompt_answers_over_http_streamed_or_not(session: aiohttp.ClientSession) -> None:
+    """The default server answers from the prompt: a listed label, the same streamed or
+    not; ``answers = "random"`` answers with the fixed vocabulary whatever the prompt."""
+    from engine.sim.model import _VOCAB
+
+    body = {
+        **BODY,
+        "messages": [
+            {"role": "user", "content": "Is the sky green? Answer with YES or NO.\nThink."},
+        ],
+    }
+    async with SimServer(fast()) as server, SimServer(fast(answers="random")) as old:
+        labels = set()
+        for seed in range(12):
+            one = {**body, "seed": seed}
+            text = content_of((await post(session, server, one))[1])
+            events = await sse(session, server, one)
+            streamed = "".join(
+                c.choices[0].delta.content or ""
+                for c in map(chunk_decoder.decode, events[:-1])
+                if c.choices
+            )
+            assert streamed == text
+            assert text in ("[simulated] YES", "[simulated] NO")
+            labels.add(text)
+            words = content_of((await post(session, old, one))[1]).split()[1:]
+            assert words and set(words) <= set(_VOCAB)
+        assert len(labels) == 2
