@@ -34,8 +34,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     "engine.sim": ("engine.sim", "engine.llm.wire", "engine.clock", "engine.serving"),
     "engine.stages": ("engine.errors",),
+    "engine.dedup": (
+        "engine.dedup",
+        "engine.config",
+        "engine.errors",
+        "engine.io",
+        "engine.records",
+    ),
     "engine.methods": (
         "engine.methods",
+        "engine.dedup",
         "engine.stages",
         "engine.records",
         "engine.config",

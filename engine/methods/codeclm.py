@@ -58,6 +58,8 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from ..config import Base
+from ..dedup.semantic import REASON as NEAR_DUPLICATE
+from ..dedup.semantic import SemanticDedupConfig, semantic_dedup
 from ..errors import EndpointError, EngineError, InputError, ParseError, ShardError
 from ..io.readers import read_jsonl
 from ..io.shards import iter_rows
@@ -74,8 +76,6 @@ from ..stages import (
 )
 from . import prompts_codeclm as P
 from .base import Column, MethodContext, RowSchema, failed_row
-from .semantic_dedup import REASON as NEAR_DUPLICATE
-from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
     "COLUMNS",

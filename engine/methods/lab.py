@@ -46,6 +46,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..config import Base
+from ..dedup.semantic import REASON as NEAR_DUPLICATE
+from ..dedup.semantic import SemanticDedupConfig, semantic_dedup
 from ..errors import EndpointError, InputError, ParseError
 from ..filters import ExactDedup, normalize
 from ..io.derived import DerivedFile, write_jsonl_atomic
@@ -84,8 +86,6 @@ from .lab_parsers import (
     parse_yes_no,
     questions_schema,
 )
-from .semantic_dedup import REASON as NEAR_DUPLICATE
-from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
     "COLUMNS",

@@ -49,6 +49,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..config import Base
+from ..dedup.semantic import REASON as NEAR_DUPLICATE
+from ..dedup.semantic import SemanticDedupConfig, semantic_dedup
 from ..errors import BudgetExceeded, ConfigError, EndpointError, InputError
 from ..filters import ExactDedup, LengthBounds, balance_classes
 from ..io.derived import DerivedFile, write_jsonl_atomic
@@ -59,8 +61,6 @@ from ..stages import ChatCaller, check_templates, render
 from . import prompts_selfguide as P
 from .base import Column, InputCheck, MethodContext, RowSchema
 from .selfguide_rules import GREETINGS, NoiseFilter, narrow_window, reference_vote
-from .semantic_dedup import REASON as NEAR_DUPLICATE
-from .semantic_dedup import SemanticDedupConfig, semantic_dedup
 
 __all__ = (
     "COLUMNS",

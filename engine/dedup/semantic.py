@@ -23,7 +23,7 @@ Resume: when the method gives a row source (LAB, CodecLM), the index is rebuilt,
 same worker thread before the first check, from the rows the output directory has already
 committed (``engine.io.shards.iter_rows``), so a resumed run does not keep a duplicate of a
 committed row. Admitted embeddings are appended to ``OUT/semantic_dedup.vectors``
-(:mod:`engine.methods.semantic_store`) and the rebuild reads a committed row's embedding
+(:mod:`engine.dedup.store`) and the rebuild reads a committed row's embedding
 from there instead of embedding it again. SELF-GUIDE checks in ``prepare``, which a
 resume replays from the cache.
 """
@@ -46,7 +46,7 @@ from ..config import Base, Config, locate_key
 from ..errors import ConfigError, EngineError
 from ..io.shards import iter_rows
 from ..records import Kind
-from .semantic_index import (
+from .index import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PACKAGE,
     INSTALL_HINT,
@@ -55,11 +55,11 @@ from .semantic_index import (
     SemanticIndex,
     SentenceTransformerEmbedder,
 )
-from .semantic_index import REASON as REASON
-from .semantic_store import VectorStore, vector_key
+from .index import REASON as REASON
+from .store import VectorStore, vector_key
 
 if TYPE_CHECKING:
-    from .semantic_index import Matrix
+    from .index import Matrix
 
 __all__ = (
     "DEFAULT_THRESHOLD",
@@ -131,7 +131,7 @@ class SemanticDedup:
         model_name: the model's name in the report.
         logger: where the load is logged.
         store: where admitted embeddings are kept for the next resume's rebuild (None:
-            nowhere; see :mod:`engine.methods.semantic_store`).
+            nowhere; see :mod:`engine.dedup.store`).
     """
 
     def __init__(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .semantic_index import Matrix
+    from .index import Matrix
 
 __all__ = ("VectorStore", "vector_key")
 
