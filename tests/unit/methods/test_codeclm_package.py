@@ -4,14 +4,17 @@ of the key, and the engine's own failed rows and item total through the Adapter.
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from engine import Engine
 from engine.config import load_config
 from engine.errors import ConfigError, ServerError
+from engine.io.shards import KINDS, iter_rows
 from engine.methods import METHODS, PUBLIC_METHODS, method_config, resolve_method
 from engine.methods.base import MethodContext, failed_row_for
 from engine.methods.codeclm import COLUMNS, CodecLM, CodecLMConfig
@@ -195,3 +198,43 @@ async def test_report_keys_in_order(tmp_path: Path) -> None:
         "metadata_check",
     ]
     assert report["metadata_check"] == {"checked": 0, "refused": 0, "unchecked": 0}
+
+
+async def test_a_run_reports_its_item_total_and_writes_every_kind(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a", "instruction": "Explain how tides work."}),
+        "{not json",
+        json.dumps({"id": "b", "instruction": "Write a haiku about rain."}),
+    ]
+    (tmp_path / "seeds.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "job.toml").write_text(
+        """[run]
+method = "codeclm"
+input = "seeds.jsonl"
+output = "out"
+
+[endpoints.sim]
+base_url = "sim"
+model = "sim-model"
+sim = { latency_ms = 0 }
+
+[roles]
+strong = "sim"
+
+[method.codeclm]
+metadata_count = 4
+instructions_per_metadata = 2
+max_iterations = 1
+"""
+    )
+    async with Engine(load_config(tmp_path / "job.toml")) as engine:
+        result = await engine.run()
+    assert result.complete and result.report is not None
+    assert result.report.items.total == 4 + 1  # the metadata items, and the bad line
+    rows = {kind: list(iter_rows(tmp_path / "out", kind)) for kind in KINDS}
+    assert len(rows["kept"]) + len(rows["rejected"]) == 4 * 2
+    (bad,) = rows["failed"]
+    assert (bad["stage"], bad["error_kind"], bad["seed_id"]) == ("input", "input", "line-2")
+    for kind_rows in rows.values():
+        for row in kind_rows:
+            assert list(row) == [c.name for c in COLUMNS] and row["simulated"] is True
