@@ -57,7 +57,6 @@ METHODS: dict[str, tuple[type[Base], Factory]] = {
 
 # Methods in their own modules, registered when present: (module, config class, method class).
 _OPTIONAL = (
-    ("codeclm", "CodecLMConfig", "CodecLMMethod"),
     ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
     ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
     ("lab", "LabConfig", "LabMethod"),
@@ -66,9 +65,13 @@ _OPTIONAL = (
 
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
+    from .codeclm import CodecLM
     from .pipeline import PipelineMethod
 
-    return {"pipeline": PipelineMethod}
+    return {
+        "pipeline": PipelineMethod,
+        "codeclm": CodecLM,
+    }
 
 
 PUBLIC_METHODS = _public_methods()

@@ -378,6 +378,10 @@ class Method:
         provenance_columns: add ``item`` (the item's key) and ``source`` to rows that do
             not have them (a method with its own row schema turns it off).
 
+    Instance attributes:
+        total: how many items ``work`` yields, when ``prepare`` knows it (progress, ETA
+            and the report's item total; None, the default: unknown).
+
     Optional, found when present: ``check_input(ctx) -> InputCheck`` (``validate`` reads
     the input through it) and ``row_schema`` (a :class:`~engine.methods.base.RowSchema`,
     so failed rows the engine writes for an item share the method's columns).
@@ -389,6 +393,7 @@ class Method:
     records_input: ClassVar[bool] = True
     global_phase: ClassVar[bool] = False
     provenance_columns: ClassVar[bool] = True
+    total: int | None = None
 
     def __init__(self, options: Any = None) -> None:
         self.options = options
@@ -442,6 +447,11 @@ class Adapter:
         schema = getattr(method, "row_schema", None)
         if schema is not None:
             self.row_schema = schema
+
+    @property
+    def total(self) -> int | None:
+        """The method's item count, once ``prepare`` has run (None: unknown)."""
+        return self.method.total
 
     def input_check(self) -> InputCheck | None:
         """The method's own reading of its input (``validate``), or None when it has none."""

@@ -33,6 +33,8 @@ from engine.errors import ConfigError, EngineError
 from engine.io.shards import ShardSink
 from engine.methods import create_method, method_config
 from engine.methods.base import MethodContext
+from engine.methods.codeclm import CodecLM
+from engine.methods.custom import Adapter
 from engine.methods.selfguide import SelfGuideConfig, SelfGuideMethod
 from engine.records import RowOut
 from tests.fakes import Counts, Reply
@@ -994,15 +996,15 @@ enabled = true
         stage=lambda name: stages.setdefault(name, Counts()),
     )
     method = create_method(config, ctx)
-    assert getattr(method, "semantic", None) is not None
-    method.semantic = SemanticDedup(  # type: ignore[attr-defined]
-        SemanticDedupConfig(enabled=True), embedder=lambda: embedder
-    )
-    await method.prepare()
+    assert isinstance(method, Adapter) and isinstance(method.method, CodecLM)
+    codec = method.method
+    await method.prepare()  # builds the method's dedup, replaced by one on the shared model
+    assert codec.semantic is not None
+    codec.semantic = SemanticDedup(SemanticDedupConfig(enabled=True), embedder=lambda: embedder)
     out: list[RowOut] = []
     for item in method.work():
         out += await method.process(item)  # type: ignore[arg-type]
-    return method, out
+    return codec, out
 
 
 async def test_codeclm_checks_each_instruction_when_it_is_kept(

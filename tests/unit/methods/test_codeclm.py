@@ -16,12 +16,10 @@ import pytest
 from engine.config import Config, load_config
 from engine.errors import ConfigError, ParseError, ServerError
 from engine.methods import method_config
-from engine.methods import prompts_codeclm as P
 from engine.methods.base import MethodContext
 from engine.methods.codeclm import (
     COLUMNS,
     CodecLMConfig,
-    CodecLMMethod,
     CodecLMTemplates,
     Metadata,
     augment_metadata,
@@ -30,9 +28,11 @@ from engine.methods.codeclm import (
     route,
     swap_average,
 )
+from engine.methods.codeclm import prompts as P
 from engine.records import Item, RowOut
 from engine.stages import render, template_vars
 from tests.fakes import Counts, Observers, Reply
+from tests.unit.methods.codeclm_harness import CodecLMMethod
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -17,17 +17,20 @@ import pytest
 from engine.config import Config, load_config
 from engine.errors import ServerError, ShardError
 from engine.io.shards import ShardSink
-from engine.methods import codeclm, method_config
+from engine.methods import method_config
 from engine.methods.base import MethodContext
 from engine.methods.codeclm import (
     POOL_NAME,
     CodecLMConfig,
-    CodecLMMethod,
     Metadata,
     augment_metadata,
 )
+from engine.methods.codeclm import pool as codeclm_pool
+from engine.methods.codeclm import seeds as codeclm_seeds
+from engine.methods.codeclm import store as codeclm_store
 from engine.records import Item
 from tests.fakes import Observers, Reply
+from tests.unit.methods.codeclm_harness import CodecLMMethod
 
 
 def encoding_of(i: int, vocab: int) -> Metadata:
@@ -182,7 +185,7 @@ async def test_prepare_keeps_at_most_encode_concurrency_calls_and_tasks(tmp_path
 async def test_prepare_reads_no_further_than_the_span_while_the_oldest_seed_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codeclm, "_SPAN_MIN", 40)
+    monkeypatch.setattr(codeclm_seeds, "_SPAN_MIN", 40)
     gate = asyncio.Event()
     encoder = Encoder(gate=gate)
     method = make(tmp_path, 200, encoder, encode_concurrency=2)
@@ -213,11 +216,11 @@ async def test_pool_round_trip_matches_the_in_memory_reference(tmp_path: Path) -
     encodings = [encoding_of(i, 25) for i in range(60)]
     failed = [{"id": f"f{i}", "seed_id": f"x{i}", "source": f"seeds.jsonl:{i}"} for i in range(3)]
     path = tmp_path / POOL_NAME
-    disk = codeclm._SqlitePoolWriter(path)
-    memory = codeclm._MemoryPool()
+    disk = codeclm_store.SqlitePoolWriter(path)
+    memory = codeclm_pool.MemoryPool()
     for pool in (disk, memory):
         for n, md in enumerate(encodings):
-            codeclm._register(pool, md, 45)
+            codeclm_pool.register(pool, md, 45)
             if n % 20 == 0:
                 pool.add_failed(failed[n // 20])
     disk.finish()
@@ -226,7 +229,7 @@ async def test_pool_round_trip_matches_the_in_memory_reference(tmp_path: Path) -
     # every seed's own metadata is kept (the sample of them is drawn at generation)
     assert disk.own_count == 60 and disk.use_case_count == 11 and disk.failed_count == 3
     assert disk.seed_count == memory.seed_count == 60
-    reader = codeclm._SqlitePoolReader(path)
+    reader = codeclm_store.SqlitePoolReader(path)
     view = memory.reader()
     try:
         assert reader.own(0, 100) == view.own(0, 100) == encodings
@@ -242,16 +245,18 @@ async def test_pool_round_trip_matches_the_in_memory_reference(tmp_path: Path) -
         assert reader.use_case(0) == ("Use case 0", "s0")
         assert reader.failed(0, 10) == failed
         assert reader.failed(2, 10) == failed[2:]
-        sig = codeclm._sig(0, [0])
+        sig = codeclm_pool.sig(0, [0])
         assert reader.taken(sig) == view.taken(sig)
-        fresh = codeclm._sig(disk.use_case_count - 1, range(disk.skill_count - 3, disk.skill_count))
+        fresh = codeclm_pool.sig(
+            disk.use_case_count - 1, range(disk.skill_count - 3, disk.skill_count)
+        )
         assert not reader.taken(fresh)
         reader.take(fresh)
         assert reader.taken(fresh)
     finally:
         reader.close()
     # A second reader does not see what the first one took.
-    again = codeclm._SqlitePoolReader(path)
+    again = codeclm_store.SqlitePoolReader(path)
     try:
         assert not again.taken(fresh)
     finally:
@@ -412,9 +417,9 @@ async def test_python_memory_is_flat_in_the_number_of_seeds(tmp_path: Path) -> N
 
 def test_pool_file_is_sqlite_with_the_seed_order(tmp_path: Path) -> None:
     path = tmp_path / POOL_NAME
-    writer = codeclm._SqlitePoolWriter(path)
+    writer = codeclm_store.SqlitePoolWriter(path)
     for i in (3, 1, 2):
-        codeclm._register(writer, encoding_of(i, 40), 10)
+        codeclm_pool.register(writer, encoding_of(i, 40), 10)
     writer.finish()
     db = sqlite3.connect(path)
     try:
