@@ -379,8 +379,10 @@ class Method:
             not have them (a method with its own row schema turns it off).
 
     Optional, found when present: ``check_input(ctx) -> InputCheck`` (``validate`` reads
-    the input through it) and ``row_schema`` (a :class:`~engine.methods.base.RowSchema`,
-    so failed rows the engine writes for an item share the method's columns).
+    the input through it), ``row_schema`` (a :class:`~engine.methods.base.RowSchema`,
+    so failed rows the engine writes for an item share the method's columns) and
+    ``total`` (an int set by ``prepare``: the number of work items, for the progress
+    bar's total, its ETA and the report's ``items.total``).
     """
 
     name: ClassVar[str] = "custom"
@@ -442,6 +444,12 @@ class Adapter:
         schema = getattr(method, "row_schema", None)
         if schema is not None:
             self.row_schema = schema
+
+    @property
+    def total(self) -> int | None:
+        """The method's number of work items once ``prepare`` ran (its ``total``), if known."""
+        total = getattr(self.method, "total", None)
+        return total if isinstance(total, int) else None
 
     def input_check(self) -> InputCheck | None:
         """The method's own reading of its input (``validate``), or None when it has none."""
