@@ -60,15 +60,18 @@ _OPTIONAL = (
     ("codeclm", "CodecLMConfig", "CodecLMMethod"),
     ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
     ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
-    ("lab", "LabConfig", "LabMethod"),
 )
 
 
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
+    from .lab import LabMethod
     from .pipeline import PipelineMethod
 
-    return {"pipeline": PipelineMethod}
+    return {
+        "pipeline": PipelineMethod,
+        "lab": LabMethod,
+    }
 
 
 PUBLIC_METHODS = _public_methods()
