@@ -36,8 +36,8 @@ import psutil
 from benchmarks._common import CpuWatch, exit_on_sigterm, loadavg, sim_server, write_result
 from engine.bench.tokens import WordTokens
 from engine.methods import prompts_codeclm as PC
-from engine.methods import prompts_lab as PL
 from engine.methods import prompts_selfguide as PS
+from engine.methods.lab import prompts as PL
 from engine.methods.respond import JUDGE_TEMPLATE
 from engine.sim.ask import _read
 from engine.sim.model import SimSettings, generate, prompt_tokens, request_digest

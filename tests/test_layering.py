@@ -98,7 +98,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.export",
         "engine.io",
         "engine.errors",
-        "engine.methods.lab_mix",
+        "engine.methods.lab.mix",
         "engine.methods.prompts_backtranslation",
     ),
     "engine.cli": ("engine",),

@@ -13,7 +13,7 @@ format"). :class:`RowConverter` turns a method's rows into that form:
   seed pairs tagged S_a), then instruction and response.
 * **selfguide**: user = the task ``instruction``, a blank line, the generated ``input``;
   assistant = the voted ``output``.
-* **lab**: InstructLab SDG's sample (:func:`engine.methods.lab_mix.training_sample`: its
+* **lab**: InstructLab SDG's sample (:func:`engine.methods.lab.mix.training_sample`: its
   system prompt, the context before the question for grounded skills and knowledge,
   ``unmask`` for knowledge); its derived phase sets already hold ``messages``.
 
@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..errors import InputError
-from ..methods.lab_mix import SDG_SYSTEM_PROMPT, training_sample
+from ..methods.lab.mix import SDG_SYSTEM_PROMPT, training_sample
 from ..methods.prompts_backtranslation import S_W
 
 __all__ = (

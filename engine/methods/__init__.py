@@ -59,18 +59,19 @@ METHODS: dict[str, tuple[type[Base], Factory]] = {
 _OPTIONAL = (
     ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
     ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
-    ("lab", "LabConfig", "LabMethod"),
 )
 
 
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
     from .codeclm import CodecLM
+    from .lab import LabMethod
     from .pipeline import PipelineMethod
 
     return {
         "pipeline": PipelineMethod,
         "codeclm": CodecLM,
+        "lab": LabMethod,
     }
 
 

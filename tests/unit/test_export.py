@@ -16,7 +16,7 @@ from engine.export.job import _ReadLock
 from engine.export.rows import RowConverter, columns_for
 from engine.io.lock import OutputLock
 from engine.io.shards import ShardSink
-from engine.methods.lab_mix import SDG_SYSTEM_PROMPT
+from engine.methods.lab.mix import SDG_SYSTEM_PROMPT
 from tests.fakehub import metadata_errors
 
 S, U, A = "system", "user", "assistant"

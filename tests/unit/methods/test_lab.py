@@ -9,12 +9,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine.config import Config, load_config
 from engine.errors import ConfigError, ParseError
-from engine.methods import method_config
-from engine.methods.base import MethodContext, bad_input_reason
+from engine.methods import METHODS, PUBLIC_METHODS, method_config, resolve_method
+from engine.methods.base import MethodContext, bad_input_reason, failed_row_for
+from engine.methods.custom import Adapter
 from engine.methods.lab import (
     COLUMNS,
     LabConfig,
@@ -29,12 +31,13 @@ from engine.methods.lab import (
     sample_rows,
     training_sample,
 )
-from engine.methods.lab_mix import (
+from engine.methods.lab.mix import (
     SDG_SYSTEM_PROMPT,
     SPELLCHECK_INSTRUCTIONS,
     phase_sets,
     raft_documents,
 )
+from engine.methods.lab.rows import LabFailed, LabKept, LabRejected
 from engine.records import Item, RowOut
 from tests.fakes import Counts, Reply
 
@@ -341,7 +344,7 @@ strong = "teacher"
     return load_config(path)
 
 
-async def run_lab(tmp_path: Path, **method: object) -> tuple[LabMethod, list[RowOut], FakeCaller]:
+async def run_lab(tmp_path: Path, **method: object) -> tuple[Adapter, list[RowOut], FakeCaller]:
     config = write_config(tmp_path, "", **method)
     cfg = method_config(config)
     assert isinstance(cfg, LabConfig)
@@ -352,7 +355,7 @@ async def run_lab(tmp_path: Path, **method: object) -> tuple[LabMethod, list[Row
         input_path=config.resolve(config.run.input or ""),
         stage=lambda name: Counts(),
     )
-    lab = LabMethod(cfg, ctx)
+    lab = Adapter(LabMethod(cfg), ctx)  # LabMethod under the engine's protocol
     await lab.prepare()
     rows: list[RowOut] = []
     bad: list[str] = []
@@ -512,3 +515,47 @@ def test_raft_documents_with_few_chunks() -> None:
     assert raft_documents("g", [], n=4, p=0.4, rng=rng) == "Document:\ng\n\n"
     block = raft_documents("g", ["g", "a"], n=4, p=1.0, rng=rng)
     assert sorted(block.split("\n\n\n")) == sorted(["Document:\na", "Document:\ng\n\n"])
+
+
+# ------------------------------------------------------------------ on the public method API
+def test_lab_is_a_public_method_with_its_capabilities(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert PUBLIC_METHODS["lab"] is LabMethod and "lab" not in METHODS
+    entry = resolve_method(config)
+    assert entry.config_type is LabConfig
+    # a taxonomy, not JSONL records; no phase before the items; phase sets at the end
+    assert (entry.records_input, entry.global_phase, entry.finalizes) == (False, False, True)
+
+
+@pytest.mark.parametrize(
+    ("struct", "letter"), [(LabKept, "k"), (LabRejected, "r"), (LabFailed, "f")]
+)
+def test_each_kinds_struct_is_the_row_schema(struct: type[msgspec.Struct], letter: str) -> None:
+    fields = msgspec.structs.fields(struct)
+    assert [f.name for f in fields] == [c.name for c in COLUMNS]  # the columns, in order
+    for col, field in zip(COLUMNS, fields, strict=True):
+        # null on every row of a kind that does not fill the column, typed where it does
+        assert (field.type is type(None)) == (letter not in col.kinds), col.name
+
+
+async def test_engine_written_rows_share_the_schema_and_total(tmp_path: Path) -> None:
+    lab, _, _ = await run_lab(tmp_path, pipeline="simple", num_instructions_to_generate=2)
+    assert lab.total == 4  # three leaves and the refused one: the progress bar's total
+    error = ParseError("no reply parsed", stage="eval_pair")
+    kind, row = failed_row_for(lab, "a/leaf", source="a/leaf/qna.yaml", stage="item", error=error)
+    assert kind == "failed" and list(row) == [c.name for c in COLUMNS]
+    assert row["models"] == {"strong": "m-teacher", "target": "m-teacher", "judge": "m-teacher"}
+    assert (row["stage"], row["error_kind"], row["answer"]) == ("item", "ParseError", None)
+    assert row["simulated"] is False
+
+
+def test_a_bad_template_names_its_file_line_and_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[method.lab.templates]\neval_pair = "Rate {{nope}}."\n')
+    with pytest.raises(ConfigError) as info:
+        method_config(config)
+    err = info.value
+    lines = (tmp_path / "lab.toml").read_text().splitlines()
+    assert err.path == str(tmp_path / "lab.toml")
+    assert err.line is not None and lines[err.line - 1].startswith("eval_pair = ")
+    assert err.field == "method.lab.templates.eval_pair"
+    assert "nope" in err.reason and err.hint is not None and "{{answer}}" in err.hint

@@ -20,7 +20,6 @@ import pytest
 from engine.io.tasks import match_label
 from engine.methods import prompts_backtranslation as PB
 from engine.methods import prompts_codeclm as PC
-from engine.methods import prompts_lab as PL
 from engine.methods import prompts_selfguide as PS
 from engine.methods.backtranslation import parse_curation, parse_instruction
 from engine.methods.codeclm import (
@@ -30,7 +29,8 @@ from engine.methods.codeclm import (
     parse_encoding,
     parse_rubrics,
 )
-from engine.methods.lab_parsers import (
+from engine.methods.lab import prompts as PL
+from engine.methods.lab.parsing import (
     binary,
     first_qa,
     parse_judge_score,

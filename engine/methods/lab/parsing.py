@@ -1,16 +1,21 @@
 """LAB's reply shapes and parsers: SDG's tagged outputs, ``[QUESTION]/[ANSWER]`` blocks
 and the judges' explanation + score blocks, for text replies and structured output.
+
+The reply Structs are the schemas asked for as structured output: their names and fields
+are part of every request (and so of the response cache's keys), and they carry no
+docstring on purpose (a docstring would become the schema's ``description``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ..errors import ParseError
-from ..stages import json_schema, parse_score
+from ...errors import ParseError
+from ...stages import json_schema, parse_score
 
 __all__ = (
     "Binary",
@@ -24,12 +29,18 @@ __all__ = (
     "binary",
     "chunk_words",
     "first_qa",
+    "first_tagged",
     "nonempty",
+    "pair_score",
     "parse_judge_score",
     "parse_qa_blocks",
     "parse_tagged",
     "parse_yes_no",
+    "qa_list",
     "questions_schema",
+    "relevancy",
+    "tagged_questions",
+    "yes_no",
 )
 
 
@@ -39,6 +50,8 @@ class Questions(msgspec.Struct):
 
 
 def questions_schema(n: int) -> dict[str, Any]:
+    """The JSON schema sent for a set of exactly ``n`` questions (a shorter list still
+    decodes)."""
     schema = json_schema(Questions)
     schema["properties"]["questions"]["minItems"] = n
     schema["properties"]["questions"]["maxItems"] = n
@@ -143,7 +156,7 @@ def parse_judge_score(text: str, *, low: int, high: int, stage: str = "judge") -
 _YES_NO = re.compile(r"\b(YES|NO)\b", re.I)
 
 
-def parse_yes_no(text: str, *, stage: str = "eval_faithfulness") -> str:
+def parse_yes_no(text: str, *, stage: str = "eval_faithfulness") -> Literal["YES", "NO"]:
     """``YES`` or ``NO``: the last one in the score block, else in the whole reply.
 
     Raises:
@@ -153,14 +166,80 @@ def parse_yes_no(text: str, *, stage: str = "eval_faithfulness") -> str:
     for part in ([m.group(1)] if m else []) + [text]:
         found = _YES_NO.findall(part)
         if found:
-            return str(found[-1]).upper()
+            return "YES" if str(found[-1]).upper() == "YES" else "NO"
     raise ParseError("expected YES or NO", stage=stage)
 
 
 def binary(text: str, stage: str) -> Binary:
+    """A 0/1 judge's verdict: its explanation and score.
+
+    Raises:
+        ParseError: no score in 0..1.
+    """
     return Binary(
         explanation=text.strip(), score=parse_judge_score(text, low=0, high=1, stage=stage)
     )
+
+
+def pair_score(text: str) -> PairScore:
+    """``eval_pair``'s verdict (1-3).
+
+    Raises:
+        ParseError: no score in 1..3.
+    """
+    return PairScore(
+        explanation=text.strip(), score=parse_judge_score(text, low=1, high=3, stage="eval_pair")
+    )
+
+
+def relevancy(text: str) -> Relevancy:
+    """``eval_relevancy``'s verdict (0-2).
+
+    Raises:
+        ParseError: no score in 0..2.
+    """
+    return Relevancy(
+        explanation=text.strip(),
+        score=parse_judge_score(text, low=0, high=2, stage="eval_relevancy"),
+    )
+
+
+def yes_no(text: str) -> YesNo:
+    """``eval_faithfulness``'s verdict (YES or NO).
+
+    Raises:
+        ParseError: neither word found.
+    """
+    return YesNo(explanation=text.strip(), score=parse_yes_no(text))
+
+
+def qa_list(text: str) -> QAList:
+    """``gen_knowledge``'s pairs.
+
+    Raises:
+        ParseError: no block and no ``[UNANSWERABLE]``.
+    """
+    return QAList([QAPair(q, a) for q, a in parse_qa_blocks(text)])
+
+
+def tagged_questions(stage: str) -> Callable[[str], Questions]:
+    """A parser of every ``[Start of Question]...[End of Question]`` in a reply."""
+
+    def parse(text: str) -> Questions:
+        return Questions(
+            parse_tagged(text, "[Start of Question]", "[End of Question]", stage=stage)
+        )
+
+    return parse
+
+
+def first_tagged(stage: str) -> Callable[[str], Context]:
+    """A parser of a reply's first ``[Start of Context]...[End of Context]``."""
+
+    def parse(text: str) -> Context:
+        return Context(parse_tagged(text, "[Start of Context]", "[End of Context]", stage=stage)[0])
+
+    return parse
 
 
 # --------------------------------------------------------------- pure functions
@@ -178,7 +257,9 @@ def chunk_words(text: str, size: int) -> list[str]:
     return ["".join(words[i : i + size]).strip() for i in range(0, len(words), size)]
 
 
-def nonempty(stage: str) -> Any:
+def nonempty(stage: str) -> Callable[[str], str]:
+    """A parser of a non-empty text reply (stripped)."""
+
     def parse(text: str) -> str:
         out = text.strip()
         if not out:
@@ -188,7 +269,9 @@ def nonempty(stage: str) -> Any:
     return parse
 
 
-def first_qa(stage: str) -> Any:
+def first_qa(stage: str) -> Callable[[str], QAPair]:
+    """A parser of a reply's first ``[QUESTION] ... [ANSWER] ... [END]`` block."""
+
     def parse(text: str) -> QAPair:
         pairs = parse_qa_blocks(text, stage=stage)
         if not pairs:

@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from ..config import Base
-from ..records import row_id
+from ...config import Base
+from ...records import row_id
 
 __all__ = (
     "SDG_SYSTEM_PROMPT",
     "SPELLCHECK_INSTRUCTIONS",
     "LabMix",
+    "Row",
+    "Sample",
     "mix_rows",
     "phase_sets",
     "raft_documents",
@@ -62,6 +64,17 @@ SPELLCHECK_INSTRUCTIONS: tuple[str, ...] = (
 """SDG's auxiliary spellcheck instructions (``pipelines/full/knowledge.yaml``)."""
 
 Size = int | float
+"""A pool's size: an int is a count, a float a ratio of the pool."""
+
+Row = Mapping[str, object]
+"""A committed kept row of LAB, as read back from its shard (or made by a caller)."""
+
+Sample = dict[str, Any]
+"""A training sample: a JSON object (``id``, ``source_id``, ``leaf``, ``kind``, ``phase``,
+``dataset``, ``unmask``, ``messages``) as written to the phase sets."""
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Mapping[str, object])
 
 
 def _check_size(value: Size, field: str) -> None:
@@ -103,9 +116,7 @@ class LabMix(Base, frozen=True):
             raise ValueError("auxiliary_instructions: give at least one instruction")
 
 
-def sample_rows(
-    rows: Sequence[dict[str, Any]], size: Size, rng: random.Random
-) -> list[dict[str, Any]]:
+def sample_rows(rows: Sequence[T], size: Size, rng: random.Random) -> list[T]:
     """``size`` rows (int) or ``size`` x len(rows) rows (float), seeded.
 
     All rows (in order) when the count equals the number of rows, a sample without
@@ -122,8 +133,8 @@ def sample_rows(
 
 
 def _sample(
-    row: dict[str, Any], system: str, user: str, *, dataset: str, unmask: bool, copy: int = 0
-) -> dict[str, Any]:
+    row: Row, system: str, user: str, *, dataset: str, unmask: bool, copy: int = 0
+) -> Sample:
     return {
         "id": row_id("lab", dataset, row["id"], copy),
         "source_id": str(row["id"]),
@@ -140,7 +151,7 @@ def _sample(
     }
 
 
-def training_sample(row: dict[str, Any], system: str = SDG_SYSTEM_PROMPT) -> dict[str, Any]:
+def training_sample(row: Row, system: str = SDG_SYSTEM_PROMPT) -> Sample:
     """A kept row as one chat sample: grounded skills and knowledge put their context
     before the question (``context\\n\\nquestion``, as SDG's CombineColumnsBlock and
     phase 0.7 set do); freeform skills ask the question alone."""
@@ -171,18 +182,19 @@ def raft_documents(
     return "\n".join(f"Document:\n{d}\n\n" for d in docs)
 
 
-def _auxiliary(
-    rows: Sequence[dict[str, Any]], mix: LabMix, seed: int, *, unmask: bool
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _auxiliary(rows: Sequence[Row], mix: LabMix, seed: int, *, unmask: bool) -> list[Sample]:
+    out: list[Sample] = []
     seen: set[str] = set()
     for row in rows:
-        if row.get("dataset_type") != "spellcheck" or row["context"] in seen:
+        if row.get("dataset_type") != "spellcheck":
             continue
-        seen.add(row["context"])
+        context = str(row["context"])
+        if context in seen:
+            continue
+        seen.add(context)
         rng = random.Random(f"lab:aux:{seed}:{row['id']}")
         instruction = rng.choice(mix.auxiliary_instructions)
-        aux = {**row, "answer": row["context"]}
+        aux = {**row, "answer": context}
         out.append(
             _sample(
                 aux,
@@ -195,21 +207,19 @@ def _auxiliary(
     return out
 
 
-def phase_sets(
-    kept: Sequence[dict[str, Any]], mix: LabMix, *, seed: int
-) -> dict[str, list[dict[str, Any]]]:
+def phase_sets(kept: Sequence[Row], mix: LabMix, *, seed: int) -> dict[str, list[Sample]]:
     """``knowledge.jsonl``, ``skills.jsonl`` and ``mixed.jsonl`` from the kept rows
     (sorted by the caller, so the result does not depend on shard order)."""
     system = mix.system_prompt
     knowledge_rows = [r for r in kept if r["kind"] == "knowledge"]
-    by_leaf: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_leaf: dict[str, list[Row]] = defaultdict(list)
     for r in kept:
         by_leaf[str(r["leaf"])].append(r)
 
     knowledge_qa = [training_sample(r, system) for r in knowledge_rows]
     phase07 = knowledge_qa + _auxiliary(knowledge_rows, mix, seed, unmask=True)
 
-    phase10: list[dict[str, Any]] = []
+    phase10: list[Sample] = []
     for leaf, rows in sorted(by_leaf.items()):
         if rows[0]["kind"] == "knowledge":
             contexts = list(dict.fromkeys(str(r["context"]) for r in rows))
@@ -246,18 +256,18 @@ def phase_sets(
     }
 
 
-def mix_rows(rows: Sequence[dict[str, Any]], recipe: LabMix, *, seed: int) -> list[dict[str, Any]]:
+def mix_rows(rows: Sequence[S], recipe: LabMix, *, seed: int) -> list[S]:
     """The mixed training set: each group sampled by its size, then shuffled (seeded).
 
     Groups: every leaf named in ``recipe.leaves``, then each phase's remaining rows.
     """
-    groups: dict[str, tuple[list[dict[str, Any]], Size]] = {}
+    groups: dict[str, tuple[list[S], Size]] = {}
     for leaf, size in sorted(recipe.leaves.items()):
         groups[f"leaf:{leaf}"] = ([r for r in rows if r["leaf"] == leaf], size)
     for phase, size in (("knowledge", recipe.knowledge), ("skills", recipe.skills)):
         pool = [r for r in rows if r["phase"] == phase and r["leaf"] not in recipe.leaves]
         groups[f"phase:{phase}"] = (pool, size)
-    out: list[dict[str, Any]] = []
+    out: list[S] = []
     for name, (pool, size) in groups.items():
         out.extend(sample_rows(pool, size, random.Random(f"lab:mix:{seed}:{name}")))
     random.Random(f"lab:mix:{seed}:shuffle").shuffle(out)
