@@ -59,7 +59,6 @@ METHODS: dict[str, tuple[type[Base], Factory]] = {
 _OPTIONAL = (
     ("codeclm", "CodecLMConfig", "CodecLMMethod"),
     ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
-    ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
     ("lab", "LabConfig", "LabMethod"),
 )
 
@@ -67,8 +66,9 @@ _OPTIONAL = (
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
     from .pipeline import PipelineMethod
+    from .selfguide import SelfGuideMethod
 
-    return {"pipeline": PipelineMethod}
+    return {"pipeline": PipelineMethod, "selfguide": SelfGuideMethod}
 
 
 PUBLIC_METHODS = _public_methods()
