@@ -58,7 +58,6 @@ METHODS: dict[str, tuple[type[Base], Factory]] = {
 # Methods in their own modules, registered when present: (module, config class, method class).
 _OPTIONAL = (
     ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
-    ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
 )
 
 
@@ -67,11 +66,13 @@ def _public_methods() -> dict[str, type[UserMethod]]:
     from .codeclm import CodecLM
     from .lab import LabMethod
     from .pipeline import PipelineMethod
+    from .selfguide import SelfGuideMethod
 
     return {
         "pipeline": PipelineMethod,
         "codeclm": CodecLM,
         "lab": LabMethod,
+        "selfguide": SelfGuideMethod,
     }
 
 

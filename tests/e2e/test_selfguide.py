@@ -1,13 +1,20 @@
-"""End to end: SELF-GUIDE through the CLI in a subprocess, on the simulated endpoint."""
+"""End to end: SELF-GUIDE through the CLI in a subprocess, on the simulated endpoint: the
+counts add up, classification balances, and a run SIGKILLed during annotation resumes
+exactly once (the rounds replay from the cache)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import CONFIGS, run_cli
+from tests.conftest import CONFIGS, ROOT, run_cli
 
 
 def _rows(out: Path, kind: str) -> list[dict[str, Any]]:
@@ -88,3 +95,57 @@ def test_selfguide_classification_balances(tmp_path: Path) -> None:
     assert derived["balanced.jsonl"]["rows"] == len(balanced)
     label_drops = [r for r in _rows(out, "rejected") if r.get("filter") == "label"]
     assert got["report"]["annotation"]["dropped_label"] == len(label_drops)
+
+
+def _killable(out: Path) -> list[str]:
+    """The shipped classification config, slowed so a kill lands during annotation."""
+    sets = [
+        f"run.output={out}",
+        "run.shard_records=4",
+        "run.max_items_in_flight=2",
+        "endpoints.student.sim.latency_ms=20",
+        "endpoints.student.sim.jitter_ms=0",
+        "endpoints.student.max_concurrency=2",
+    ]
+    args = [sys.executable, "-m", "engine", "run", str(CONFIGS / "selfguide_classification.toml")]
+    for item in sets:
+        args += ["--set", item]
+    return [*args, "--quiet"]
+
+
+def test_selfguide_sigkill_during_annotation_resumes_exactly_once(tmp_path: Path) -> None:
+    reference = subprocess.run(
+        _killable(tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _killable(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    committed = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            manifest = out / "manifest.json"
+            if manifest.exists():
+                shards = json.loads(manifest.read_text())["shards"]
+                committed = sum(s["rows"] for s in shards)
+                if committed:
+                    break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before the kill"
+    assert committed > 0  # killed after the rounds, with rows committed
+    resumed = run_cli(*_killable(out)[3:], timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    for kind in ("kept", "rejected", "failed"):
+        got = _rows(out, kind)
+        assert len({r["id"] for r in got}) == len(got), f"a {kind} row written twice"
+        expected = _rows(tmp_path / "reference", kind)
+        by_id = {r["id"]: r for r in expected}
+        assert {r["id"]: r for r in got} == by_id, kind
+    for name in ("balanced.jsonl", "balanced_dropped.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()

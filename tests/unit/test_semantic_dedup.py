@@ -887,13 +887,15 @@ enabled = true
         input_path=config.resolve("task.json"),
         stage=lambda name: stages.setdefault(name, Counts()),
     )
-    method = SelfGuideMethod(cfg, ctx)
+    method = SelfGuideMethod(cfg)
+    adapter = Adapter(method, ctx)
+    method.bind(adapter.ctx)
     assert method.semantic is not None
     method.semantic = SemanticDedup(cfg.semantic_dedup, embedder=lambda: minilm)  # loaded once
-    await method.prepare()
+    await adapter.prepare()
     out: list[RowOut] = []
-    for item in method.work():
-        out += await method.process(item)  # type: ignore[arg-type]
+    for item in adapter.work():
+        out += await adapter.process(item)  # type: ignore[arg-type]
     kept = [r for k, r in out if k == "kept"]
     dups = [r for k, r in out if k == "rejected" and r["filter"] == "near_duplicate"]
     assert [r["input"] for r in kept] == [inputs[0], inputs[1], inputs[3], inputs[5]]

@@ -14,8 +14,9 @@ import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError, InputError
-from engine.methods import method_config
+from engine.methods import create_method
 from engine.methods.base import MethodContext
+from engine.methods.custom import Adapter
 from engine.methods.selfguide import (
     COLUMNS,
     SelfGuideConfig,
@@ -107,8 +108,6 @@ strong = "s"
         encoding="utf-8",
     )
     config = load_config(tmp_path / "sg.toml")
-    cfg = method_config(config)
-    assert isinstance(cfg, SelfGuideConfig)
     fake = FakeEndpoint(script)
     stages: dict[str, Counts] = {}
     ctx = MethodContext(
@@ -117,15 +116,27 @@ strong = "s"
         input_path=config.resolve("task.json"),
         stage=lambda name: stages.setdefault(name, Counts()),
     )
-    return SelfGuideMethod(cfg, ctx), fake
+    # The engine's path: options validated and checked, the method under its Adapter.
+    adapter = create_method(config, ctx)
+    assert isinstance(adapter, Adapter)
+    sg = adapter.method
+    assert isinstance(sg, SelfGuideMethod) and isinstance(sg.cfg, SelfGuideConfig)
+    sg.bind(adapter.ctx)
+    ADAPTERS[sg] = adapter
+    return sg, fake
+
+
+ADAPTERS: dict[SelfGuideMethod, Adapter] = {}
+"""The Adapter each method of :func:`make` runs under (what the scheduler drives)."""
 
 
 async def run_all(method: SelfGuideMethod) -> list[RowOut]:
-    await method.prepare()
+    adapter = ADAPTERS[method]
+    await adapter.prepare()
     rows: list[RowOut] = []
-    for item in method.work():
+    for item in adapter.work():
         assert isinstance(item, Item)
-        rows.extend(await method.process(item))
+        rows.extend(await adapter.process(item))
     return rows
 
 
@@ -537,7 +548,7 @@ def test_every_row_carries_the_instruction_and_label_changes_are_marked(tmp_path
     rows = asyncio_run(run_all(method))
     names = [c.name for c in COLUMNS]
     assert rows and all(list(r) == names for _, r in rows)
-    assert all(r["instruction"] == method._task().instruction for _, r in rows)
+    assert all(r["instruction"] == method.task.instruction for _, r in rows)
     kept = [r for k, r in rows if k == "kept"]
     assert kept and all(r["label"] == "negative" for r in kept)
     for r in kept:
