@@ -99,7 +99,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "engine.io",
         "engine.errors",
         "engine.methods.lab_mix",
-        "engine.methods.prompts_backtranslation",
+        "engine.methods.backtranslation.prompts",
     ),
     "engine.cli": ("engine",),
     "engine.__main__": ("engine.cli",),

@@ -24,7 +24,6 @@ from ..records import BadInput
 from .base import ChecksInput, InputCheck, Method, MethodContext, failed_row
 from .custom import Adapter, MethodConfig
 from .custom import Method as UserMethod
-from .respond import RespondConfig, RespondMethod
 
 __all__ = (
     "ENTRY_POINT_GROUP",
@@ -50,15 +49,12 @@ RECORD_INPUT = frozenset({"codeclm", "respond", "backtranslation"})
 
 Factory = Callable[[Any, MethodContext], Method]
 
-METHODS: dict[str, tuple[type[Base], Factory]] = {
-    "respond": (RespondConfig, RespondMethod),
-}
+METHODS: dict[str, tuple[type[Base], Factory]] = {}
 
 
 # Methods in their own modules, registered when present: (module, config class, method class).
 _OPTIONAL = (
     ("codeclm", "CodecLMConfig", "CodecLMMethod"),
-    ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
     ("selfguide", "SelfGuideConfig", "SelfGuideMethod"),
     ("lab", "LabConfig", "LabMethod"),
 )
@@ -66,9 +62,15 @@ _OPTIONAL = (
 
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
+    from .backtranslation import Backtranslation
     from .pipeline import PipelineMethod
+    from .respond import Respond
 
-    return {"pipeline": PipelineMethod}
+    return {
+        "pipeline": PipelineMethod,
+        "backtranslation": Backtranslation,
+        "respond": Respond,
+    }
 
 
 PUBLIC_METHODS = _public_methods()
