@@ -8,12 +8,14 @@ responses for instructions they already have. Built on the public method API
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 import msgspec
 
 from ..config import Config as RunConfig
-from ..errors import EndpointError, InputError, ParseError
+from ..config import locate_key
+from ..errors import ConfigError, EndpointError, InputError, ParseError
 from ..io.readers import read_jsonl
 from ..records import BadInput, Item, row_id
 from ..stages import Generate, check_template, parse_score
@@ -106,6 +108,13 @@ class RespondFailed(msgspec.Struct, frozen=True, kw_only=True):
     simulated: bool
 
 
+def _source_text(config: RunConfig) -> str | None:
+    try:
+        return Path(config.source).read_text(encoding="utf-8") if config.source else None
+    except OSError:
+        return None
+
+
 class _Steps:
     def __init__(self, cfg: RespondConfig, ctx: Context) -> None:
         self.respond = Generate(
@@ -143,16 +152,31 @@ class Respond(Method):
 
     @classmethod
     def check_options(cls, options: object, config: RunConfig) -> None:
-        """The templates use only the placeholders they are given."""
+        """The templates use only the placeholders they are given.
+
+        Raises:
+            ConfigError: a template uses another placeholder (the config file, the
+                template's line and key, and the placeholders it may use).
+        """
         assert isinstance(options, RespondConfig)
-        check_template(
-            options.respond_template, {"instruction"}, field="method.respond.respond_template"
+        checks = (
+            ("respond_template", options.respond_template, {"instruction"}),
+            ("judge_template", options.judge_template, {"instruction", "response"}),
         )
-        check_template(
-            options.judge_template,
-            {"instruction", "response"},
-            field="method.respond.judge_template",
-        )
+        for key, template, allowed in checks:
+            field = f"method.{_NAME}.{key}"
+            try:
+                check_template(template, allowed, field=field)
+            except ConfigError as exc:
+                overridden = field in config.overridden
+                text = _source_text(config) if not overridden else None
+                raise ConfigError(
+                    exc.reason,
+                    path="--set" if overridden else (config.source or None),
+                    line=locate_key(text, field) if text else None,
+                    field=field,
+                    hint=exc.hint,
+                ) from exc
 
     def work(self, ctx: Context) -> Iterator[Item | BadInput]:
         """One item per input line with an ``instruction`` (a bad line: an item that
