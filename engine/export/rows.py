@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..errors import InputError
+from ..methods.backtranslation.prompts import S_W
 from ..methods.lab.mix import SDG_SYSTEM_PROMPT, training_sample
-from ..methods.prompts_backtranslation import S_W
 
 __all__ = (
     "COMMON_COLUMNS",

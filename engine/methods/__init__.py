@@ -21,15 +21,12 @@ from ..config import Base, Config, locate_key, validation_error
 from ..errors import ConfigError, InputError
 from ..io.readers import check_readable, read_jsonl
 from ..records import BadInput
-from .base import ChecksInput, InputCheck, Method, MethodContext, failed_row
+from .base import InputCheck, Method, MethodContext, failed_row
 from .custom import Adapter, MethodConfig
 from .custom import Method as UserMethod
-from .respond import RespondConfig, RespondMethod
 
 __all__ = (
     "ENTRY_POINT_GROUP",
-    "METHODS",
-    "RECORD_INPUT",
     "InputCheck",
     "Method",
     "MethodContext",
@@ -45,54 +42,29 @@ __all__ = (
 ENTRY_POINT_GROUP = "synth_engine.methods"
 """Entry-point group under which an installed package registers methods by name."""
 
-RECORD_INPUT = frozenset({"codeclm", "respond", "backtranslation"})
-"""Methods whose input is JSONL records (so ``Engine.stream(items)`` can feed them)."""
-
 Factory = Callable[[Any, MethodContext], Method]
-
-METHODS: dict[str, tuple[type[Base], Factory]] = {
-    "respond": (RespondConfig, RespondMethod),
-}
-
-
-# Methods in their own modules, registered when present: (module, config class, method class).
-_OPTIONAL = (
-    ("backtranslation", "BacktranslationConfig", "BacktranslationMethod"),
-)
 
 
 def _public_methods() -> dict[str, type[UserMethod]]:
     """Built-in methods written on the public method API, by name."""
+    from .backtranslation import Backtranslation
     from .codeclm import CodecLM
     from .lab import LabMethod
     from .pipeline import PipelineMethod
+    from .respond import Respond
     from .selfguide import SelfGuideMethod
 
     return {
         "pipeline": PipelineMethod,
         "codeclm": CodecLM,
-        "lab": LabMethod,
+        "backtranslation": Backtranslation,
         "selfguide": SelfGuideMethod,
+        "lab": LabMethod,
+        "respond": Respond,
     }
 
 
 PUBLIC_METHODS = _public_methods()
-
-
-def _register_optional() -> None:
-    import importlib
-
-    for module, cfg_name, method_name in _OPTIONAL:
-        try:
-            mod = importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
-            continue
-        METHODS[module] = (getattr(mod, cfg_name), getattr(mod, method_name))
-
-
-_register_optional()
 
 
 class MethodEntry:
@@ -173,17 +145,6 @@ def resolve_method(config: Config) -> MethodEntry:
     spec = config.run.method
     if spec in PUBLIC_METHODS:
         return _user_entry(PUBLIC_METHODS[spec])
-    if spec in METHODS:
-        schema, factory = METHODS[spec]
-        return MethodEntry(
-            spec,
-            schema,
-            factory,
-            records_input=spec in RECORD_INPUT,
-            global_phase=bool(getattr(factory, "global_phase", False)),
-            required_fields=_RECORD_FIELDS.get(spec, ()),
-            finalizes=callable(getattr(factory, "finalize", None)),
-        )
     text = _config_text(config)
 
     def refuse(reason: str, hint: str) -> ConfigError:
@@ -223,7 +184,7 @@ def resolve_method(config: Config) -> MethodEntry:
     if found is None:
         raise refuse(
             f"unknown method {spec!r}",
-            f"choose one of: {', '.join(sorted({*METHODS, *PUBLIC_METHODS}))}, or name your own as "
+            f"choose one of: {', '.join(sorted(PUBLIC_METHODS))}, or name your own as "
             '"package.module:ClassName"',
         )
     if not (isinstance(found, type) and issubclass(found, UserMethod)):
@@ -242,7 +203,7 @@ def method_config(config: Config, entry: MethodEntry | None = None) -> Base:
     """
     entry = entry or resolve_method(config)
     text = _config_text(config)
-    known = {*METHODS, *PUBLIC_METHODS, entry.name}
+    known = {*PUBLIC_METHODS, entry.name}
     for table in config.method:
         if table not in known:
             raise ConfigError(
@@ -274,10 +235,6 @@ def create_method(config: Config, ctx: MethodContext, entry: MethodEntry | None 
     return entry.factory(method_config(config, entry), ctx)
 
 
-_RECORD_FIELDS = {"respond": ("instruction",), "codeclm": ("instruction",)}
-"""Fields the JSONL-record methods without their own ``check_input`` require."""
-
-
 class _NoStage:
     calls = ok = failed = parse_errors = 0
 
@@ -296,16 +253,10 @@ def check_input(config: Config) -> InputCheck:
     except InputError as exc:
         return InputCheck.failed(exc)
     ctx = MethodContext(config=config, callers={}, input_path=path, stage=lambda _: _NoStage())
-    factory = entry.factory
-    if entry.name not in METHODS:  # a method on the public API: its own check, if any
-        method = factory(cfg, ctx)
-        found = method.input_check() if isinstance(method, Adapter) else None
-        if found is not None:
-            return found
-    elif hasattr(factory, "check_input"):
-        method = factory(cfg, ctx)
-        if isinstance(method, ChecksInput):
-            return method.check_input()
+    method = entry.factory(cfg, ctx)
+    found = method.input_check() if isinstance(method, Adapter) else None
+    if found is not None:
+        return found
     check = InputCheck()
     try:
         for rec in read_jsonl(path, required=entry.required_fields):

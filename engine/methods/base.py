@@ -22,7 +22,6 @@ from ..stages import ChatCaller, StageObserver
 
 __all__ = (
     "FAILURE_COLUMNS",
-    "ChecksInput",
     "Column",
     "Finalizing",
     "InputCheck",
@@ -158,15 +157,6 @@ class InputCheck(msgspec.Struct, kw_only=True):
         check = cls()
         check.add_problem(exc.path or "input", exc.line, exc.reason)
         return check
-
-
-@runtime_checkable
-class ChecksInput(Protocol):
-    """A method that can read its input the way ``run`` will, for ``validate``."""
-
-    def check_input(self) -> InputCheck:
-        """Read the whole input; count usable and bad items; list every problem."""
-        ...
 
 
 def failed_row(

@@ -1,24 +1,35 @@
 """``respond``: seed instruction -> strong response -> judge score (1-10) -> keep if >= threshold.
 
 The simplest pipeline, kept as a smoke test of the engine and for users who only need
-responses for instructions they already have.
+responses for instructions they already have. Built on the public method API
+(:class:`engine.Method`), like a method a user would write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, ClassVar
 
 import msgspec
 
-from ..config import Base
-from ..errors import EndpointError, EngineError, InputError, ParseError
+from ..config import Config as RunConfig
+from ..config import locate_key
+from ..errors import ConfigError, EndpointError, InputError, ParseError
 from ..io.readers import read_jsonl
-from ..records import BadInput, Item, RowOut, row_id
+from ..records import BadInput, Item, row_id
 from ..stages import Generate, check_template, parse_score
-from .base import MethodContext, bad_input_reason, failed_row, items_for_schema
+from .base import bad_input_reason, items_for_schema
+from .custom import Context, Failed, Kept, Method, MethodConfig, Rejected, TypedRow
 
-__all__ = ("RespondConfig", "RespondMethod")
+__all__ = (
+    "JUDGE_TEMPLATE",
+    "RESPOND_TEMPLATE",
+    "Respond",
+    "RespondConfig",
+    "RespondFailed",
+    "RespondRow",
+)
 
 RESPOND_TEMPLATE = "{{instruction}}"
 JUDGE_TEMPLATE = """You are a strict reviewer of AI assistant answers.
@@ -32,8 +43,10 @@ First give a one-sentence explanation, then write "Score: <1-10>" on the last li
 {{response}}
 [The End of the Answer]"""
 
+_NAME = "respond"
 
-class RespondConfig(Base, frozen=True):
+
+class RespondConfig(MethodConfig, frozen=True):
     """``[method.respond]``.
 
     Attributes:
@@ -53,6 +66,8 @@ class RespondConfig(Base, frozen=True):
     judge_template: str = JUDGE_TEMPLATE
 
 
+# The replies' shapes (no docstrings: a docstring becomes the "description" of the JSON
+# schema sent as structured output, and so would change every request).
 class _Text(msgspec.Struct):
     response: str
 
@@ -62,20 +77,46 @@ class _Score(msgspec.Struct):
     score: Annotated[int, msgspec.Meta(ge=1, le=10)]
 
 
-class RespondMethod:
-    """The ``respond`` pipeline."""
+def _parse_judge(text: str) -> _Score:
+    return _Score(
+        explanation=text.strip(), score=round(parse_score(text, low=1, high=10, stage="judge"))
+    )
 
-    name = "respond"
 
-    def __init__(self, cfg: RespondConfig, ctx: MethodContext) -> None:
-        check_template(
-            cfg.respond_template, {"instruction"}, field="method.respond.respond_template"
-        )
-        check_template(
-            cfg.judge_template, {"instruction", "response"}, field="method.respond.judge_template"
-        )
-        self.cfg = cfg
-        self.ctx = ctx
+class RespondRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A judged response: kept as is, or rejected (the engine adds ``reason`` last)."""
+
+    id: str
+    instruction: str
+    response: str
+    score: int
+    explanation: str
+    seed_id: str
+    models: dict[str, str]
+    simulated: bool
+
+
+class RespondFailed(msgspec.Struct, frozen=True, kw_only=True):
+    """An instruction that got no judged response: a bad input line or a failed call."""
+
+    id: str
+    seed_id: str
+    source: str
+    stage: str
+    error_kind: str
+    error: str
+    simulated: bool
+
+
+def _source_text(config: RunConfig) -> str | None:
+    try:
+        return Path(config.source).read_text(encoding="utf-8") if config.source else None
+    except OSError:
+        return None
+
+
+class _Steps:
+    def __init__(self, cfg: RespondConfig, ctx: Context) -> None:
         self.respond = Generate(
             "respond",
             depth=1,
@@ -83,69 +124,128 @@ class RespondMethod:
             schema=_Text,
             parse_text=lambda t: _Text(response=t.strip()),
             params={"temperature": cfg.temperature, "max_tokens": cfg.max_tokens},
-            observer_for=ctx.stage,
+            observer_for=ctx.observer,
         )
         self.judge = Generate(
             "judge",
             depth=2,
             template=cfg.judge_template,
             schema=_Score,
-            parse_text=lambda t: _Score(
-                explanation=t.strip(), score=round(parse_score(t, low=1, high=10, stage="judge"))
-            ),
+            parse_text=_parse_judge,
             params={"temperature": cfg.judge_temperature, "max_tokens": 256},
-            observer_for=ctx.stage,
+            observer_for=ctx.observer,
         )
 
-    async def prepare(self) -> None:
-        """Nothing to prepare."""
 
-    def work(self) -> Iterator[Item | BadInput]:
+class Respond(Method):
+    """The ``respond`` pipeline (see the module docstring)."""
+
+    name: ClassVar[str] = _NAME
+    Config = RespondConfig
+    required_fields: ClassVar[tuple[str, ...]] = ("instruction",)
+    provenance_columns: ClassVar[bool] = False
+
+    def __init__(self, options: RespondConfig | None = None) -> None:
+        super().__init__(options)
+        self.cfg = options or RespondConfig()
+        self._steps: _Steps | None = None
+
+    @classmethod
+    def check_options(cls, options: object, config: RunConfig) -> None:
+        """The templates use only the placeholders they are given.
+
+        Raises:
+            ConfigError: a template uses another placeholder (the config file, the
+                template's line and key, and the placeholders it may use).
+        """
+        assert isinstance(options, RespondConfig)
+        checks = (
+            ("respond_template", options.respond_template, {"instruction"}),
+            ("judge_template", options.judge_template, {"instruction", "response"}),
+        )
+        for key, template, allowed in checks:
+            field = f"method.{_NAME}.{key}"
+            try:
+                check_template(template, allowed, field=field)
+            except ConfigError as exc:
+                overridden = field in config.overridden
+                text = _source_text(config) if not overridden else None
+                raise ConfigError(
+                    exc.reason,
+                    path="--set" if overridden else (config.source or None),
+                    line=locate_key(text, field) if text else None,
+                    field=field,
+                    hint=exc.hint,
+                ) from exc
+
+    def work(self, ctx: Context) -> Iterator[Item | BadInput]:
         """One item per input line with an ``instruction`` (a bad line: an item that
         becomes a failed row, written by :meth:`process` so it says ``simulated`` too)."""
         return items_for_schema(
             read_jsonl(
-                self.ctx.input_path,
-                required=("instruction",),
-                duplicate_ids=self.ctx.config.run.duplicate_ids,
+                ctx.input_path,
+                required=self.required_fields,
+                duplicate_ids=ctx.config.run.duplicate_ids,
             )
         )
 
-    def _failed(self, item: Item, stage: str, error: EngineError | str) -> list[RowOut]:
-        kind, row = failed_row(self.name, item.key, source=item.source, stage=stage, error=error)
-        row["simulated"] = self.ctx.simulated
-        return [(kind, row)]
+    def _failed(
+        self,
+        item: Item,
+        ctx: Context,
+        stage: str,
+        error: EndpointError | ParseError | InputError | str,
+    ) -> TypedRow:
+        if isinstance(error, str):
+            kind = "input"
+        elif isinstance(error, EndpointError):
+            kind = error.kind
+        else:
+            kind = type(error).__name__
+        row = RespondFailed(
+            id=row_id(_NAME, item.key, stage, "failed"),
+            seed_id=item.key,
+            source=item.source,
+            stage=stage,
+            error_kind=kind,
+            error=str(error),
+            simulated=ctx.simulated,
+        )
+        return Failed(row.stage, row.error, data=row)
 
-    async def process(self, item: Item) -> list[RowOut]:
+    async def process(self, item: Item, ctx: Context) -> list[TypedRow]:
         """Respond, judge, route."""
+        if self._steps is None:
+            self._steps = _Steps(self.cfg, ctx)
+        steps = self._steps
         bad = bad_input_reason(item)
         if bad is not None:
-            return self._failed(item, "input", bad)
+            return [self._failed(item, ctx, "input", bad)]
         instruction = str(item.data["instruction"])
-        strong = self.ctx.callers["strong"]
-        judge = self.ctx.callers["judge"]
         try:
-            answer = await self.respond(strong, {"instruction": instruction})
-            verdict = await self.judge(
-                judge, {"instruction": instruction, "response": answer.response}
+            answer = await steps.respond(ctx.caller("strong"), {"instruction": instruction})
+            verdict = await steps.judge(
+                ctx.caller("judge"), {"instruction": instruction, "response": answer.response}
             )
         except (EndpointError, ParseError, InputError) as exc:
-            return self._failed(item, getattr(exc, "stage", None) or "respond", exc)
-        row: dict[str, Any] = {
-            "id": row_id(self.name, item.key),
-            "instruction": instruction,
-            "response": answer.response,
-            "score": verdict.score,
-            "explanation": verdict.explanation,
-            "seed_id": item.key,
-            "models": self.ctx.models(),
-            "simulated": self.ctx.simulated,
-        }
+            stage = exc.stage if isinstance(exc, EndpointError | ParseError) else None
+            return [self._failed(item, ctx, stage or "respond", exc)]
+        row = RespondRow(
+            id=row_id(_NAME, item.key),
+            instruction=instruction,
+            response=answer.response,
+            score=verdict.score,
+            explanation=verdict.explanation,
+            seed_id=item.key,
+            models=ctx.models(),
+            simulated=ctx.simulated,
+        )
         if verdict.score >= self.cfg.threshold:
-            return [("kept", row)]
-        row["reason"] = f"judge score {verdict.score} < threshold {self.cfg.threshold:g}"
-        return [("rejected", row)]
+            return [Kept(row)]
+        return [
+            Rejected(row, reason=f"judge score {verdict.score} < threshold {self.cfg.threshold:g}")
+        ]
 
-    def report(self) -> dict[str, Any]:
-        """Nothing beyond the common report."""
+    def report(self) -> dict[str, object]:
+        """Nothing beyond the common report but the threshold."""
         return {"threshold": self.cfg.threshold}

@@ -14,19 +14,19 @@ from engine.config import load_config
 from engine.errors import ConfigError, ParseError
 from engine.methods import backtranslation as B
 from engine.methods import method_config
-from engine.methods import prompts_backtranslation as P
 from engine.methods.backtranslation import (
     BacktranslationConfig,
-    BacktranslationMethod,
     decide,
     effective_threshold,
     parse_curation,
     parse_instruction,
     score_bucket,
 )
+from engine.methods.backtranslation import prompts as P
 from engine.methods.base import MethodContext
 from engine.records import BadInput, Item, RowOut
 from tests.fakes import Counts, Reply
+from tests.unit.methods.backtranslation_bound import BacktranslationMethod
 
 
 # ----------------------------------------------------------------- parsing

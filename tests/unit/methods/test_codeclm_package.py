@@ -15,7 +15,7 @@ from engine import Engine
 from engine.config import load_config
 from engine.errors import ConfigError, ServerError
 from engine.io.shards import KINDS, iter_rows
-from engine.methods import METHODS, PUBLIC_METHODS, method_config, resolve_method
+from engine.methods import PUBLIC_METHODS, method_config, resolve_method
 from engine.methods.base import MethodContext, failed_row_for
 from engine.methods.codeclm import COLUMNS, CodecLM, CodecLMConfig
 from engine.methods.codeclm.rows import FailedRow, KeptRow, RejectedRow
@@ -28,7 +28,7 @@ _KIND_LETTER = {KeptRow: "k", RejectedRow: "r", FailedRow: "f"}
 
 
 def _context(tmp_path: Path, script: Script, **method: object) -> tuple[CodecLM, Context]:
-    config = write_config(tmp_path, **method)
+    config = write_config(tmp_path, "", **method)
     cfg = method_config(config)
     assert isinstance(cfg, CodecLMConfig)
     callers = {
@@ -46,7 +46,7 @@ def _context(tmp_path: Path, script: Script, **method: object) -> tuple[CodecLM,
 
 
 def test_registered_as_a_public_method(tmp_path: Path) -> None:
-    assert PUBLIC_METHODS["codeclm"] is CodecLM and "codeclm" not in METHODS
+    assert PUBLIC_METHODS["codeclm"] is CodecLM
     entry = resolve_method(write_config(tmp_path))
     assert entry.name == "codeclm" and entry.config_type is CodecLMConfig
     assert entry.global_phase and entry.records_input and not entry.finalizes

@@ -15,7 +15,7 @@ import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError, ServerError
-from engine.methods import METHODS, PUBLIC_METHODS, create_method, resolve_method
+from engine.methods import PUBLIC_METHODS, create_method, resolve_method
 from engine.methods.base import MethodContext, failed_row_for
 from engine.methods.custom import Adapter, Context, Method
 from engine.methods.selfguide import COLUMNS, SelfGuideMethod
@@ -108,7 +108,7 @@ def sg(adapter: Adapter) -> SelfGuideMethod:
 
 # ------------------------------------------------------------ registration
 def test_registered_on_the_public_api_with_its_capabilities(tmp_path: Path) -> None:
-    assert PUBLIC_METHODS["selfguide"] is SelfGuideMethod and "selfguide" not in METHODS
+    assert PUBLIC_METHODS["selfguide"] is SelfGuideMethod
     assert issubclass(SelfGuideMethod, Method)
     entry = resolve_method(load_config(write_config(tmp_path)))
     assert (entry.records_input, entry.global_phase, entry.finalizes) == (False, True, True)

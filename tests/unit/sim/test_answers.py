@@ -18,10 +18,10 @@ import msgspec
 import pytest
 
 from engine.io.tasks import match_label
-from engine.methods import prompts_backtranslation as PB
 from engine.methods import prompts_codeclm as PC
 from engine.methods import prompts_selfguide as PS
 from engine.methods.backtranslation import parse_curation, parse_instruction
+from engine.methods.backtranslation import prompts as PB
 from engine.methods.codeclm import (
     _parse_improved,
     _parse_pair,
