@@ -16,7 +16,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine.redaction": (),
     "engine.version": (),
     "engine.prices": (),
-    "engine.config": ("engine.errors", "engine.redaction", "engine.prices"),
+    "engine.config": ("engine.config", "engine.errors", "engine.redaction", "engine.prices"),
     "engine.llm": ("engine.llm", "engine.errors", "engine.clock", "engine.redaction"),
     "engine.io": (
         "engine.io",
@@ -70,6 +70,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     # The composition root may use everything below it, including the in-process sim.
     "engine.api": (
+        "engine.api",
         "engine.config",
         "engine.errors",
         "engine.io",
