@@ -222,7 +222,7 @@ def cpu_section(d: dict[str, Any]) -> list[str]:
         "sim, not the clients; `cpu_peers` repeats this against nginx.",
         "",
         "The engine freezes the objects alive at start-up out of the cyclic GC and collects",
-        "generation 0 every 50,000 allocations instead of 700 (`engine/cli.py: _tune_gc`): in",
+        "generation 0 every 50,000 allocations instead of 700 (`engine/cli/runtime.py: tune_gc`): in",
         "an earlier run against the same sim at 1,024 in flight, that cut client CPU from 267",
         "to 231 µs per request.",
         "",

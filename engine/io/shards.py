@@ -19,8 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -30,6 +29,19 @@ import orjson
 
 from ..clock import Clock, monotonic
 from ..errors import OutputMismatch, ShardError
+from .layout import (
+    CORRUPT_HINT,
+    KINDS,
+    PARTIAL_SUFFIX,
+    SHARD_RE,
+    delete_files,
+    is_output_name,
+    iter_rows,
+    prepare_dir,
+    scan,
+    shard_name,
+    unlisted,
+)
 from .manifest import (
     MANIFEST_NAME,
     DoneSet,
@@ -54,22 +66,7 @@ __all__ = (
     "shard_name",
 )
 
-KINDS: tuple[str, ...] = ("kept", "rejected", "failed")
-PARTIAL_SUFFIX = ".partial"
-
-_SHARD_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl$")
-_PARTIAL_RE = re.compile(r"^(kept|rejected|failed)-(\d{5,})\.jsonl\.partial$")
 _BUFFERING = 256 * 1024
-_PATH_HINT = "check the output path and its permissions"
-_CORRUPT_HINT = (
-    "run again with --force-new: it discards the shards and the manifest but keeps "
-    "OUT/cache.sqlite, so every response already paid for replays for free"
-)
-
-
-def shard_name(kind: str, index: int) -> str:
-    """The final file name of shard ``index`` of ``kind``, e.g. ``kept-00007.jsonl``."""
-    return f"{kind}-{index:05d}.jsonl"
 
 
 @dataclass(slots=True)
@@ -152,7 +149,7 @@ class ShardSink:
         self._next_index: dict[str, int] = dict.fromkeys(KINDS, 0)
         for shard in manifest.shards:
             self._totals[shard.kind] = self._totals.get(shard.kind, 0) + shard.rows
-            m = _SHARD_RE.match(shard.name)
+            m = SHARD_RE.match(shard.name)
             if m and m.group(1) == shard.kind:
                 self._next_index[shard.kind] = max(
                     self._next_index[shard.kind], int(m.group(2)) + 1
@@ -225,10 +222,10 @@ class ShardSink:
         run with another config or input replaces its manifest instead of refusing.
         """
         out_dir = Path(out_dir)
-        _prepare_dir(out_dir)
+        prepare_dir(out_dir)
         for kept in protect:
             kept = Path(kept)
-            if kept.parent.resolve() == out_dir.resolve() and _is_output_name(kept.name):
+            if kept.parent.resolve() == out_dir.resolve() and is_output_name(kept.name):
                 raise ShardError(
                     f"the input {kept.name} lies in the output directory under a name the "
                     "output uses for its own files, so the run could overwrite it",
@@ -236,7 +233,7 @@ class ShardSink:
                     hint="move the input out of the output directory, or write output elsewhere",
                 )
         manifest = load_manifest(out_dir)
-        shards, partials = _scan(out_dir)
+        shards, partials = scan(out_dir)
         discarded: list[str] = []
         if manifest is not None and not manifest.shards and manifest.totals.get("items", 0) == 0:
             if (
@@ -245,7 +242,7 @@ class ShardSink:
             ):
                 force_new = True  # it claims nothing: start over for this config and input
         if manifest is not None:
-            orphans, strangers = _unlisted(manifest, shards)
+            orphans, strangers = unlisted(manifest, shards)
         else:
             orphans, strangers = [], list(shards)
         if strangers:
@@ -295,10 +292,10 @@ class ShardSink:
                 raise ShardError(
                     f"shard does not match the manifest: {problems[0]}{more}",
                     path=str(out_dir / first),
-                    hint=_CORRUPT_HINT,
+                    hint=CORRUPT_HINT,
                 )
             doomed = [*partials, *orphans]
-            _delete(out_dir, doomed)
+            delete_files(out_dir, doomed)
             discarded.extend(doomed)
             sink = cls(
                 out_dir,
@@ -321,10 +318,10 @@ class ShardSink:
         if manifest is not None:
             doomed = [
                 MANIFEST_NAME,
-                *(s.name for s in manifest.shards if _SHARD_RE.match(s.name)),
+                *(s.name for s in manifest.shards if SHARD_RE.match(s.name)),
                 *doomed,
             ]
-        _delete(out_dir, doomed)
+        delete_files(out_dir, doomed)
         discarded.extend(doomed)
         now = utc_now()
         extra: dict[str, Any] = dict(carried.get("extra") or {})
@@ -590,112 +587,3 @@ class ShardSink:
         self.commit_seconds += self._clock() - started
         if self._on_commit is not None:
             self._on_commit(manifest)
-
-
-def _prepare_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not out_dir.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(out_dir))
-        probe = out_dir / f".write-probe-{os.getpid()}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.close(fd)
-        probe.unlink()
-    except OSError as exc:
-        detail = exc.strerror or str(exc)
-        raise ShardError(
-            f"output directory is not writable ({detail})", path=str(out_dir), hint=_PATH_HINT
-        ) from exc
-
-
-def _scan(out_dir: Path) -> tuple[list[str], list[str]]:
-    """Names of final shard files and of leftover partial/temporary files in ``out_dir``."""
-    shards: list[str] = []
-    partials: list[str] = []
-    try:
-        names = sorted(os.listdir(out_dir))
-    except OSError as exc:
-        raise os_error(exc, out_dir, "list the output directory") from exc
-    for name in names:
-        if _SHARD_RE.match(name):
-            shards.append(name)
-        elif _PARTIAL_RE.match(name) or name == MANIFEST_NAME + ".tmp":
-            partials.append(name)
-    return shards, partials
-
-
-def _is_output_name(name: str) -> bool:
-    """Whether ``name`` is one the output uses for its shards, partials or manifest."""
-    return bool(
-        _SHARD_RE.match(name)
-        or _PARTIAL_RE.match(name)
-        or name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp")
-    )
-
-
-def _unlisted(manifest: Manifest, shards: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Shard files the manifest does not list: crash orphans and strangers.
-
-    An orphan is numbered after every listed shard of its kind (renamed by a run that
-    died before the manifest that would list it was written): this output's own, safe to
-    delete. Any other unlisted shard file was not written by this output's runs.
-    """
-    next_index: dict[str, int] = {}
-    for info in manifest.shards:
-        m = _SHARD_RE.match(info.name)
-        if m:
-            next_index[m.group(1)] = max(next_index.get(m.group(1), 0), int(m.group(2)) + 1)
-    listed = {info.name for info in manifest.shards}
-    orphans: list[str] = []
-    strangers: list[str] = []
-    for name in shards:
-        if name in listed:
-            continue
-        m = _SHARD_RE.match(name)
-        if m and int(m.group(2)) >= next_index.get(m.group(1), 0):
-            orphans.append(name)
-        else:
-            strangers.append(name)
-    return orphans, strangers
-
-
-def _delete(out_dir: Path, names: Sequence[str]) -> None:
-    for name in names:
-        path = out_dir / name
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise os_error(exc, path, "delete a stale file") from exc
-
-
-def iter_rows(out_dir: Path, kind: str) -> Iterator[dict[str, Any]]:
-    """Yield the committed rows of ``kind``, shard by shard in the manifest's order.
-
-    Uncommitted (partial) and unlisted shard files are ignored. Nothing is yielded
-    when the directory has no manifest.
-
-    Raises:
-        ShardError: the manifest or a listed shard cannot be read or decoded.
-    """
-    out_dir = Path(out_dir)
-    manifest = load_manifest(out_dir)
-    if manifest is None:
-        return
-    for shard in manifest.shards:
-        if shard.kind != kind:
-            continue
-        path = out_dir / shard.name
-        try:
-            with path.open("rb") as f:
-                for lineno, line in enumerate(f, 1):
-                    try:
-                        row = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        raise ShardError(
-                            f"line {lineno} is not valid JSON ({exc})",
-                            path=str(path),
-                            hint=_CORRUPT_HINT,
-                        ) from exc
-                    yield row
-        except OSError as exc:
-            raise os_error(exc, path, "read shard") from exc
