@@ -32,6 +32,7 @@ from ..errors import (
     ServerError,
 )
 from ..redaction import Redactor
+from .chunked import install as install_chunked_reader
 from .http import (
     ERROR_BODY_BYTES,
     MESSAGE_CHARS,
@@ -103,6 +104,8 @@ class Client:
         max_response_bytes: largest body accepted, decompressed (see the module docs).
         redactor: secrets to hide in error messages (the key is always added).
         clock: monotonic time for latency measurements.
+        chunked_reader: read chunked event streams a network read at a time
+            (:mod:`engine.llm.chunked`); False keeps aiohttp's per-chunk body stream.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Client:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         redactor: Redactor | None = None,
         clock: Clock = monotonic,
+        chunked_reader: bool = True,
     ) -> None:
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be >= 1 (got {max_response_bytes})")
@@ -141,6 +145,7 @@ class Client:
             self._headers["Authorization"] = f"Bearer {api_key}"
             self._redactor.add(api_key)
         self._clock = clock
+        self._chunked_reader = chunked_reader
         self._session: aiohttp.ClientSession | None = None
         self.simulated = False  # set once a response carries the simulated endpoint's header
         # Called after each streamed read that carried content text, with the stream's
@@ -159,6 +164,8 @@ class Client:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
             )
+            if self._chunked_reader:
+                install_chunked_reader(connector)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
