@@ -1,7 +1,7 @@
 """Streamed calls against nginx, which sends every SSE line as its own HTTP chunk.
 
 The client reads chunked event streams with its own decoder (``engine/llm/chunked.py``);
-``Client(chunked_reader=False)`` is aiohttp's per-chunk path, the reference. nginx runs
+``Client(stream_transport=False)`` is aiohttp's per-chunk path, the reference. nginx runs
 with the echo module from ``benchmarks/_nginx.py`` on 127.0.0.1 (skipped without it),
 with a few answers of the tests' own: the nginx connection's serial number as the
 streamed text (to see connections reused or closed), a stream that ends before
@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+import uvloop
 
 from benchmarks._nginx import NginxEcho, ensure_nginx, nginx_echo, stream_events
 from engine.errors import MalformedResponse, ResponseTooLarge, Timeout
@@ -88,7 +89,7 @@ async def _chat(url: str, **kw: Any) -> ChatResult:
 async def test_the_same_result_as_aiohttps_per_chunk_path(nginx: NginxEcho) -> None:
     for url in (nginx.base_url(1.0, stream=True), _url(nginx, "gz")):
         ours = await _chat(url)
-        theirs = await _chat(url, chunked_reader=False)
+        theirs = await _chat(url, stream_transport=False)
         assert ours.texts == theirs.texts and len(ours.texts[0].split()) == 32
         assert ours.finish_reasons == theirs.finish_reasons == ["stop"]
         assert ours.usage == theirs.usage and ours.usage is not None
@@ -102,6 +103,19 @@ async def test_one_connection_serves_100_streams(nginx: NginxEcho) -> None:
     assert len(serials) == 1, serials
 
 
+def test_on_uvloop_as_the_cli_runs(nginx: NginxEcho) -> None:
+    """uvloop's transports are not asyncio's classes; the bench and the CLI run on it."""
+
+    async def run() -> tuple[ChatResult, set[str]]:
+        result = await _chat(nginx.base_url(1.0, stream=True))
+        async with Client("nginx", _url(nginx, "conn")) as client:
+            serials = {(await client.chat(BODY)).texts[0] for _ in range(20)}
+        return result, serials
+
+    result, serials = uvloop.run(run())
+    assert len(result.texts[0].split()) == 32 and len(serials) == 1
+
+
 def _open_sockets(nginx: NginxEcho) -> int:
     """This process's established TCP connections to nginx (as the OS sees them)."""
     return sum(
@@ -113,7 +127,7 @@ def _open_sockets(nginx: NginxEcho) -> int:
 
 @pytest.mark.parametrize("reader", [True, False])
 async def test_cancelling_mid_stream_closes_the_connection(nginx: NginxEcho, reader: bool) -> None:
-    async with Client("nginx", _url(nginx, "slow"), chunked_reader=reader) as slow:
+    async with Client("nginx", _url(nginx, "slow"), stream_transport=reader) as slow:
         assert _open_sockets(nginx) == 0
         started = asyncio.Event()
 
@@ -136,7 +150,7 @@ async def test_cancelling_mid_stream_closes_the_connection(nginx: NginxEcho, rea
 async def test_a_stream_ended_before_done_is_malformed(nginx: NginxEcho) -> None:
     for reader in (True, False):
         with pytest.raises(MalformedResponse, match=r"\[DONE\]"):
-            await _chat(_url(nginx, "trunc"), chunked_reader=reader)
+            await _chat(_url(nginx, "trunc"), stream_transport=reader)
 
 
 async def test_the_byte_limit_holds(nginx: NginxEcho) -> None:
