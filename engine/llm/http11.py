@@ -31,11 +31,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from ..clock import Clock, monotonic
 from ..errors import ConnectionLost, MalformedResponse
 from .chunked import ChunkDecoder, ChunkError
 
@@ -358,9 +358,20 @@ class Pool:
         url: any URL of the origin (scheme, host, port are used).
         limit: most connections open at once (0: no limit).
         connect_timeout_s: deadline for connecting (and the TLS handshake).
+        ssl_context: for https (default: the system's certificate store, hostname checked).
+        clock: monotonic time (idle connections' age).
     """
 
-    def __init__(self, endpoint: str, url: str, *, limit: int, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        url: str,
+        *,
+        limit: int,
+        connect_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Clock = monotonic,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -368,7 +379,10 @@ class Pool:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.tls = parts.scheme == "https"
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+        self._ssl: ssl.SSLContext | None = None
+        if self.tls:
+            self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._clock = clock
         self._limit = limit
         self._connect_timeout = connect_timeout_s
         self._idle: list[Connection] = []
@@ -405,7 +419,7 @@ class Pool:
     async def _acquire(self) -> Connection:
         if self._closed:
             raise ConnectionLost("the client is closed", endpoint=self.endpoint)
-        now = time.monotonic()
+        now = self._clock()
         while self._idle:
             conn = self._idle.pop()
             transport = conn.transport
@@ -454,7 +468,7 @@ class Pool:
 
     def _done(self, conn: Connection, reuse: bool) -> None:
         if reuse and not self._closed:
-            conn.idle_since = time.monotonic()
+            conn.idle_since = self._clock()
             self._idle.append(conn)
         else:
             self._open -= 1

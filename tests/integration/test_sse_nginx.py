@@ -19,7 +19,7 @@ import pytest
 import uvloop
 
 from benchmarks._nginx import NginxEcho, ensure_nginx, nginx_echo, stream_events
-from engine.errors import MalformedResponse, ResponseTooLarge, Timeout
+from engine.errors import MalformedResponse, RateLimited, ResponseTooLarge, Timeout
 from engine.llm.client import ChatResult, Client
 from engine.llm.wire import SseAccumulator
 
@@ -56,6 +56,12 @@ EXTRA = f"""
             echo_flush;
             echo_sleep 30;
 {_events(EVENTS[1:])}
+        }}
+        location = /limited/v1/chat/completions {{
+            default_type application/json;
+            add_header Retry-After 2 always;
+            add_header x-ratelimit-limit-requests 60 always;
+            return 429 '{{"error":{{"message":"Rate limit reached (nginx)","type":"requests"}}}}';
         }}
         location = /gz/v1/chat/completions {{
             default_type text/event-stream;
@@ -151,6 +157,13 @@ async def test_a_stream_ended_before_done_is_malformed(nginx: NginxEcho) -> None
     for reader in (True, False):
         with pytest.raises(MalformedResponse, match=r"\[DONE\]"):
             await _chat(_url(nginx, "trunc"), stream_transport=reader)
+
+
+async def test_a_429_is_rate_limited_with_its_retry_after(nginx: NginxEcho) -> None:
+    for transport in (True, False):
+        with pytest.raises(RateLimited, match=r"Rate limit reached \(nginx\)") as info:
+            await _chat(_url(nginx, "limited"), stream_transport=transport)
+        assert info.value.retry_after == 2.0 and info.value.status == 429
 
 
 async def test_the_byte_limit_holds(nginx: NginxEcho) -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -400,3 +404,64 @@ async def test_cancelled_waiters_give_their_turn_back(serve: Any) -> None:
     resp.release()
     pool.close()
     assert server.connections == 1
+
+
+async def test_idle_connections_older_than_15_s_are_not_reused(serve: Any) -> None:
+    server = await serve(lambda n: STREAM)
+    now = [0.0]
+    pool = Pool("e", server.url, limit=0, connect_timeout_s=2.0, clock=lambda: now[0])
+    for step in (0.0, 14.0, 16.0):  # reused after 14 s idle, not after 16 s
+        now[0] += step
+        resp = await pool.request(_request())
+        await resp.read()
+        resp.release()
+    pool.close()
+    assert server.connections == 2
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (openssl; skipped without it)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_with_the_hostname_and_certificate_checked(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    s = Server(lambda n: STREAM)
+    server = await asyncio.start_server(s.handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        pool = Pool("e", f"https://localhost:{port}/v1", limit=0, connect_timeout_s=5.0,
+                    ssl_context=trusting)  # fmt: skip
+        for _ in range(2):
+            resp = await pool.request(_request())
+            assert await resp.read() == b"data: [DONE]\n\n"
+            resp.release()
+        pool.close()
+        assert s.connections == 1 and pool.authority == f"localhost:{port}"
+        # The system's store does not know this certificate: refused, not read.
+        strict = Pool("e", f"https://localhost:{port}/v1", limit=0, connect_timeout_s=5.0)
+        with pytest.raises(ConnectionLost, match="CERTIFICATE_VERIFY_FAILED"):
+            await strict.request(_request())
+        # Nor does a certificate for another name pass.
+        other = Pool("e", f"https://127.0.0.1:{port}/v1", limit=0, connect_timeout_s=5.0,
+                     ssl_context=trusting)  # fmt: skip
+        with pytest.raises(ConnectionLost, match="cannot connect"):
+            await other.request(_request())
+    finally:
+        server.close()
