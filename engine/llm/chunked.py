@@ -98,8 +98,9 @@ class ChunkDecoder:
             if state == _SIZE:
                 found = match(data, pos)
                 if found is None:
-                    if data.find(b"\n", pos) >= 0:
-                        line = data[pos : data.find(b"\n", pos)][:40]
+                    eol = data.find(b"\n", pos)
+                    if eol >= 0:  # the whole line (bounded): the caller redacts, then cuts
+                        line = data[pos : min(eol, pos + MAX_LINE)]
                         raise ChunkError(f"malformed chunk size line {line!r}")
                     if n - pos > MAX_LINE:
                         raise ChunkError(f"chunk size line over {MAX_LINE} bytes")

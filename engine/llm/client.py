@@ -196,6 +196,7 @@ class Client:
                 self._url,
                 limit=self._max_connections,
                 connect_timeout_s=self._connect_timeout_s,
+                redact=self._redactor.text,
             )
             parts = urlsplit(self._url)
             target = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from ..clock import Clock, monotonic
 from ..errors import ConnectionLost, MalformedResponse
 from .chunked import ChunkDecoder, ChunkError
+from .http import MESSAGE_CHARS
 
 __all__ = ("Headers", "Pool", "Response")
 
@@ -57,19 +58,25 @@ class Headers(dict[str, str]):
         return isinstance(name, str) and super().__contains__(name.lower())
 
 
-def parse_head(head: bytes, endpoint: str) -> tuple[int, bool, Headers]:
+def _identity(text: str) -> str:
+    return text
+
+
+def parse_head(
+    head: bytes, endpoint: str, redact: Callable[[str], str] = _identity
+) -> tuple[int, bool, Headers]:
     """Status, HTTP/1.1-or-later, and headers of a response head (without its blank line).
 
     Raises:
-        MalformedResponse: not an HTTP/1.x status line, or a header line without a colon.
+        MalformedResponse: not an HTTP/1.x status line, or a header line without a colon
+            (the line quoted redacted, then cut: a server may echo a key).
     """
     lines = head.split(b"\n")
     status_line = lines[0].rstrip(b"\r")
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise MalformedResponse(
-            f"not an HTTP/1.x response: {status_line[:60]!r}", endpoint=endpoint
-        )
+        quoted = redact(repr(status_line))[:MESSAGE_CHARS]
+        raise MalformedResponse(f"not an HTTP/1.x response: {quoted}", endpoint=endpoint)
     headers = Headers()
     name = ""
     for raw in lines[1:]:
@@ -79,9 +86,8 @@ def parse_head(head: bytes, endpoint: str) -> tuple[int, bool, Headers]:
             continue
         key, sep, value = line.partition(":")
         if not sep:
-            raise MalformedResponse(
-                f"header line without a colon: {line[:60]!r}", endpoint=endpoint
-            )
+            quoted = redact(repr(line))[:MESSAGE_CHARS]
+            raise MalformedResponse(f"header line without a colon: {quoted}", endpoint=endpoint)
         name = key.strip().lower()
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
@@ -159,9 +165,15 @@ class Response:
 class Connection(asyncio.Protocol):
     """One keep-alive connection: sends requests, parses their responses."""
 
-    def __init__(self, endpoint: str, on_done: Callable[[Connection, bool], None]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        on_done: Callable[[Connection, bool], None],
+        redact: Callable[[str], str] = _identity,
+    ) -> None:
         self.endpoint = endpoint
         self._on_done = on_done
+        self._redact = redact
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._response: Response | None = None
@@ -209,13 +221,16 @@ class Connection(asyncio.Protocol):
                 if not resp.status or not data:
                     return
             self._body_received(resp, data)
-        except (MalformedResponse, ChunkError) as exc:
-            error = (
-                exc
-                if isinstance(exc, MalformedResponse)
-                else ConnectionLost(f"body cut short: {exc}", endpoint=self.endpoint)
-            )
-            resp._fail(error)
+        except MalformedResponse as exc:
+            resp._fail(exc)
+            self._drop()
+        except ChunkError as exc:  # what arrived is not the rest of the body
+            text = self._redact(str(exc))[:MESSAGE_CHARS]
+            resp._fail(ConnectionLost(f"body cut short: {text}", endpoint=self.endpoint))
+            self._drop()
+        except Exception as exc:  # anything else in parsing: the response is unusable
+            text = self._redact(f"{type(exc).__name__}: {exc}")[:MESSAGE_CHARS]
+            resp._fail(MalformedResponse(f"unreadable response: {text}", endpoint=self.endpoint))
             self._drop()
 
     # ------------------------------------------------------------ parsing
@@ -236,7 +251,7 @@ class Connection(asyncio.Protocol):
                         f"response head over {MAX_HEAD} bytes", endpoint=self.endpoint
                     )
                 return b""
-            status, http11, headers = parse_head(bytes(head[:end]), self.endpoint)
+            status, http11, headers = parse_head(bytes(head[:end]), self.endpoint, self._redact)
             rest = bytes(head[end + size :])
             head.clear()
             if 100 <= status < 200 and status != 101:  # interim: the real head follows
@@ -261,7 +276,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._until_close = True
         elif length is not None:
-            if not length.strip().isdigit():
+            if not (length.strip().isascii() and length.strip().isdigit()):
                 raise MalformedResponse(
                     f"bad Content-Length {length[:40]!r}", endpoint=self.endpoint
                 )
@@ -360,6 +375,7 @@ class Pool:
         connect_timeout_s: deadline for connecting (and the TLS handshake).
         ssl_context: for https (default: the system's certificate store, hostname checked).
         clock: monotonic time (idle connections' age).
+        redact: hides secrets in messages quoting what a server sent (before cutting).
     """
 
     def __init__(
@@ -371,6 +387,7 @@ class Pool:
         connect_timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
         clock: Clock = monotonic,
+        redact: Callable[[str], str] = _identity,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -383,6 +400,7 @@ class Pool:
         if self.tls:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._clock = clock
+        self._redact = redact
         self._limit = limit
         self._connect_timeout = connect_timeout_s
         self._idle: list[Connection] = []
@@ -454,7 +472,7 @@ class Pool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self.endpoint, self._done),
+                    lambda: Connection(self.endpoint, self._done, self._redact),
                     self.host,
                     self.port,
                     ssl=self._ssl,
@@ -463,7 +481,8 @@ class Pool:
         except TimeoutError:
             raise
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
-            raise ConnectionLost(f"cannot connect: {exc}", endpoint=self.endpoint) from exc
+            text = self._redact(str(exc))[:MESSAGE_CHARS]
+            raise ConnectionLost(f"cannot connect: {text}", endpoint=self.endpoint) from exc
         return conn
 
     def _done(self, conn: Connection, reuse: bool) -> None:

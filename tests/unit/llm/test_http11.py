@@ -24,7 +24,8 @@ from aiohttp.client_proto import ResponseHandler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import ConnectionLost, MalformedResponse
+from engine.errors import BadRequest, ConnectionLost, MalformedResponse
+from engine.llm.client import Client
 from engine.llm.http11 import HIGH_WATER, Connection, Pool, Response
 from engine.llm.wire import SseAccumulator
 from tests.unit.llm.test_chunked import chunked, split
@@ -465,3 +466,36 @@ async def test_tls_with_the_hostname_and_certificate_checked(
             await other.request(_request())
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Echo Bearer {key}\r\n\r\n",  # a header line without a colon
+        b"HTTP/1.1 2OO {key}\r\n\r\n",  # not a status line
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{key}\r\n",  # not a size
+    ],
+)
+async def test_messages_quoting_the_server_hide_the_key(serve: Any, reply: bytes) -> None:
+    key = "sk-test-" + "9f8e7d6c5b4a" * 4
+    server = await serve(lambda n: reply.replace(b"{key}", key.encode()))
+    client = Client("e", server.url.rsplit("/chat/completions", 1)[0], api_key=key, timeout_s=5)
+    try:
+        with pytest.raises((MalformedResponse, ConnectionLost)) as info:
+            await client.chat({"model": "m", "messages": [], "stream": True})
+    finally:
+        await client.aclose()
+    assert key not in str(info.value) and key[:20] not in str(info.value)
+    assert "[redacted]" in str(info.value)
+
+
+async def test_a_key_with_a_line_break_is_refused_not_sent(serve: Any) -> None:
+    server = await serve(lambda n: STREAM)
+    key = "sk-test-key-with-newline\n"
+    client = Client("e", server.url.rsplit("/chat/completions", 1)[0], api_key=key)
+    try:
+        with pytest.raises(BadRequest, match="API key's environment variable") as info:
+            await client.chat({"model": "m", "messages": [], "stream": True})
+    finally:
+        await client.aclose()
+    assert "sk-test" not in str(info.value) and server.requests == 0
