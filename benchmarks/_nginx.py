@@ -130,9 +130,13 @@ def _quote(text: str) -> str:
 
 
 def render_config(
-    prefix: Path, port: int, latencies_ms: Sequence[float], completion_tokens: int
+    prefix: Path,
+    port: int,
+    latencies_ms: Sequence[float],
+    completion_tokens: int,
+    extra_locations: str = "",
 ) -> str:
-    """The nginx.conf text: one plain and one streamed location per latency."""
+    """The nginx.conf text: one plain and one streamed location per latency (+ ``extra``)."""
     user = "user root;\n" if os.geteuid() == 0 else ""
     plain = _quote(completion_body(completion_tokens))
     sse = "\n".join(
@@ -183,6 +187,7 @@ http {{
             echo ok;
         }}
 {"".join(locations)}
+{extra_locations}
     }}
 }}
 """
@@ -207,8 +212,11 @@ def nginx_echo(
     completion_tokens: int = 32,
     install: bool = True,
     timeout: float = 20.0,
+    extra_locations: str = "",
 ) -> Iterator[NginxEcho]:
     """Start nginx on a free loopback port with one location pair per latency; stop it after.
+
+    ``extra_locations``: more ``location`` blocks for the server (the tests' own answers).
 
     Raises:
         RuntimeError: nginx is missing (see :func:`ensure_nginx`) or did not start.
@@ -218,7 +226,9 @@ def nginx_echo(
         prefix = Path(tmp)
         port = free_port()
         conf = prefix / "nginx.conf"
-        conf.write_text(render_config(prefix, port, latencies_ms, completion_tokens))
+        conf.write_text(
+            render_config(prefix, port, latencies_ms, completion_tokens, extra_locations)
+        )
         log = prefix / "error.log"
         proc = subprocess.Popen(
             [binary, "-p", str(prefix), "-c", str(conf), "-e", str(log)],

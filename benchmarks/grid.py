@@ -55,10 +55,12 @@ QUICK_CONCURRENCY = (256, 1024)
 QUICK_LATENCY_MS = (50.0, 1000.0)
 MAX_TOKENS = 32
 ACCEPTANCE_SECONDS = 30.0  # traffic of the C=1024, L=1 s cells (full grid)
+PLAIN_TARGET_PCT = 95.0  # the core's throughput goal, sustained, at C=1024, L=1 s
+STREAM_TARGET_PCT = 97.0  # issue 23: the streamed cell on nginx, sustained
 TOKENS_PER_REQUEST = 71  # 39 prompt + 32 completion: what nginx reports (quota cells)
-# Rough client ceilings (req/s on one core), only to size cells: plain ~280 us/request,
-# streamed (32 SSE events) ~700 us/request.
-CLIENT_CEILING = {False: 3500.0, True: 1400.0}
+# Rough client ceilings (req/s on one core), only to size cells: plain ~200-280 us/request,
+# streamed (32 SSE events) ~200-300 us/request since engine/llm/http11.py (700 before).
+CLIENT_CEILING = {False: 3500.0, True: 3000.0}
 
 
 def physical_limit(
@@ -374,17 +376,19 @@ def main(argv: list[str] | None = None) -> int:
         if c["concurrency"] == 1024 and c["latency_ms"] == 1000.0 and not (c["rpm"] or c["tpm"])
     ]
 
-    def reached(stream: bool) -> bool | None:
-        found = [c for c in acceptance if c["stream"] == stream]
-        return all((c["sustained_pct"] or 0) >= 95.0 for c in found) if found else None
+    def reached(stream: bool, servers: tuple[str, ...] = ("sim", "nginx")) -> bool | None:
+        target = STREAM_TARGET_PCT if stream else PLAIN_TARGET_PCT
+        found = [c for c in acceptance if c["stream"] == stream and c["server"] in servers]
+        return all((c["sustained_pct"] or 0) >= target for c in found) if found else None
 
-    # The acceptance figure is the non-streamed one (as in ``throughput``); streamed cells
-    # are reported against the same 95% but are not part of it.
+    # The core's acceptance figure is the non-streamed one (as in ``throughput``); the
+    # streamed cell on nginx has its own target (issue 23), reported beside it.
     ok = bool(reached(False))
     for c in acceptance:
+        target = STREAM_TARGET_PCT if c["stream"] else PLAIN_TARGET_PCT
         print(
             f"acceptance C=1024 L=1 s {c['server']} stream={c['stream']}: sustained "
-            f"{c['sustained_pct']}% overall {c['overall_pct']}% (target sustained >= 95%)"
+            f"{c['sustained_pct']}% overall {c['overall_pct']}% (target sustained >= {target:g}%)"
         )
     path = write_result(
         args.name,
@@ -393,10 +397,11 @@ def main(argv: list[str] | None = None) -> int:
             **extra,
             "cells": cells,
             "acceptance": {
-                "target_sustained_pct": 95.0,
+                "target_sustained_pct": PLAIN_TARGET_PCT,
                 "met": ok,
                 "plain_met": reached(False),
-                "stream_met": reached(True),
+                "stream_target_sustained_pct": STREAM_TARGET_PCT,
+                "stream_met": reached(True, ("nginx",)),
             },
         },
         quick=args.quick,

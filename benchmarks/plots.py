@@ -169,7 +169,12 @@ def limiter(d: dict[str, Any]) -> Figure:
         ax.axhline(limit, color="#c53030", ls="--", lw=1, label=f"quota {limit:,.0f}/min")
         ax.set_title(f"{scenario} scenario: {unit} in the last 60 s", fontsize=10)
         ax.set_xlabel("seconds since start")
-        ax.set_ylim(0, limit * 1.15)
+        peak = max(
+            (max(_window([float(row[col]) for row in run.get("series") or []]), default=0.0)
+             for run in d["runs"] if run.get("scenario") == scenario),
+            default=0.0,
+        )  # fmt: skip
+        ax.set_ylim(0, max(limit * 1.15, peak * 1.05))
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(True, lw=0.3, alpha=0.5)
     axes[0].set_ylabel("admitted by the sim in any 60 s window")

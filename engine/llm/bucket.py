@@ -13,8 +13,9 @@ burst) and never overshoots a window.
 Why not aiolimiter: it is an exact weighted leaky bucket, but it has no way to return
 an over-reservation (prompt estimate + max_tokens vs. the reported usage), to charge a
 debt when usage exceeds the reservation, to clamp the level to what the server's
-``x-ratelimit-remaining-*`` headers report, or to resize a live bucket when headers
-reveal the limit. Those four operations are the reason this module exists.
+``x-ratelimit-remaining-*`` headers report, to raise it to the burst a server grants
+(:meth:`TokenBucket.credit`), or to resize a live bucket when headers reveal the limit.
+Those operations are the reason this module exists.
 """
 
 from __future__ import annotations
@@ -158,6 +159,20 @@ class TokenBucket:
         self._refill()
         if self._level > at_most:
             self._level = at_most
+
+    def credit(self, level: float, *, capacity: float) -> bool:
+        """Raise the level to ``level`` if it is below, growing the capacity to fit.
+
+        The capacity becomes at least ``capacity`` (and ``level``); the rate is unchanged,
+        and nothing is ever lowered. Used with what a server reports is left of its own
+        bucket (:mod:`engine.llm.burst`). Returns whether the level rose.
+        """
+        self._refill()
+        self._capacity = max(self._capacity, float(capacity), float(level))
+        if level > self._level:
+            self._level = float(level)
+            return True
+        return False
 
     def resize(self, capacity: float, rate: float) -> None:
         """Change capacity and rate in place, keeping the level (capped at the new capacity)."""

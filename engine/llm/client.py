@@ -15,12 +15,15 @@ what a server sent is redacted (the run's keys) before it is cut to length.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.http import SERVER_SOFTWARE
 
 from ..clock import Clock, monotonic
 from ..errors import (
@@ -36,11 +39,13 @@ from .http import (
     ERROR_BODY_BYTES,
     MESSAGE_CHARS,
     Body,
+    Readable,
     decoded,
     map_errors,
     read_all,
     retry_after,
 )
+from .http11 import Pool
 from .wire import (
     ErrorBody,
     RateInfo,
@@ -103,6 +108,8 @@ class Client:
         max_response_bytes: largest body accepted, decompressed (see the module docs).
         redactor: secrets to hide in error messages (the key is always added).
         clock: monotonic time for latency measurements.
+        stream_transport: send streamed calls through :mod:`engine.llm.http11` (its own
+            keep-alive pool); False sends them through aiohttp like the others.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class Client:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         redactor: Redactor | None = None,
         clock: Clock = monotonic,
+        stream_transport: bool = True,
     ) -> None:
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be >= 1 (got {max_response_bytes})")
@@ -126,6 +134,8 @@ class Client:
         self._url = self.base_url + "/chat/completions"
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._max_connections = max_connections
         self._headers = {
             "Content-Type": "application/json",
@@ -141,7 +151,10 @@ class Client:
             self._headers["Authorization"] = f"Bearer {api_key}"
             self._redactor.add(api_key)
         self._clock = clock
+        self._stream_transport = stream_transport
         self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
+        self._stream_head = b""
         self.simulated = False  # set once a response carries the simulated endpoint's header
         # Called after each streamed read that carried content text, with the stream's
         # accumulator and the time (``synth-engine bench`` notes token arrivals with it).
@@ -169,9 +182,40 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _stream_pool(self) -> Pool:
+        if self._pool is None:
+            pool = Pool(
+                self.name,
+                self._url,
+                limit=self._max_connections,
+                connect_timeout_s=self._connect_timeout_s,
+                redact=self._redactor.text,
+            )
+            parts = urlsplit(self._url)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            headers = {"Host": pool.authority, "User-Agent": SERVER_SOFTWARE, **self._headers}
+            for name, value in headers.items():
+                if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                    raise BadRequest(
+                        f"the {name} header holds a line break"
+                        + (
+                            " (check the API key's environment variable)"
+                            if name == "Authorization"
+                            else ""
+                        ),
+                        endpoint=self.name,
+                    )
+            lines = [f"POST {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+            self._stream_head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+            self._pool = pool
+        return self._pool
 
     def _message(self, body: bytes) -> str:
         """A server's error message from ``body``: redacted first, then cut to length."""
@@ -188,13 +232,17 @@ class Client:
 
     async def _error_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """Up to 64 KiB of an error response's body (decoded); the rest is not read."""
+        return await self._error_body_of(resp.content, resp.headers)
+
+    async def _error_body_of(self, content: Readable, headers: Any) -> bytes:
+        """:meth:`_error_body` of any body being read, with its headers."""
         body = Body(
             self.name,
-            resp.headers.get("Content-Encoding", ""),
+            headers.get("Content-Encoding", ""),
             min(self._max_bytes, ERROR_BODY_BYTES),
             truncate=True,
         )
-        return await read_all(resp.content, body, known_length=None)
+        return await read_all(content, body, known_length=None)
 
     def _error_for(self, status: int, body: bytes, headers: Any) -> EndpointError:
         message = self._message(body) or "no error message"
@@ -218,20 +266,23 @@ class Client:
             RetryableError: 429, 5xx, timeouts, lost connections, malformed or cut bodies.
             FatalEndpointError: 4xx other than 429.
         """
-        session = self._open()
         payload = encoder.encode(body)
         start = self._clock()
+        if self._stream_transport and body.get("stream"):
+            return await self._chat_streamed(payload, start)
+        session = self._open()
         with map_errors(self.name, self._redactor):
             async with session.post(self._url, data=payload) as resp:
                 headers = resp.headers
                 if not self.simulated and SIMULATED_HEADER in headers:
                     self.simulated = True
                 if resp.status != 200:
-                    raise self._error_for(resp.status, await self._error_body(resp), headers)
+                    error_body = await self._error_body(resp)
+                    raise self._error_for(resp.status, error_body, headers)
                 rate = parse_rate_headers(headers)
                 reader = Body(self.name, headers.get("Content-Encoding", ""), self._max_bytes)
                 if body.get("stream"):
-                    return await self._read_stream(resp, reader, start, rate)
+                    return await self._read_stream(resp.content, reader, start, rate)
                 raw = await read_all(resp.content, reader, known_length=resp.content_length)
                 completion = completion_decoder.decode(raw)
         if not completion.choices:
@@ -252,8 +303,28 @@ class Client:
             latency=self._clock() - start,
         )
 
+    async def _chat_streamed(self, payload: bytes, start: float) -> ChatResult:
+        """A streamed call through :mod:`engine.llm.http11` (same errors, limits and hook)."""
+        with map_errors(self.name, self._redactor):
+            pool = self._stream_pool()
+            request = b"%b%d\r\n\r\n%b" % (self._stream_head, len(payload), payload)
+            async with asyncio.timeout(self._timeout_s):
+                resp = await pool.request(request)
+                try:
+                    headers = resp.headers
+                    if not self.simulated and SIMULATED_HEADER in headers:
+                        self.simulated = True
+                    if resp.status != 200:
+                        error_body = await self._error_body_of(resp, headers)
+                        raise self._error_for(resp.status, error_body, headers)
+                    rate = parse_rate_headers(headers)
+                    reader = Body(self.name, headers.get("Content-Encoding", ""), self._max_bytes)
+                    return await self._read_stream(resp, reader, start, rate)
+                finally:
+                    resp.release()
+
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, reader: Body, start: float, rate: RateInfo | None
+        self, content: Readable, reader: Body, start: float, rate: RateInfo | None
     ) -> ChatResult:
         acc = SseAccumulator()
         ttft: float | None = None
@@ -261,7 +332,7 @@ class Client:
         if reader.plain:
             # The common case, kept to one loop: count the bytes, feed the reads.
             limit, seen = self._max_bytes, 0
-            async for data in resp.content.iter_any():
+            while data := await content.readany():
                 seen += len(data)
                 if seen > limit:
                     raise reader.too_large()
@@ -275,7 +346,7 @@ class Client:
             else:
                 acc.finish()
         else:
-            async for data in decoded(resp.content, reader):
+            async for data in decoded(content, reader):
                 if acc.feed(data):
                     if ttft is None:
                         ttft = self._clock() - start
@@ -318,7 +389,8 @@ class Client:
                 if SIMULATED_HEADER in resp.headers:
                     self.simulated = True
                 if resp.status != 200:
-                    raise self._error_for(resp.status, await self._error_body(resp), resp.headers)
+                    error_body = await self._error_body(resp)
+                    raise self._error_for(resp.status, error_body, resp.headers)
                 reader = Body(self.name, resp.headers.get("Content-Encoding", ""), self._max_bytes)
                 raw = await read_all(resp.content, reader, known_length=resp.content_length)
         try:

@@ -16,7 +16,8 @@ dropped lazily, and a waiter cancelled after it was granted gives its place back
 
 After each response :meth:`Gate.release` reconciles the token reservation with the
 reported usage, tightens the buckets from ``x-ratelimit-*`` headers (learning the limits
-when the config gave none), and feeds the AIMD controller.
+when the config gave none), raises them to the burst a server's headers grant where that
+is safe (:mod:`engine.llm.burst`), and feeds the AIMD controller.
 
 Every wait a server can cause is bounded by ``max_wait_s``: a Retry-After, a reset or a
 debt that would hold the head of the queue longer fails the gate for good with
@@ -37,11 +38,12 @@ from typing import Literal
 from ..clock import Cancellable, Clock, Scheduler
 from ..errors import Draining, EndpointUnusable, RunHalted
 from .bucket import TokenBucket
+from .burst import SendLedger, credit
+from .permit import GateState, Outcome, Permit
 from .wire import RateInfo
 
 __all__ = ("Gate", "GateState", "Outcome", "Permit")
 
-Outcome = Literal["ok", "rate_limited", "overloaded", "error", "cancelled"]
 
 # AIMD: multiplicative decrease on congestion, at most once per "epoch" (requests that
 # started before the last decrease cannot trigger another one: cascade dampening).
@@ -72,41 +74,6 @@ _LATENCY_DECREASE = 0.9
 _LATENCY_MIN_FACTOR = 0.5
 _PROBE_INTERVAL = 200
 _MEAN_ALPHA = 0.05  # smoothing of the running means behind expected_wait()
-
-
-class Permit:
-    """A granted place at the gate; give it back with :meth:`Gate.release`."""
-
-    __slots__ = ("epoch", "released", "started_at", "tokens")
-
-    def __init__(self, tokens: int, started_at: float, epoch: int) -> None:
-        self.tokens = tokens
-        self.started_at = started_at
-        self.epoch = epoch
-        self.released = False
-
-
-class GateState:
-    """A read-only snapshot of a gate for metrics and reports."""
-
-    __slots__ = ("concurrency_limit", "in_flight", "paused_for", "rpm", "tpm", "waiting")
-
-    def __init__(
-        self,
-        *,
-        concurrency_limit: float,
-        in_flight: int,
-        waiting: int,
-        rpm: float | None,
-        tpm: float | None,
-        paused_for: float,
-    ) -> None:
-        self.concurrency_limit = concurrency_limit
-        self.in_flight = in_flight
-        self.waiting = waiting
-        self.rpm = rpm
-        self.tpm = tpm
-        self.paused_for = paused_for
 
 
 class Gate:
@@ -191,6 +158,10 @@ class Gate:
         # Running means for expected_wait(): reservation size and request latency.
         self._mean_tokens = 0.0
         self._mean_latency = 0.0
+        # Sends and answers, to credit the burst a server grants (engine.llm.burst);
+        # crediting stops for good after a paced request gets a 429.
+        self._ledger = SendLedger()
+        self._credit_on = True
         if rpm is not None:
             self._set_rpm(rpm)
         if tpm is not None:
@@ -392,7 +363,13 @@ class Gate:
         if self._probe == 1:
             self._probe = 2  # this request is the probe: alone until it returns
         self._mean_tokens += _MEAN_ALPHA * (tokens - self._mean_tokens)
-        return Permit(tokens, now, self._epoch)
+        return Permit(
+            tokens,
+            now,
+            self._epoch,
+            paced=self._req_bucket is not None or self._tok_bucket is not None,
+            ticket=self._ledger.on_send(tokens),
+        )
 
     def _pump(self) -> None:
         """Grant waiters from the head of the heap while they can start now."""
@@ -546,8 +523,9 @@ class Gate:
                     self._tok_bucket.charge(-diff)
         if outcome == "cancelled" and self._req_bucket is not None:
             self._req_bucket.refund(1)
+        unacknowledged = self._ledger.on_answer(permit.ticket, permit.tokens)
         if rate is not None:
-            self._learn(rate)
+            self._learn(rate, unacknowledged if outcome == "ok" else None)
         if outcome == "rate_limited":
             self._on_rate_limited(permit, retry_after, now)
         elif outcome == "overloaded":
@@ -559,8 +537,10 @@ class Gate:
             self._probe = 0  # the probe is back (or failed): the limit applies again
         self._pump()
 
-    def _learn(self, rate: RateInfo) -> None:
-        """Tighten the buckets from the server's x-ratelimit-* headers."""
+    def _learn(self, rate: RateInfo, unacknowledged: tuple[int, float] | None = None) -> None:
+        """Tighten the buckets from the server's x-ratelimit-* headers, or raise them to the
+        burst they grant (``unacknowledged``: other sends the headers may not count; see
+        :mod:`engine.llm.burst`)."""
         # Requests sent before the limit was known count against the first minute.
         recent = self._first_grant_at is not None and self._now() - self._first_grant_at < 60.0
         lr = rate.limit_requests
@@ -579,13 +559,36 @@ class Gate:
                 self._set_tpm(target)
                 if learned and recent and self._tok_bucket is not None:
                     self._tok_bucket.charge(self._granted_tokens)
-        # What the server has left, less what we have sent that it may not have counted.
+        # The burst the server grants: only for limits learned from headers (a configured
+        # limit is a 60 s window promise), without a fleet's lease, until a paced 429.
+        req_credit = tok_credit = None
+        if unacknowledged is not None and self._credit_on and self._share == 1.0:
+            if self._configured_rpm is None:
+                req_credit = credit(
+                    rate.remaining_requests,
+                    rate.reset_requests,
+                    lr or self._rpm,
+                    unacknowledged[0],
+                )
+            if self._configured_tpm is None:
+                tok_credit = credit(
+                    rate.remaining_tokens, rate.reset_tokens, lt or self._tpm, unacknowledged[1]
+                )
+        # What the server has left, less what we have sent that it may not have counted
+        # (unless its bucket is credited: after a burst they are counted in it already).
         # Never below empty: a server's "remaining: -5000000" is no debt we owe (the
         # window it counts resets on its own), and honouring it would wait for days.
-        if rate.remaining_requests is not None and self._req_bucket is not None:
-            self._req_bucket.clamp(max(0.0, rate.remaining_requests) - self._in_flight)
-        if rate.remaining_tokens is not None and self._tok_bucket is not None:
-            self._tok_bucket.clamp(max(0.0, rate.remaining_tokens))
+        remaining = rate.remaining_requests
+        if remaining is not None and self._req_bucket is not None:
+            in_flight = 0 if req_credit is not None else self._in_flight
+            self._req_bucket.clamp(max(0.0, remaining) - in_flight)
+            if req_credit is not None:
+                self._req_bucket.credit(req_credit, capacity=max(req_credit, remaining))
+        remaining = rate.remaining_tokens
+        if remaining is not None and self._tok_bucket is not None:
+            self._tok_bucket.clamp(max(0.0, remaining))
+            if tok_credit is not None:
+                self._tok_bucket.credit(tok_credit, capacity=max(tok_credit, remaining))
         if self._adaptive == "auto" and (self._limit < self._max or self._probe):
             if not self.adapting:
                 # Known limits bound the endpoint from now on (buckets pace, 429s pause):
@@ -593,8 +596,18 @@ class Gate:
                 self._limit = self._max
                 self._probe = 0
 
+    def _stop_crediting(self) -> None:
+        """A paced request got a 429: pace window-safe from now on (buckets reshaped)."""
+        self._credit_on = False
+        if self._rpm is not None and self._req_bucket is not None:
+            self._set_rpm(self._rpm)
+        if self._tpm is not None and self._tok_bucket is not None:
+            self._set_tpm(self._tpm)
+
     def _on_rate_limited(self, permit: Permit, retry_after: float | None, now: float) -> None:
         self._consecutive_429 += 1
+        if permit.paced and self._credit_on:
+            self._stop_crediting()
         if retry_after is not None and retry_after > self._max_wait:
             self._fail(
                 EndpointUnusable(

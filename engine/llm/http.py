@@ -16,7 +16,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from email.utils import parsedate_to_datetime
 from time import time as wall_time
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -28,6 +28,7 @@ __all__ = (
     "ERROR_BODY_BYTES",
     "MESSAGE_CHARS",
     "Body",
+    "Readable",
     "decoded",
     "map_errors",
     "read_all",
@@ -36,6 +37,18 @@ __all__ = (
 
 ERROR_BODY_BYTES = 64 * 1024  # an error body is read up to this, the rest ignored
 MESSAGE_CHARS = 300  # an error message from a server is cut to this (after redaction)
+
+
+class Readable(Protocol):
+    """A response body being read: aiohttp's ``StreamReader`` or an ``http11.Response``."""
+
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        ...
+
+    async def readany(self) -> bytes:
+        """What arrived since the last read (waits for some); b"" at the end."""
+        ...
 
 
 def _seconds(text: str, scale: float = 1.0) -> float | None:
@@ -181,7 +194,7 @@ class Body:
         return self._out >= self._limit or self._raw >= self._limit
 
 
-async def read_all(content: aiohttp.StreamReader, body: Body, *, known_length: int | None) -> bytes:
+async def read_all(content: Readable, body: Body, *, known_length: int | None) -> bytes:
     """The whole (bounded, decoded) body."""
     if known_length is not None and known_length > body._limit and not body._truncate:
         raise body.too_large()
@@ -190,7 +203,7 @@ async def read_all(content: aiohttp.StreamReader, body: Body, *, known_length: i
         # exactly that many bytes, in one buffer.
         return await content.read()
     buf = bytearray()
-    async for data in content.iter_any():
+    while data := await content.readany():
         for piece in body.pieces(data):
             buf += piece
         if body._truncate and body.full():
@@ -198,8 +211,8 @@ async def read_all(content: aiohttp.StreamReader, body: Body, *, known_length: i
     return bytes(buf)
 
 
-async def decoded(content: aiohttp.StreamReader, body: Body) -> AsyncIterator[bytes]:
+async def decoded(content: Readable, body: Body) -> AsyncIterator[bytes]:
     """The decoded pieces of a streamed body, as they arrive (bounded by ``body``)."""
-    async for data in content.iter_any():
+    while data := await content.readany():
         for piece in body.pieces(data):
             yield piece

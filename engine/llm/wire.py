@@ -207,6 +207,11 @@ def parse_rate_headers(headers: Any) -> RateInfo | None:
     )
 
 
+# The payload of every ``data:`` line (up to its newline, stripped by the caller): one
+# C-level pass instead of a split and a test per line (SSE sends a blank line per event).
+_DATA_LINES = re.compile(rb"^data:(.*)$", re.M).findall
+
+
 class SseAccumulator:
     """Assemble a streamed chat completion from raw SSE bytes, read in whatever pieces arrive.
 
@@ -248,14 +253,18 @@ class SseAccumulator:
             pending.append(data[:end])
             lines = b"".join(pending)
             pending.clear()
+            stop = len(lines)
         else:
-            lines = data[:end]
+            lines, stop = data, end  # no copy: the lines are data[:end]
         if end + 1 < len(data):
             pending.append(data[end + 1 :])
-        payloads = [line[5:].strip() for line in lines.split(b"\n") if line.startswith(b"data:")]
-        if b"[DONE]" in payloads:
-            del payloads[payloads.index(b"[DONE]") :]
-            self.done = True
+        # Payloads keep their surrounding whitespace (JSON allows it), so no strip per line.
+        payloads = _DATA_LINES(lines, 0, stop)
+        if lines.find(b"[DONE]", 0, stop) >= 0:
+            stripped = [p.strip() for p in payloads]
+            if b"[DONE]" in stripped:
+                del payloads[stripped.index(b"[DONE]") :]
+                self.done = True
         if not payloads:
             return False
         if len(payloads) == 1:
