@@ -37,6 +37,7 @@ from typing import Literal
 
 from ..clock import Cancellable, Clock, Scheduler
 from ..errors import Draining, EndpointUnusable, RunHalted
+from .aimd import Aimd
 from .bucket import TokenBucket
 from .burst import SendLedger, credit
 from .permit import GateState, Outcome, Permit
@@ -45,34 +46,6 @@ from .wire import RateInfo
 __all__ = ("Gate", "GateState", "Outcome", "Permit")
 
 
-# AIMD: multiplicative decrease on congestion, at most once per "epoch" (requests that
-# started before the last decrease cannot trigger another one: cascade dampening).
-_DECREASE = 0.75
-# Latency-based congestion signal for servers that queue instead of returning 429 (Vegas-
-# like, with Gradient2's default tolerance of 2): each latency is divided by the
-# *uncongested* latency of requests with a similar output length (log2 buckets of
-# completion tokens), tracked as a low quantile by an asymmetric average that falls fast
-# (_BASE_DOWN) and rises slowly (_BASE_UP, at most that fraction of itself per request, so
-# a server that is permanently slower is relearned over a few thousand requests while a
-# long queue cannot drag the baseline up with it). A short-run average of that ratio above
-# the tolerance means a queue is building; the limit then shrinks once per window of
-# `limit` requests, in proportion to how far over the tolerance the ratio is (Gradient2's
-# tolerance / ratio, between _LATENCY_MIN_FACTOR and _LATENCY_DECREASE), so a server that
-# queues 64 requests it serves one at a time is brought down in a few windows, not dozens.
-# After such a cut the gate probes (as BBR's ProbeRTT), the first time and then at most
-# once per _PROBE_INTERVAL requests: it lets the requests in flight finish, sends one
-# request alone and lowers the baseline to that latency. A baseline first learned during a
-# burst (a server juggling 64 connections is slower even per request) is thus corrected,
-# and the limit settles near twice the server's useful parallelism (the tolerance).
-# Comparing like with like keeps output-length variety and steady jitter from reading as
-# congestion (tests/unit/llm/test_gate_learning.py, test_gate_queueing.py).
-_LATENCY_TOLERANCE = 2.0
-_SHORT_ALPHA = 0.1
-_BASE_DOWN = 0.03
-_BASE_UP = 0.0005
-_LATENCY_DECREASE = 0.9
-_LATENCY_MIN_FACTOR = 0.5
-_PROBE_INTERVAL = 200
 _MEAN_ALPHA = 0.05  # smoothing of the running means behind expected_wait()
 
 
@@ -121,9 +94,7 @@ class Gate:
         self.name = name
         self._clock = clock
         self._call_later = call_later
-        self._max = float(max_concurrency)
-        self._min = float(max(1, min(min_concurrency, max_concurrency)))
-        self._limit = float(max_concurrency)
+        self._aimd = Aimd(max_concurrency, min_concurrency)
         self._adaptive = adaptive
         self._burst_s = burst_s
         self._configured_rpm = rpm
@@ -139,14 +110,6 @@ class Gate:
         self._timer_at = math.inf
         self._paused_until = -math.inf
         self._consecutive_429 = 0
-        self._epoch = 0
-        self._successes_since_change = 0
-        self._lat_base: dict[int, float] = {}  # log2(completion tokens) -> uncongested latency
-        self._lat_ratio = 1.0  # short-run average of latency / uncongested latency
-        # Probing the uncongested latency after a latency cut: 1 while the requests in
-        # flight drain (nothing is granted), 2 while the one probe request is alone.
-        self._probe = 0
-        self._since_probe = _PROBE_INTERVAL  # successes since the last probe
         # Grants made before a limit was known, charged to the bucket once one is learned.
         self._first_grant_at: float | None = None
         self._granted_requests = 0
@@ -233,7 +196,7 @@ class Gate:
         """A snapshot for metrics."""
         now = self._now()
         return GateState(
-            concurrency_limit=self._limit,
+            concurrency_limit=self._aimd.limit,
             in_flight=self._in_flight,
             waiting=sum(1 for entry in self._heap if not entry[3].done()),
             rpm=self._rpm,
@@ -258,14 +221,14 @@ class Gate:
             wait = max(wait, (ahead - req.level) / req.rate)
         if tok is not None and tok.rate > 0:
             wait = max(wait, (ahead * self._mean_tokens - tok.level) / tok.rate)
-        over = self._in_flight + ahead - self._limit
+        over = self._in_flight + ahead - self._aimd.limit
         if over > 0:
-            wait = max(wait, over / self._limit * self._mean_latency)
+            wait = max(wait, over / self._aimd.limit * self._mean_latency)
         return max(0.0, wait)
 
     def free_now(self) -> float:
         """About how many more requests could start at once (the pool's tie-breaker)."""
-        free = self._limit - self._in_flight - len(self._heap)
+        free = self._aimd.limit - self._in_flight - len(self._heap)
         if self._req_bucket is not None:
             free = min(free, self._req_bucket.level)
         if self._tok_bucket is not None and self._mean_tokens > 0:
@@ -337,9 +300,9 @@ class Gate:
 
     def _full(self) -> bool:
         """No room for another request now (the limit, or a probe draining or alone)."""
-        if self._probe:
-            return self._probe == 2 or self._in_flight > 0
-        return self._in_flight >= self._limit
+        if self._aimd.probe:
+            return self._aimd.probe == 2 or self._in_flight > 0
+        return self._in_flight >= self._aimd.limit
 
     def _try_grant(self, tokens: int) -> Permit | None:
         if self._full():
@@ -360,13 +323,13 @@ class Gate:
         if self._tok_bucket is not None and tokens > 0:
             self._tok_bucket.charge(tokens)
         self._in_flight += 1
-        if self._probe == 1:
-            self._probe = 2  # this request is the probe: alone until it returns
+        if self._aimd.probe == 1:
+            self._aimd.probe = 2  # this request is the probe: alone until it returns
         self._mean_tokens += _MEAN_ALPHA * (tokens - self._mean_tokens)
         return Permit(
             tokens,
             now,
-            self._epoch,
+            self._aimd.epoch,
             paced=self._req_bucket is not None or self._tok_bucket is not None,
             ticket=self._ledger.on_send(tokens),
         )
@@ -529,12 +492,14 @@ class Gate:
         if outcome == "rate_limited":
             self._on_rate_limited(permit, retry_after, now)
         elif outcome == "overloaded":
-            self._decrease(permit)
+            if self.adapting:
+                self._aimd.decrease(permit.epoch)
         elif outcome == "ok":
             self._consecutive_429 = 0
-            self._on_success(latency, completion_tokens, alone=self._probe == 2)
-        if self._probe == 2 and self._in_flight == 0:
-            self._probe = 0  # the probe is back (or failed): the limit applies again
+            if self.adapting:
+                self._aimd.on_success(latency, completion_tokens, alone=self._aimd.probe == 2)
+        if self._aimd.probe == 2 and self._in_flight == 0:
+            self._aimd.probe = 0  # the probe is back (or failed): the limit applies again
         self._pump()
 
     def _learn(self, rate: RateInfo, unacknowledged: tuple[int, float] | None = None) -> None:
@@ -589,12 +554,10 @@ class Gate:
             self._tok_bucket.clamp(max(0.0, remaining))
             if tok_credit is not None:
                 self._tok_bucket.credit(tok_credit, capacity=max(tok_credit, remaining))
-        if self._adaptive == "auto" and (self._limit < self._max or self._probe):
-            if not self.adapting:
-                # Known limits bound the endpoint from now on (buckets pace, 429s pause):
-                # cuts AIMD made while they were unknown no longer apply.
-                self._limit = self._max
-                self._probe = 0
+        if self._adaptive == "auto" and not self.adapting:
+            # Known limits bound the endpoint from now on (buckets pace, 429s pause):
+            # cuts AIMD made while they were unknown no longer apply.
+            self._aimd.reset()
 
     def _stop_crediting(self) -> None:
         """A paced request got a 429: pace window-safe from now on (buckets reshaped)."""
@@ -630,52 +593,5 @@ class Gate:
             self._req_bucket.clamp(-pause * self._req_bucket.rate)
         if self._tok_bucket is not None:
             self._tok_bucket.clamp(-pause * self._tok_bucket.rate)
-        self._decrease(permit)
-
-    def _decrease(self, permit: Permit) -> None:
-        if not self.adapting:
-            return
-        if permit.epoch < self._epoch:
-            return  # started before the last decrease: same congestion event
-        self._epoch += 1
-        self._successes_since_change = 0
-        self._limit = max(self._min, math.floor(self._limit * _DECREASE))
-
-    def _on_success(
-        self, latency: float | None, completion_tokens: int | None, *, alone: bool = False
-    ) -> None:
-        if not self.adapting:
-            return
-        if latency is not None and latency > 0:
-            self._since_probe += 1
-            bucket = max(0, int(completion_tokens or 0)).bit_length()
-            base = self._lat_base.get(bucket)
-            if alone and base is not None and latency < base:
-                base = self._lat_base[bucket] = latency  # the probe: nothing queued ahead
-            if base is None:
-                self._lat_base[bucket] = latency
-            else:
-                self._lat_ratio += _SHORT_ALPHA * (latency / base - self._lat_ratio)
-                if latency < base:
-                    self._lat_base[bucket] = base + _BASE_DOWN * (latency - base)
-                else:
-                    self._lat_base[bucket] = base + _BASE_UP * min(latency - base, base)
-                if self._lat_ratio > _LATENCY_TOLERANCE:
-                    if self._successes_since_change >= self._limit:
-                        factor = min(_LATENCY_DECREASE, _LATENCY_TOLERANCE / self._lat_ratio)
-                        factor = max(_LATENCY_MIN_FACTOR, factor)
-                        limit = max(self._min, math.floor(self._limit * factor))
-                        if limit < self._limit and self._since_probe >= _PROBE_INTERVAL:
-                            self._probe = 1
-                            self._since_probe = 0
-                        self._epoch += 1
-                        self._successes_since_change = 0
-                        self._limit = limit
-                        self._lat_ratio = _LATENCY_TOLERANCE  # the next samples decide
-                    else:
-                        self._successes_since_change += 1
-                    return
-        self._successes_since_change += 1
-        if self._successes_since_change >= self._limit and self._limit < self._max:
-            self._successes_since_change = 0
-            self._limit = min(self._max, self._limit + 1)
+        if self.adapting:
+            self._aimd.decrease(permit.epoch)

@@ -140,7 +140,7 @@ async def test_a_queueing_server_brings_the_limit_down_near_its_parallelism(
     assert median(later) <= 2 * parallel + 2, (parallel, median(later))
     assert max(later) <= 3 * parallel + 2, (parallel, max(later))
     # The baseline is the unloaded service time, even when the first burst was slower.
-    assert max(gate._lat_base.values()) < 1.25 * service, gate._lat_base
+    assert max(gate._aimd.lat_base.values()) < 1.25 * service, gate._aimd.lat_base
     # Latency stops growing: late requests wait behind about the limit, not behind 64.
     late = [lat for t, _, lat in samples if t >= settled_at]
     assert median(late) <= (2 * parallel + 2) / parallel * service, median(late)
@@ -163,5 +163,5 @@ async def test_a_queue_does_not_drag_the_baseline_up() -> None:
     gate, samples = await drive(parallel=1, service_s=0.5, seconds=300, floor=64)
     assert len(samples) > 500
     assert median(lat for _, _, lat in samples[100:]) > 20  # the queue was there all along
-    baseline = gate._lat_base  # the learned quantity this test is about
+    baseline = gate._aimd.lat_base  # the learned quantity this test is about
     assert baseline and max(baseline.values()) < 2 * 0.5, baseline
