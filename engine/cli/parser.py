@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..redaction import looks_like_secret
 from ..version import __version__
 
 __all__ = ("build_parser",)
@@ -20,6 +21,44 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, "", argparse.SUPPRESS) or isinstance(action.default, bool):
             return action.help
         return super()._get_help_string(action)
+
+
+class _RefuseKeyOnCommandLine(argparse.Action):
+    """``--api-key``: refused, without echoing the value.
+
+    Without this option argparse would read ``--api-key KEY`` as an abbreviation of
+    ``--api-key-env`` (the key then sits in ``ps`` and is printed back as a variable name).
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "--api-key is not accepted: a key on a command line is visible to every user of "
+            "the machine (ps, shell history); the value is not shown. Export it "
+            "(export MY_API_KEY=...) and pass --api-key-env MY_API_KEY"
+        )
+
+
+def _env_name(text: str) -> str:
+    """The ``--api-key-env`` value: a variable's name, never a key pasted in its place."""
+    if looks_like_secret(text):
+        raise argparse.ArgumentTypeError(
+            "takes the name of an environment variable, not the key itself; this looks like "
+            "a key (the value is not shown): export it (export MY_API_KEY=...) and pass "
+            "--api-key-env MY_API_KEY; consider rotating the key"
+        )
+    return text
+
+
+def _add_api_key_env(p: Any, help_text: str) -> None:
+    """``--api-key-env VAR`` and the refused ``--api-key`` (hidden from --help)."""
+    p.add_argument("--api-key-env", type=_env_name, default=None, metavar="VAR", help=help_text)
+    p.add_argument("--api-key", nargs="?", action=_RefuseKeyOnCommandLine, help=argparse.SUPPRESS)
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -60,7 +99,7 @@ def _bench_options(b: argparse.ArgumentParser) -> None:
     g = b.add_argument_group("endpoint")
     g.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--model", required=True)
-    g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    _add_api_key_env(g, "environment variable holding the API key (never the key itself)")
     g.add_argument("--stream", action="store_true", help="stream replies (TTFT, TPOT, ITL)")
     g.add_argument("--rpm", type=float, default=None, help="cap requests/min at the gate")
     g.add_argument("--tpm", type=float, default=None, help="cap tokens/min at the gate")
@@ -338,11 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of fault kinds drawn from: "
         "500,502,503,429,timeout,reset,malformed,truncated,slow (default: none)",
     )
-    sim.add_argument(
-        "--api-key-env",
-        default=None,
-        metavar="VAR",
-        help="require the bearer key held in this environment variable (a key on the "
+    _add_api_key_env(
+        sim,
+        "require the bearer key held in this environment variable (a key on the "
         "command line would be visible to every user of the machine; default: no key)",
     )
     sim.add_argument(

@@ -141,9 +141,8 @@ def test_credentials_in_a_base_url_are_not_printed() -> None:
     assert "s3cr3t" not in proc.stdout + proc.stderr and "***@llm.example.com" in proc.stdout
 
 
-def test_sim_takes_its_key_from_the_environment_not_the_command_line() -> None:
-    proc = run_cli("sim", "--help")
-    assert "--api-key-env" in proc.stdout and "--api-key " not in proc.stdout
+# The sim's key (from the environment, enforced with 401, never on a command line):
+# tests/e2e/test_sim_key.py.
 
 
 # ---------------------------------------------------------------- bounded stops
