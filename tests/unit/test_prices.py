@@ -127,3 +127,34 @@ def test_a_user_price_needs_no_table(tmp_path: Path) -> None:
     config = load_config(_config(tmp_path, endpoint))
     price = config.endpoints["api"].price
     assert price is not None and (price.prompt, price.completion) == (1.0, 2.0)
+
+
+def test_a_run_prices_a_hosted_model_from_the_table_and_says_so(tmp_path: Path) -> None:
+    """What a run's budget and report use: the table's price for the hosted endpoint (its
+    source named in ``price_sources``), the user's own where configured; no request sent."""
+    import asyncio
+    import contextlib
+
+    from engine.api.endpoints import Endpoints
+    from engine.metrics import Metrics
+    from engine.redaction import Redactor
+
+    path = _config(tmp_path, f'base_url = "{OPENAI}"\nmodel = "gpt-4o-mini"')
+    text = path.read_text().replace(
+        "[roles]",
+        f'[endpoints.own]\nbase_url = "{OPENAI}"\nmodel = "gpt-4o"\n'
+        "price = { prompt = 1.0, completion = 2.0 }\n\n[roles]",
+    )
+    path.write_text(text)
+    config = load_config(path)
+
+    async def prices() -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+        async with contextlib.AsyncExitStack() as stack:
+            endpoints = Endpoints(config, Metrics(), Redactor(), stack)
+            await endpoints.open()
+            found = {n: (p.prompt, p.completion) for n, p in endpoints.prices().items()}
+            return found, dict(endpoints.price_sources)
+
+    found, sources = asyncio.run(prices())
+    assert found == {"api": (0.15, 0.6), "own": (1.0, 2.0)}
+    assert sources == {"api": f"genai-prices {genai_prices.__version__}: openai/gpt-4o-mini"}
