@@ -1,8 +1,10 @@
-"""Rule-based filters shared by the methods (SELF-GUIDE, LAB, backtranslation...).
+"""Rule-based filters shared by the methods (dedup, length windows, votes, class balance).
 
-Each filter is a small object with one job and no hidden global state (the SELF-GUIDE
-reference code's noise filter grew its phrase list on every call; these never mutate what
-they were given). A filter that rejects says why, so the reason can go on the row.
+Each filter is a small object with one job and no hidden global state; a filter that
+rejects says why, so the reason can go on the row. Method-specific rules live with their
+method: SELF-GUIDE's case-sensitive noise phrases (the reference's 14 greetings) are in
+``engine/methods/selfguide/rules.py`` and its whole-label mapping is
+``engine.io.tasks.match_label``.
 """
 
 from __future__ import annotations
@@ -17,38 +19,16 @@ from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 __all__ = (
-    "DEFAULT_NOISE_PHRASES",
     "BloomDedup",
     "ExactDedup",
     "LengthBounds",
-    "PhraseFilter",
     "Vote",
     "balance_classes",
-    "map_label",
     "majority_vote",
     "normalize",
 )
 
 T = TypeVar("T")
-
-DEFAULT_NOISE_PHRASES: tuple[str, ...] = (
-    "Sure, I'd be happy to help!",
-    "I'd be happy to help",
-    "Of course!",
-    "Certainly!",
-    "Absolutely!",
-    "Great question!",
-    "Here is",
-    "Here's",
-    "As an AI",
-    "I'm sorry",
-    "I apologize",
-    "Sure!",
-    "Sure,",
-    "Hello!",
-)
-"""Greetings and assistant boilerplate that leak into generated inputs (SELF-GUIDE's list
-is 14 such phrases; ours is the same kind, in our words where they differ)."""
 
 _SPACE = re.compile(r"\s+")
 
@@ -178,23 +158,6 @@ class LengthBounds:
         return None
 
 
-class PhraseFilter:
-    """Reject text that contains any of the phrases (case-insensitive substring match)."""
-
-    __slots__ = ("_phrases",)
-
-    def __init__(self, phrases: Iterable[str]) -> None:
-        self._phrases: tuple[str, ...] = tuple(p.lower() for p in phrases if p)
-
-    def check(self, text: str) -> str | None:
-        """None if kept, else the drop reason naming the phrase."""
-        low = text.lower()
-        for phrase in self._phrases:
-            if phrase in low:
-                return f"contains noise phrase {phrase!r}"
-        return None
-
-
 class Vote:
     """The result of a majority vote."""
 
@@ -227,17 +190,6 @@ def majority_vote(samples: Sequence[str], *, min_frequency: float = 0.3) -> Vote
     if vote.frequency < min_frequency:
         vote.winner = None
     return vote
-
-
-def map_label(output: str, labels: Sequence[str]) -> str | None:
-    """The label the output contains first (case-insensitive, by position), or None."""
-    low = output.lower()
-    best: tuple[int, str] | None = None
-    for label in labels:
-        pos = low.find(label.lower())
-        if pos >= 0 and (best is None or pos < best[0]):
-            best = (pos, label)
-    return best[1] if best else None
 
 
 def balance_classes(

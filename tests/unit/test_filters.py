@@ -1,17 +1,17 @@
-"""The shared rule filters: dedup, length bounds, noise phrases, vote, label map, balance."""
+"""The shared rule filters: dedup, length bounds, vote, balance.
+
+SELF-GUIDE's noise phrases and label mapping are tested in
+tests/unit/methods/test_selfguide_rules.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.filters import (
-    DEFAULT_NOISE_PHRASES,
     ExactDedup,
     LengthBounds,
-    PhraseFilter,
     balance_classes,
     majority_vote,
-    map_label,
     normalize,
 )
 
@@ -64,24 +64,6 @@ def test_length_bounds_single_and_equal_examples() -> None:
         LengthBounds.from_examples([])
 
 
-# ------------------------------------------------------------------ noise
-def test_phrase_filter_case_insensitive_substring() -> None:
-    f = PhraseFilter(["Of course!", "input", ""])
-    assert f.check("OF COURSE! here it is") == "contains noise phrase 'of course!'"
-    assert f.check("the inputs are") is not None  # substring, as in the reference
-    assert f.check("nothing to see") is None
-
-
-def test_phrase_filter_does_not_mutate_or_grow() -> None:
-    phrases = list(DEFAULT_NOISE_PHRASES)
-    before = tuple(DEFAULT_NOISE_PHRASES)
-    for _ in range(3):
-        PhraseFilter([*DEFAULT_NOISE_PHRASES, "extra"]).check("x")
-    assert DEFAULT_NOISE_PHRASES == before
-    assert phrases == list(before)
-    assert len(DEFAULT_NOISE_PHRASES) == 14
-
-
 # ------------------------------------------------------------------ vote
 def test_vote_majority() -> None:
     v = majority_vote(["a", "b", "a", " a "])
@@ -110,21 +92,7 @@ def test_vote_ignores_empty_samples() -> None:
     assert (empty.winner, empty.total, empty.frequency) == (None, 0, 0.0)
 
 
-# ------------------------------------------------------------------ labels
-@pytest.mark.parametrize(
-    ("output", "label"),
-    [
-        ("Positive", "positive"),
-        ("I think negative, not positive", "negative"),  # first by position
-        ("the answer is POSITIVE.", "positive"),
-        ("neutral", None),
-        ("", None),
-    ],
-)
-def test_map_label(output: str, label: str | None) -> None:
-    assert map_label(output, ["positive", "negative"]) == label
-
-
+# ------------------------------------------------------------------ balance
 def test_balance_classes_downsamples_to_smallest() -> None:
     items = list(range(10))
     labels = ["a"] * 6 + ["b"] * 3 + ["c"] * 1
