@@ -92,12 +92,16 @@ def main() -> None:
             result["verdicts_equal"] = ours == ref
     print(json.dumps(result, indent=2))
     # One row per taxonomy in benchmarks/results/taxonomy_read.json (replaced when rerun).
-    from benchmarks._common import RESULTS
+    # Each row carries the machine block (commit, date, load) it was measured with.
+    from benchmarks._common import RESULTS, machine
 
+    result["machine"] = machine()
     path = RESULTS / "taxonomy_read.json"
     data = json.loads(path.read_text()) if path.exists() else {"runs": []}
     data["runs"] = [r for r in data.get("runs", []) if r.get("taxonomy") != result["taxonomy"]]
     data["runs"].append(result)
+    data.pop("note", None)
+    data["machine"] = result["machine"]  # the latest run's, for the README's provenance line
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
