@@ -77,7 +77,7 @@ class _Event(msgspec.Struct, kw_only=True):
     message: _Message | None = None
     delta: _Delta | None = None
     usage: _AUsage | None = None
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
 
 
 _message_decoder = msgspec.json.Decoder(_Message)
@@ -314,7 +314,7 @@ class AnthropicTransport(Client):
 class _BatchResult(msgspec.Struct, kw_only=True):
     type: str = ""
     message: _Message | None = None
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
 
 
 class _BatchResultLine(msgspec.Struct, kw_only=True):
@@ -356,7 +356,8 @@ class AnthropicBatches:
     async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
         items = []
         for r in requests:
-            if int(r.body.get("n") or 1) > 1:
+            n = r.body.get("n")
+            if isinstance(n, int | float | str) and n and int(n) > 1:
                 raise MalformedResponse(
                     "Message Batches take one sample per request (n > 1)",
                     endpoint=self.transport.name,
@@ -414,9 +415,10 @@ class AnthropicBatches:
         if result.type in ("canceled", "expired"):
             return BatchLine(line.custom_id, error=f"batch request {result.type}", rerun=True)
         error = result.error or {}
-        inner = error.get("error") if isinstance(error.get("error"), dict) else error
-        kind = str((inner or {}).get("type") or "")
-        message = str((inner or {}).get("message") or kind or "errored")
+        nested = error.get("error")
+        inner: dict[str, object] = nested if isinstance(nested, dict) else error
+        kind = str(inner.get("type") or "")
+        message = str(inner.get("message") or kind or "errored")
         transient = kind in ("overloaded_error", "api_error", "rate_limit_error")
         return BatchLine(
             line.custom_id,

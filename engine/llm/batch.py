@@ -192,7 +192,7 @@ class _Waiting:
     def __init__(
         self,
         key: bytes,
-        body: dict[str, Any],
+        body: dict[str, object],
         future: asyncio.Future[ChatResult],
         now: float,
         attempts: int = 0,
@@ -244,7 +244,7 @@ class Batcher:
         self._clock = clock
         self._queue: list[_Waiting] = []
         self._waiters: dict[bytes, list[asyncio.Future[ChatResult]]] = {}
-        self._bodies: dict[bytes, dict[str, Any]] = {}  # the body of each waited-for key
+        self._bodies: dict[bytes, dict[str, object]] = {}  # the body of each waited-for key
         self._recovered = asyncio.Event()  # the earlier runs' batches are known
         self._wake = asyncio.Event()
         self._draining = False
@@ -262,7 +262,7 @@ class Batcher:
         }
 
     # ----------------------------------------------------------------- calling
-    async def call(self, key: bytes, body: dict[str, Any]) -> ChatResult:
+    async def call(self, key: bytes, body: dict[str, object]) -> ChatResult:
         """The reply to ``body`` (``key`` its cache key), through a batch.
 
         Raises:

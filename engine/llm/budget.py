@@ -71,7 +71,7 @@ class Spend:
         self.completion_tokens += other.completion_tokens
         self.cost += other.cost
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, int | float]:
         """Plain counters (cost rounded to a micro-dollar)."""
         return {
             "requests": self.requests,
@@ -81,7 +81,7 @@ class Spend:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Spend:
+    def from_dict(cls, raw: Mapping[str, object]) -> Spend:
         """Inverse of :meth:`to_dict` (missing, malformed, negative or non-finite fields
         count as 0: a manifest edited by hand or written by an older version must not
         carry a negative spend that keeps every budget from triggering)."""
@@ -130,7 +130,7 @@ class Ledger:
         run: Caps | None = None,
         stages: Mapping[str, Caps] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
-        prior: Mapping[str, Any] | None = None,
+        prior: Mapping[str, object] | None = None,
     ) -> None:
         self._run = run
         self._stages = dict(stages or {})
@@ -230,7 +230,7 @@ class Ledger:
             spend.completion_tokens += completion_tokens
             spend.cost += cost
 
-    def to_dict(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def to_dict(self) -> dict[str, dict[str, dict[str, int | float]]]:
         """``{stage: {endpoint: counters}}``, everything spent so far (prior included)."""
         return {
             stage: {endpoint: spend.to_dict() for endpoint, spend in per.items()}
