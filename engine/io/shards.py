@@ -176,7 +176,7 @@ class ShardSink:
         simulated: bool,
         force_new: bool = False,
         retry_failed: bool = False,
-        config_content: Mapping[str, Any] | None = None,
+        config_content: Mapping[str, object] | None = None,
         protect: Sequence[Path] = (),
         redact: Callable[[bytes], bytes] | None = None,
         on_commit: Callable[[Manifest], None] | None = None,
@@ -378,7 +378,7 @@ class ShardSink:
         """Number of committed items (including those of earlier runs)."""
         return self._done.count
 
-    def write_item(self, index: int, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def write_item(self, index: int, rows: Sequence[tuple[str, Mapping[str, object]]]) -> None:
         """Append one item's rows to the open shards; commit if a shard is full.
 
         Args:
@@ -558,7 +558,7 @@ class ShardSink:
         for info in new_shards:
             totals[info.kind] = totals.get(info.kind, 0) + info.rows
         old = self._manifest
-        changes: dict[str, Any] = {
+        changes: dict[str, object] = {
             "shards": [*old.shards, *new_shards],
             "totals": {**totals, "items": done.count},
             "done": done.to_state(),
