@@ -13,7 +13,7 @@ from typing import TypeAlias
 __all__ = ("JSON", "JSONObject")
 
 JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
-"""Any JSON value, as decoded (arrays are lists, objects are dicts with str keys)."""
+"""A JSON value, as decoded (arrays are lists, objects are dicts with str keys)."""
 
 JSONObject: TypeAlias = "dict[str, JSON]"
 """A JSON object."""
