@@ -111,7 +111,7 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
         async with Engine(dry) as engine:
             result = await engine.run()
         report = result.report
-        per: dict[str, dict[str, Any]] = {}
+        per: dict[str, dict[str, object]] = {}
         totals = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         unpriced: list[str] = []
         stages = _PER_RECORD_STAGES.get(config.run.method) if entry.name in _BUILT_IN else None

@@ -173,7 +173,7 @@ class Engine:
         """Close HTTP sessions and stop simulated endpoints."""
         await self._stack.aclose()
 
-    def _ledger(self, prior: Any) -> Ledger:
+    def _ledger(self, prior: object) -> Ledger:
         """The run's spending ledger, continuing from what earlier invocations spent."""
         budget = self.config.budget
         return Ledger(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..version import __version__
 
@@ -138,7 +138,7 @@ def _bench_options(b: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the JSON report only")
 
 
-def _export_options(sub: Any) -> None:
+def _export_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``export`` subcommand (docs/export.md explains each option)."""
     exp = sub.add_parser(
         "export",

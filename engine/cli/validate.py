@@ -26,7 +26,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         if not args.json:
             raise
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}
         }
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -116,7 +116,7 @@ def _missing_keys(config: Config) -> dict[str, str]:
     }
 
 
-async def _ping(config: Config) -> dict[str, dict[str, Any]]:
+async def _ping(config: Config) -> dict[str, dict[str, object]]:
     """Each real endpoint's ``GET /models``: reachable, key accepted, model listed."""
     import time
 
@@ -124,7 +124,7 @@ async def _ping(config: Config) -> dict[str, dict[str, Any]]:
     from ..llm.client import Client
     from ..redaction import display_url
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, object]] = {}
     for name, ep in config.endpoints.items():
         if ep.simulated:
             continue
