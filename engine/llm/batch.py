@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -41,6 +41,10 @@ from .client import ChatResult
 __all__ = ("BatchLedger", "BatchSettings", "Batcher", "OnlineRetry")
 
 log = logging.getLogger("engine")
+
+
+_Params = tuple[str | bytes | int | float | None, ...]
+"""The parameters of one SQL statement."""
 
 
 class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,7 +103,7 @@ class BatchLedger:
         except sqlite3.DatabaseError as exc:
             raise ShardError(f"batch ledger unreadable ({exc})", path=str(path)) from exc
 
-    def _write(self, *statements: tuple[str, Any]) -> None:
+    def _write(self, *statements: tuple[str, _Params | list[_Params]]) -> None:
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
