@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ..config import Config, load_config
 from ..errors import ConfigError
 from .runtime import run_async
+
+if TYPE_CHECKING:
+    from ..estimate import Estimate
 
 __all__ = ("cmd_validate",)
 
@@ -158,7 +161,7 @@ async def _ping(config: Config) -> dict[str, dict[str, object]]:
     return out
 
 
-def _print_estimate(est: dict[str, Any]) -> None:
+def _print_estimate(est: Estimate) -> None:
     scale = (
         f"the first {est['sampled_items']} of {est['total_items']} records, per-record stages "
         f"scaled x{est['scale']}"
