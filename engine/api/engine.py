@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import msgspec
 
@@ -345,7 +345,7 @@ class Engine:
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
         prior = sink.manifest.extra.get("endpoints")
-        prior_endpoints: dict[str, Any] = dict(prior) if isinstance(prior, dict) else {}
+        prior_endpoints: dict[str, object] = dict(prior) if isinstance(prior, dict) else {}
         prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
         ledger = self.ledger = self._ledger(sink.manifest.extra.get("spend"))

@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from ..errors import BudgetExceeded
 
-__all__ = ("Caps", "Ledger", "Spend")
+__all__ = ("Caps", "Ledger", "Spend", "SpendSummary")
 
 _OTHER = "other"  # stage name for calls made outside a named stage
+
+
+class SpendSummary(TypedDict):
+    """The report's spending: the whole run, each stage, the limit reached if any."""
+
+    total: dict[str, int | float]
+    stages: dict[str, dict[str, int | float]]
+    reached: str | None
 
 
 class Caps(Protocol):
@@ -237,7 +245,7 @@ class Ledger:
             for stage, per in self._by.items()
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SpendSummary:
         """Totals for the report: the whole run, each stage, and the limit reached if any."""
         return {
             "total": self.total.to_dict(),
