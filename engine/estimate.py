@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import msgspec
 
@@ -31,7 +31,37 @@ from .errors import ConfigError
 from .methods import resolve_method
 from .prices import builtin_price
 
-__all__ = ("estimate",)
+__all__ = ("EndpointEstimate", "Estimate", "EstimateTotal", "estimate")
+
+
+class EstimateTotal(TypedDict):
+    """Calls, tokens and cost (None: an endpoint has no price) over the whole input."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+
+class EndpointEstimate(EstimateTotal):
+    """One endpoint's share, and the model it serves."""
+
+    model: str | None
+
+
+class Estimate(TypedDict):
+    """What :func:`estimate` returns (``validate --estimate --json`` prints it)."""
+
+    simulated: bool
+    method: str
+    scale: float
+    sampled_items: int | None
+    total_items: int | None
+    endpoints: dict[str, EndpointEstimate]
+    total: EstimateTotal
+    unpriced: list[str]
+    kept_in_dry_run: int
+
 
 _BUILT_IN = frozenset({"respond", "backtranslation", "codeclm", "selfguide", "lab"})
 # Method -> the stages whose calls grow with the number of input records (None: all; a
@@ -68,7 +98,7 @@ def _price(config: Config, name: str) -> Price | None:
     return None
 
 
-async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
+async def estimate(config: Config, *, sample: int = 50) -> Estimate:
     """Dry-run ``config`` on simulated endpoints; calls, tokens and cost per endpoint.
 
     Args:
@@ -111,8 +141,9 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
         async with Engine(dry) as engine:
             result = await engine.run()
         report = result.report
-        per: dict[str, dict[str, Any]] = {}
-        totals = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        per: dict[str, EndpointEstimate] = {}
+        all_calls = all_prompt = all_completion = 0
+        all_cost = 0.0
         unpriced: list[str] = []
         stages = _PER_RECORD_STAGES.get(config.run.method) if entry.name in _BUILT_IN else None
         extra = {"calls": 0.0, "prompt": 0.0, "completion": 0.0}
@@ -149,10 +180,10 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
                     "completion_tokens": completion,
                     "cost_usd": None if cost is None else round(cost, 4),
                 }
-                totals["calls"] += calls
-                totals["prompt_tokens"] += prompt
-                totals["completion_tokens"] += completion
-                totals["cost_usd"] += cost or 0.0
+                all_calls += calls
+                all_prompt += prompt
+                all_completion += completion
+                all_cost += cost or 0.0
         return {
             "simulated": True,
             "method": config.run.method,
@@ -161,8 +192,10 @@ async def estimate(config: Config, *, sample: int = 50) -> dict[str, Any]:
             "total_items": total,
             "endpoints": per,
             "total": {
-                **totals,
-                "cost_usd": None if unpriced else round(float(totals["cost_usd"]), 4),
+                "calls": all_calls,
+                "prompt_tokens": all_prompt,
+                "completion_tokens": all_completion,
+                "cost_usd": None if unpriced else round(float(all_cost), 4),
             },
             "unpriced": unpriced,
             "kept_in_dry_run": report.rows.kept if report is not None else 0,

@@ -68,7 +68,7 @@ def row_id(*parts: object) -> str:
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
-def reason_of(kind: str, row: Mapping[str, Any]) -> str:
+def reason_of(kind: str, row: Mapping[str, object]) -> str:
     """Why a row was not kept, as a group a summary can count.
 
     A failed row: ``stage: error_kind``. A rejected row: its ``filter`` or ``reason``

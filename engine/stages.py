@@ -20,9 +20,11 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from .errors import BudgetExceeded, ConfigError, EndpointError, EngineError, ParseError
+from .jsontypes import JSON, JSONObject
 
 __all__ = (
     "ChatCaller",
+    "CompletionLike",
     "Generate",
     "StageObserver",
     "check_template",
@@ -44,7 +46,9 @@ B = TypeVar("B")
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-class _CompletionLike(Protocol):
+class CompletionLike(Protocol):
+    """A chat reply as a stage reads it (``engine.llm.Completion`` fits)."""
+
     @property
     def text(self) -> str: ...
 
@@ -74,7 +78,7 @@ class ChatCaller(Protocol):
         sample_index: int = 0,
         stage: str | None = None,
         **params: Any,
-    ) -> _CompletionLike: ...
+    ) -> CompletionLike: ...
 
 
 class StageObserver(Protocol):
@@ -229,38 +233,43 @@ def parse_score_pair(
 
 
 # ------------------------------------------------------------------ structured
-def json_schema(tp: type[Any]) -> dict[str, Any]:
+def json_schema(tp: type[object]) -> dict[str, Any]:
     """A self-contained JSON schema for a Struct type (``$ref``s inlined).
 
     Every field is marked required and extra properties forbidden, as strict
     structured-output endpoints demand.
     """
-    raw = msgspec.json.schema(tp)
-    defs: dict[str, Any] = raw.get("$defs", {})
+    raw: JSONObject = msgspec.json.schema(tp)
+    found = raw.get("$defs")
+    defs: JSONObject = found if isinstance(found, dict) else {}
 
-    def inline(node: Any) -> Any:
+    def inline(node: JSON) -> JSON:
         if isinstance(node, dict):
             if "$ref" in node:
-                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+                return inline(defs[str(node["$ref"]).rsplit("/", 1)[-1]])
             # "title" is an annotation msgspec adds, dropped; but under "properties" the
             # keys are field names, and a field may be called "title".
-            out = {
+            out: JSONObject = {
                 k: {name: inline(sub) for name, sub in v.items()}
                 if k == "properties" and isinstance(v, dict)
                 else inline(v)
                 for k, v in node.items()
                 if k != "title"
             }
-            if out.get("type") == "object" and "properties" in out:
-                out["required"] = list(out["properties"])
+            props = out.get("properties")
+            if out.get("type") == "object" and isinstance(props, dict):
+                required: list[JSON] = [*props]
+                out["required"] = required
                 out["additionalProperties"] = False
             return out
         if isinstance(node, list):
             return [inline(v) for v in node]
         return node
 
-    body = {k: v for k, v in raw.items() if k != "$defs"}
-    return dict(inline(body))
+    body: JSONObject = {k: v for k, v in raw.items() if k != "$defs"}
+    schema = inline(body)
+    assert isinstance(schema, dict)  # inline maps an object to an object
+    return schema
 
 
 class Generate(Generic[T]):
@@ -291,10 +300,10 @@ class Generate(Generic[T]):
         schema: type[T] | None,
         parse_text: Callable[[str], T],
         system: str | None = None,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
         parse_retries: int = 2,
         observer_for: Callable[[str], StageObserver] | None = None,
-        wire_schema: dict[str, Any] | None = None,
+        wire_schema: Mapping[str, object] | None = None,
     ) -> None:
         self.name = name
         self.depth = depth
@@ -306,8 +315,8 @@ class Generate(Generic[T]):
         self.parse_retries = parse_retries
         self._observer = observer_for(name) if observer_for is not None else None
         self._decoder = msgspec.json.Decoder(schema) if schema is not None else None
-        self._response_format: dict[str, Any] | None = None
-        self._json_object_format: dict[str, Any] | None = None
+        self._response_format: dict[str, object] | None = None
+        self._json_object_format: dict[str, object] | None = None
         if schema is not None:
             wire = wire_schema if wire_schema is not None else json_schema(schema)
             self._response_format = {
@@ -316,9 +325,9 @@ class Generate(Generic[T]):
             }
             self._json_object_format = {"type": "json_object", "schema": wire}
 
-    def messages(self, values: Mapping[str, object]) -> list[dict[str, Any]]:
+    def messages(self, values: Mapping[str, object]) -> list[dict[str, str]]:
         """The chat messages for ``values``."""
-        msgs: list[dict[str, Any]] = []
+        msgs: list[dict[str, str]] = []
         if self.system:
             msgs.append({"role": "system", "content": render(self.system, values)})
         msgs.append({"role": "user", "content": render(self.template, values)})
@@ -362,7 +371,7 @@ class Generate(Generic[T]):
         *,
         sample_index: int = 0,
         priority: int | None = None,
-        **params: Any,
+        **params: object,
     ) -> T:
         """Ask ``caller`` and return the parsed result.
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import msgspec
 
@@ -173,7 +173,7 @@ class Engine:
         """Close HTTP sessions and stop simulated endpoints."""
         await self._stack.aclose()
 
-    def _ledger(self, prior: Any) -> Ledger:
+    def _ledger(self, prior: object) -> Ledger:
         """The run's spending ledger, continuing from what earlier invocations spent."""
         budget = self.config.budget
         return Ledger(
@@ -345,7 +345,7 @@ class Engine:
         if resume.discarded:
             log.info("resume: discarded %d unfinished file(s)", len(resume.discarded))
         prior = sink.manifest.extra.get("endpoints")
-        prior_endpoints: dict[str, Any] = dict(prior) if isinstance(prior, dict) else {}
+        prior_endpoints: dict[str, object] = dict(prior) if isinstance(prior, dict) else {}
         prior_usage = dict(sink.manifest.usage)
         cache = ResponseCache(out_dir / "cache.sqlite")
         ledger = self.ledger = self._ledger(sink.manifest.extra.get("spend"))

@@ -55,4 +55,4 @@ class Row(msgspec.Struct, frozen=True):
 
 
 # Input records for Engine.stream: dicts, as the lines of the method's JSONL input.
-Records = Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
+Records = Iterable[Mapping[str, object]] | AsyncIterable[Mapping[str, object]]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from ..config import RunConfig
 from ..errors import Stalled
@@ -30,6 +30,14 @@ T = TypeVar("T")
 _STALL_GRACE_S = 30.0
 
 
+class _Guarded(Protocol):
+    """What the watchdog does with the phase it guards (an asyncio task)."""
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+
 class Monitor:
     """Watches one run.
 
@@ -42,7 +50,7 @@ class Monitor:
         self._metrics = metrics
         self._endpoints = endpoints
         self.stall: Stalled | None = None
-        self._guarded: asyncio.Future[Any] | None = None  # the phase the watchdog may cancel
+        self._guarded: _Guarded | None = None  # the phase the watchdog may cancel
         self._samples = 0
         self._all_busy = 0
 
@@ -95,7 +103,7 @@ class Monitor:
                     log.warning("items still stuck after the stop; abandoning them")
                     self._guarded.cancel()
 
-    def overlap(self) -> dict[str, Any]:
+    def overlap(self) -> dict[str, object]:
         """How often every endpoint had calls in flight at once (sampled every 0.1 s)."""
         n = self._samples
         return {

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -88,7 +87,7 @@ class TraceRow(msgspec.Struct, frozen=True, kw_only=True):
     hash_ids: tuple[int, ...] = ()
 
 
-def _records(path: Path) -> list[tuple[int, Any]]:
+def _records(path: Path) -> list[tuple[int, object]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -110,7 +109,7 @@ def _records(path: Path) -> list[tuple[int, Any]]:
     return out
 
 
-def _text(value: Any, where: str, line: int, key: str) -> str:
+def _text(value: object, where: str, line: int, key: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):  # OpenAI content parts
@@ -118,14 +117,14 @@ def _text(value: Any, where: str, line: int, key: str) -> str:
     raise InputError(f"{key} must be a string, not {type(value).__name__}", path=where, line=line)
 
 
-def _int(value: Any, where: str, line: int, key: str) -> int:
+def _int(value: object, where: str, line: int, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise InputError(f"{key} must be a number >= 0, not {value!r}", path=where, line=line)
     return int(value)
 
 
 def _chat(
-    items: list[Any], where: str, line: int, tokens: TokenCounter, key: str
+    items: list[object], where: str, line: int, tokens: TokenCounter, key: str
 ) -> Conversation | None:
     system = None
     msgs: list[tuple[str, str]] = []

@@ -120,7 +120,7 @@ def _sample(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [points[int(i * step)] for i in range(MAX_DOTS)]
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
         "<tr>"

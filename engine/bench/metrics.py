@@ -28,13 +28,15 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
 __all__ = (
     "SLO_METRICS",
     "Record",
+    "SloCheck",
+    "SloVerdict",
     "in_window",
     "itl_samples",
     "meets_slos",
@@ -304,19 +306,36 @@ def summarize(
     return out
 
 
+class SloCheck(TypedDict):
+    """One SLO over the window: its limit, the percentile's value (None: no value or
+    infinite) and whether it is met."""
+
+    limit: float
+    value: float | None
+    met: bool
+
+
+class SloVerdict(TypedDict):
+    """Every SLO's check at one percentile, and whether all are met."""
+
+    percentile: float
+    checks: dict[str, SloCheck]
+    met: bool
+
+
 def evaluate_slos(
     win: Sequence[Record],
     slos: dict[str, float],
     percentile: float,
     itl: Sequence[tuple[float, float]] | None = None,
-) -> dict[str, Any]:
+) -> SloVerdict:
     """Whether each SLO's ``percentile`` over the window is within its limit.
 
     A failed request counts as an infinite value, so a run whose failures exceed
     ``100 - percentile`` percent fails every SLO.
     """
     failed = sum(1 for r in win if not r.ok)
-    checks: dict[str, Any] = {}
+    checks: dict[str, SloCheck] = {}
     for name, limit in slos.items():
         if name == "itl_ms":
             samples = [*(itl or ()), *[(math.inf, 1.0)] * failed]

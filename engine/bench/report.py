@@ -17,6 +17,7 @@ import io
 import os
 import platform
 import resource
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine() -> dict[str, Any]:
+def machine() -> dict[str, object]:
     """Where the client ran: CPU, cores, Python, platform, load average."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
@@ -132,7 +133,7 @@ def _ms(t: float | None, start: float) -> float | None:
     return None if t is None else round((t - start) * 1000.0, 3)
 
 
-def request_rows(settings: BenchSettings, res: PointResult, point: int) -> list[dict[str, Any]]:
+def request_rows(settings: BenchSettings, res: PointResult, point: int) -> list[dict[str, object]]:
     """The point's requests as JSON-ready rows (times in ms from the point's start)."""
     window = {
         id(r) for r in in_window(res.records, res.start, settings.warmup_s, settings.cooldown_s)
@@ -140,7 +141,7 @@ def request_rows(settings: BenchSettings, res: PointResult, point: int) -> list[
     s = res.start
     rows = []
     for r in res.records:
-        row: dict[str, Any] = {
+        row: dict[str, object] = {
             "point": point,
             "request": r.index,
             "conversation": r.conversation,
@@ -238,7 +239,7 @@ def build_meta(
     settings: BenchSettings,
     results: list[PointResult],
     started: dt.datetime,
-    server: dict[str, Any],
+    server: Mapping[str, object],
 ) -> dict[str, Any]:
     """The run's metadata: version, server, model, settings (no key), machine, client CPU."""
     s = {k: getattr(settings, k) for k in settings.__struct_fields__}
@@ -259,7 +260,7 @@ def build_meta(
 def write_outputs(
     out: Path,
     report: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, object]],
     timelines: list[dict[str, list[tuple[float, float]]]],
 ) -> list[Path]:
     """Write requests.jsonl, summary.json, summary.csv and report.html into ``out``."""
@@ -282,7 +283,7 @@ def write_outputs(
     return paths
 
 
-def _n(v: Any) -> str:
+def _n(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -290,7 +291,7 @@ def _n(v: Any) -> str:
     return str(v)
 
 
-def _q(block: dict[str, Any], *names: str) -> str:
+def _q(block: Mapping[str, object], *names: str) -> str:
     return "  ".join(f"{n} {_n(block.get(n))}" for n in names)
 
 

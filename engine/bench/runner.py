@@ -138,21 +138,26 @@ async def run_point(
     )
     cap = workers or concurrency
     stamps = Stamps(clock)
-    client_kwargs: dict[str, Any] = {
-        "api_key": api_key_from_env(settings.api_key_env),
-        "timeout_s": settings.timeout_s,
-        "max_connections": cap or 0,
-        "clock": clock,
-    }
+    api_key = api_key_from_env(settings.api_key_env)
     client: Client = (
         TimedClient(
             "bench",
             settings.base_url,
             tokens=tokens if settings.tokenizer else None,
-            **client_kwargs,
+            api_key=api_key,
+            timeout_s=settings.timeout_s,
+            max_connections=cap or 0,
+            clock=clock,
         )
         if settings.stream
-        else Client("bench", settings.base_url, **client_kwargs)
+        else Client(
+            "bench",
+            settings.base_url,
+            api_key=api_key,
+            timeout_s=settings.timeout_s,
+            max_connections=cap or 0,
+            clock=clock,
+        )
     )
     gate = Gate(
         "bench",
@@ -178,7 +183,7 @@ async def run_point(
     errors: dict[str, int] = {}
     count_text = settings.tokenizer is not None
 
-    async def send(rec: Record, messages: list[dict[str, Any]], max_tokens: int) -> str | None:
+    async def send(rec: Record, messages: list[dict[str, str]], max_tokens: int) -> str | None:
         token = CURRENT.set(rec)
         try:
             reply = await caller.chat(messages, max_tokens=max_tokens, **extra)
@@ -204,7 +209,7 @@ async def run_point(
         return reply.text
 
     async def converse(plan: Plan, intended: float, budget: list[int] | None) -> None:
-        messages: list[dict[str, Any]] = []
+        messages: list[dict[str, str]] = []
         if plan.system:
             messages.append({"role": "system", "content": plan.system})
         messages.extend({"role": role, "content": text} for role, text in plan.history)

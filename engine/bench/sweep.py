@@ -72,7 +72,7 @@ async def search_rate(
     return grid[good], tried
 
 
-async def _server_info(settings: BenchSettings, api_key: str | None) -> dict[str, Any]:
+async def _server_info(settings: BenchSettings, api_key: str | None) -> dict[str, object]:
     client = Client("bench", settings.base_url, api_key=api_key, timeout_s=10.0)
     try:
         models = await client.models()
@@ -122,7 +122,7 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
     keep = settings.out is not None
     results: list[PointResult] = []
     points: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     timelines: list[dict[str, list[tuple[float, float]]]] = []
 
     async def point(rate: float | None, concurrency: int | None) -> dict[str, Any]:
@@ -136,7 +136,7 @@ async def run_bench(settings: BenchSettings) -> dict[str, Any]:
         results.append(res)
         return summary
 
-    search: dict[str, Any] | None = None
+    search: dict[str, object] | None = None
     if settings.search is not None:
         low, high, step = settings.search
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -14,7 +13,7 @@ from ..errors import ConfigError
 __all__ = ("cmd_export", "cmd_inspect")
 
 
-def _short(value: Any, width: int = 100) -> str:
+def _short(value: object, width: int = 100) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..redaction import looks_like_secret
 from ..version import __version__
@@ -34,7 +34,7 @@ class _RefuseKeyOnCommandLine(argparse.Action):
         self,
         parser: argparse.ArgumentParser,
         namespace: argparse.Namespace,
-        values: Any,
+        values: str | Sequence[object] | None,
         option_string: str | None = None,
     ) -> None:
         parser.error(
@@ -55,7 +55,7 @@ def _env_name(text: str) -> str:
     return text
 
 
-def _add_api_key_env(p: Any, help_text: str) -> None:
+def _add_api_key_env(p: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
     """``--api-key-env VAR`` and the refused ``--api-key`` (hidden from --help)."""
     p.add_argument("--api-key-env", type=_env_name, default=None, metavar="VAR", help=help_text)
     p.add_argument("--api-key", nargs="?", action=_RefuseKeyOnCommandLine, help=argparse.SUPPRESS)
@@ -177,7 +177,7 @@ def _bench_options(b: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the JSON report only")
 
 
-def _export_options(sub: Any) -> None:
+def _export_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``export`` subcommand (docs/export.md explains each option)."""
     exp = sub.add_parser(
         "export",

@@ -7,7 +7,7 @@ import gc
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = (
     "STOP_SIGNALS",
@@ -75,7 +75,7 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run_async(factory: Callable[[], Coroutine[object, object, T]]) -> T:
     """Run a coroutine on uvloop when installed (faster), else asyncio's loop."""
     tune_gc()
     try:
@@ -86,7 +86,7 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(factory())
 
 
-def nothing_kept(manifest: Any) -> int:
+def nothing_kept(manifest: object) -> int:
     """0, or :data:`EXIT_NOTHING_KEPT` (with a line saying why) when a finished run kept no row."""
     totals = dict(getattr(manifest, "totals", None) or {})
     if totals.get("kept", 0) or not totals.get("items", 0):

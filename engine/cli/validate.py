@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ..config import Config, load_config
 from ..errors import ConfigError
 from .runtime import run_async
+
+if TYPE_CHECKING:
+    from ..estimate import Estimate
 
 __all__ = ("cmd_validate",)
 
@@ -26,7 +29,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         if not args.json:
             raise
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "config": {"ok": False, "file": exc.path, "line": exc.line, "message": str(exc)}
         }
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -116,7 +119,7 @@ def _missing_keys(config: Config) -> dict[str, str]:
     }
 
 
-async def _ping(config: Config) -> dict[str, dict[str, Any]]:
+async def _ping(config: Config) -> dict[str, dict[str, object]]:
     """Each real endpoint's ``GET /models``: reachable, key accepted, model listed."""
     import time
 
@@ -124,7 +127,7 @@ async def _ping(config: Config) -> dict[str, dict[str, Any]]:
     from ..llm.client import Client
     from ..redaction import display_url
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, object]] = {}
     for name, ep in config.endpoints.items():
         if ep.simulated:
             continue
@@ -158,7 +161,7 @@ async def _ping(config: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _print_estimate(est: dict[str, Any]) -> None:
+def _print_estimate(est: Estimate) -> None:
     scale = (
         f"the first {est['sampled_items']} of {est['total_items']} records, per-record stages "
         f"scaled x{est['scale']}"

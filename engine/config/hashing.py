@@ -4,16 +4,25 @@ manifest, so that a rerun with another config is told apart from a resume."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TypedDict
 
 import msgspec
 
 from .schema import Config
 
-__all__ = ("config_content", "config_hash")
+__all__ = ("ConfigContent", "config_content", "config_hash")
 
 
-def config_content(config: Config, method_table: str | None = None) -> dict[str, Any]:
+class ConfigContent(TypedDict):
+    """What :func:`config_content` returns: the ``run`` keys that decide the content,
+    each role's specs (None without roles) and the method's table."""
+
+    run: dict[str, object]
+    roles: dict[str, list[dict[str, object]]] | None
+    method: dict[str, object]
+
+
+def config_content(config: Config, method_table: str | None = None) -> ConfigContent:
     """Everything in ``config`` that decides the output's content (what is hashed).
 
     ``method_table`` names the method's ``[method.NAME]`` table when it is not
@@ -27,7 +36,7 @@ def config_content(config: Config, method_table: str | None = None) -> dict[str,
     to the distinct specs of what serves it (one for an endpoint, several for a pool of
     different settings), sorted.
     """
-    roles: dict[str, list[dict[str, Any]]] | None = None
+    roles: dict[str, list[dict[str, object]]] | None = None
     if config.roles is not None:
         roles = {}
         for role in ("strong", "target", "judge"):
@@ -65,13 +74,11 @@ def config_hash(config: Config, method_table: str | None = None) -> str:
     specs are hashed as their sorted JSON texts, as the first release did)."""
     content = config_content(config, method_table)
     roles = content["roles"]
+    hashed: dict[str, object] = {**content}
     if roles is not None:
-        content = {
-            **content,
-            "roles": {
-                role: sorted(msgspec.json.encode(spec, order="sorted").decode() for spec in specs)
-                for role, specs in roles.items()
-            },
+        hashed["roles"] = {
+            role: sorted(msgspec.json.encode(spec, order="sorted").decode() for spec in specs)
+            for role, specs in roles.items()
         }
-    blob = msgspec.json.encode(content, order="sorted")
+    blob = msgspec.json.encode(hashed, order="sorted")
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -7,7 +7,6 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -23,14 +22,14 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ------------------------------------------------------------------- overrides
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str) -> object:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
 
 
-def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> frozenset[str]:
+def apply_overrides(doc: dict[str, object], overrides: list[str]) -> frozenset[str]:
     """Apply ``dotted.key=value`` overrides to a parsed TOML document in place.
 
     The value is read as a TOML literal when it is one (``3``, ``true``, ``"x"``,
@@ -51,12 +50,12 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> frozenset[str]
                 f"cannot read override {item!r}", path="--set", hint="write --set dotted.key=value"
             )
         parts = key.split(".")
-        node: Any = doc
+        node: dict[str, object] = doc
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
             if nxt is None:
                 nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
+            if not isinstance(nxt, dict):
                 raise ConfigError(
                     "is not a table, so it has no sub-keys",
                     path="--set",

@@ -5,7 +5,6 @@ key, valid keys or values."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import msgspec
 
@@ -77,9 +76,9 @@ def _dotted(path: str) -> str:
     return out.lstrip(".")
 
 
-def _schema_at(root: type, dotted: str) -> Any:
+def _schema_at(root: type, dotted: str) -> msgspec.inspect.Type | None:
     """The msgspec type info at ``dotted`` in the schema rooted at ``root`` (None if absent)."""
-    info: Any = msgspec.inspect.type_info(root)
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
     for part in [p for p in dotted.split(".") if p]:
         while isinstance(info, msgspec.inspect.UnionType):
             structs = [

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -220,10 +221,10 @@ class _Endpoint(Base, frozen=True, tag_field="kind"):
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
     stream: bool = False
     structured_output: bool | Literal["json_schema", "json_object"] = True
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    params: dict[str, object] = msgspec.field(default_factory=dict)
     price: Price | None = None
     builtin_price: bool = True
-    sim: dict[str, Any] = msgspec.field(default_factory=dict)
+    sim: dict[str, object] = msgspec.field(default_factory=dict)
     mode: Literal["online", "batch"] = "online"
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
 
@@ -283,7 +284,7 @@ ENDPOINT_KINDS: dict[str, type[_Endpoint]] = {
 }
 
 
-def as_simulated(ep: EndpointConfig, sim: dict[str, Any], **changes: Any) -> SimEndpoint:
+def as_simulated(ep: EndpointConfig, sim: Mapping[str, object], **changes: object) -> SimEndpoint:
     """``ep`` turned into a simulated endpoint with the same model and settings."""
     fields = msgspec.structs.asdict(ep)
     fields.pop("base_url", None)
@@ -291,7 +292,7 @@ def as_simulated(ep: EndpointConfig, sim: dict[str, Any], **changes: Any) -> Sim
     return SimEndpoint(**{**fields, "sim": sim, **changes})
 
 
-def endpoint_kind(table: dict[str, Any]) -> str:
+def endpoint_kind(table: Mapping[str, object]) -> str:
     """The ``kind`` of an endpoint table that does not say it: from its ``base_url``."""
     return "sim" if table.get("base_url") == "sim" else "openai"
 
@@ -326,7 +327,7 @@ class Config(Base, frozen=True):
     endpoints: dict[str, EndpointConfig] = msgspec.field(default_factory=dict)
     roles: RolesConfig | None = None
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
-    method: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    method: dict[str, dict[str, object]] = msgspec.field(default_factory=dict)
     source: str = ""
     overridden: list[str] = msgspec.field(default_factory=list)
 

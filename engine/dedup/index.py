@@ -16,7 +16,7 @@ import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -64,7 +64,7 @@ class Duplicate(msgspec.Struct, frozen=True):
     similarity: float
     duplicate_of: str
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         """The fields a rejected row carries: ``reason``, ``similarity``, ``duplicate_of``."""
         return {
             "reason": REASON,
@@ -146,7 +146,9 @@ class SemanticIndex:
             j = int(np.argmax(sims))
             return float(sims[j]), self._ids[j]
 
-    def _best(self, vectors: Matrix, n: int) -> tuple[Any, Any]:
+    def _best(
+        self, vectors: Matrix, n: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Best cosine and its row, among the first ``n`` rows, for each vector (locked)."""
         import numpy as np
 

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -388,7 +388,7 @@ class SemanticDedup:
         self._pump()
 
     # -------------------------------------------------------------- report
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, object]:
         """Figures for the method's report."""
         return {
             "model": self.model_name,

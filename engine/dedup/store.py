@@ -27,9 +27,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from .index import Matrix
 
 __all__ = ("VectorStore", "vector_key")
@@ -61,9 +64,9 @@ class VectorStore:
         self._dim: int | None = None
         self._header_len = 0
         self._records = 0  # whole records in the file, as last read or written
-        self._map: Any = None  # numpy.memmap of the records, while looking up
-        self._order: Any = None  # record numbers sorted by their key's first 8 bytes
-        self._sorted: Any = None  # those first 8 bytes, sorted (uint64)
+        self._map: npt.NDArray[np.void] | None = None  # numpy.memmap of the records
+        self._order: npt.NDArray[np.intp] | None = None  # record numbers sorted by key[:8]
+        self._sorted: npt.NDArray[np.uint64] | None = None  # those first 8 bytes, sorted
 
     # --------------------------------------------------------------- reading
     def _read_header(self) -> tuple[int, int] | None:
@@ -84,7 +87,7 @@ class VectorStore:
             return None
         return len(line), dim
 
-    def _dtype(self, dim: int) -> Any:
+    def _dtype(self, dim: int) -> np.dtype[np.void]:
         import numpy as np
 
         return np.dtype([("key", "<u8", (2,)), ("vec", "<f4", (dim,))])
@@ -117,14 +120,15 @@ class VectorStore:
         import numpy as np
 
         out: list[Matrix | None] = [None] * len(keys)
-        if self._map is None or not keys:
-            return out
+        records, order, first = self._map, self._order, self._sorted
+        if records is None or order is None or first is None or not keys:
+            return out  # not open (the three are set and cleared together)
         wanted = np.frombuffer(b"".join(keys), dtype="<u8").reshape(len(keys), 2)
-        lo = np.searchsorted(self._sorted, wanted[:, 0], side="left")
-        hi = np.searchsorted(self._sorted, wanted[:, 0], side="right")
+        lo = np.searchsorted(first, wanted[:, 0], side="left")
+        hi = np.searchsorted(first, wanted[:, 0], side="right")
         for i in range(len(keys)):
             for j in range(int(lo[i]), int(hi[i])):  # equal first halves: compare both
-                record = self._map[int(self._order[j])]
+                record = records[int(order[j])]
                 if record["key"][1] == wanted[i, 1]:
                     out[i] = np.array(record["vec"], dtype=np.float32)
                     break

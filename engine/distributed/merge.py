@@ -11,7 +11,6 @@ is split. It is ``complete`` only when every partition is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -77,7 +76,7 @@ def check_partitioned_output(
     return existing
 
 
-def _add(into: dict[str, Any], more: object) -> None:
+def _add(into: dict[str, object], more: object) -> None:
     """Add nested counters (numbers add; dicts add key by key)."""
     if not isinstance(more, dict):
         return
@@ -87,7 +86,9 @@ def _add(into: dict[str, Any], more: object) -> None:
             if isinstance(inner, dict):
                 _add(inner, value)
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            into[key] = into.get(key, 0) + value
+            current = into.get(key, 0)
+            if isinstance(current, int | float):
+                into[key] = current + value
 
 
 def merge_manifests(
@@ -122,11 +123,11 @@ def merge_manifests(
     previous = load_manifest(out_dir)
     now = utc_now()
     shards: list[ShardInfo] = []
-    totals: dict[str, Any] = {}
-    usage: dict[str, Any] = {}
-    endpoints: dict[str, Any] = {}
-    spend: dict[str, Any] = {}
-    states: list[dict[str, Any]] = []
+    totals: dict[str, int] = {}
+    usage: dict[str, dict[str, int]] = {}
+    endpoints: dict[str, object] = {}
+    spend: dict[str, object] = {}
+    states: list[dict[str, object]] = []
     derived: object = None
     complete = True
     for k, m in enumerate(partition_manifests(out_dir, parts)):
@@ -138,8 +139,12 @@ def merge_manifests(
         complete = complete and m.complete
         simulated = simulated or m.simulated
         shards.extend(msgspec.structs.replace(s, name=f"{rel}/{s.name}") for s in m.shards)
-        _add(totals, m.totals)
-        _add(usage, m.usage)
+        for key, count in m.totals.items():
+            totals[key] = totals.get(key, 0) + count
+        for name, counts in m.usage.items():
+            into = usage.setdefault(name, {})
+            for key, count in counts.items():
+                into[key] = into.get(key, 0) + count
         _add(endpoints, m.extra.get("endpoints"))
         _add(spend, m.extra.get("spend"))
         if m.extra.get("derived") is not None:

@@ -25,14 +25,15 @@ import logging
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypedDict, TypeVar
 
 import msgspec
 
 from ..api import Engine, RunResult
-from ..config import Config, config_hash
+from ..config import Config, Limits, config_hash
 from ..errors import ConfigError, EngineError
 from ..io.lock import OutputLock
 from ..io.manifest import Manifest, load_manifest
@@ -51,6 +52,32 @@ from .merge import (
 __all__ = ("RayRunResult", "leased_gates", "partition_config", "run_on_ray")
 
 log = logging.getLogger("engine")
+
+
+T = TypeVar("T")
+L = TypeVar("L", bound=Limits)
+
+
+class MergeArgs(TypedDict):
+    """What every merge of the partitions' manifests is told about the run."""
+
+    config_hash: str
+    input_fingerprint: str
+    method: str
+    engine_version: str
+    simulated: bool
+
+
+class PartitionResult(TypedDict, total=False):
+    """What one partition's run ended with (a dict, as it crosses Ray)."""
+
+    partition: int
+    complete: bool
+    already_complete: bool
+    stop_reason: str | None
+    summary: str
+    skipped: bool
+    error: EngineError | str
 
 
 class RayRunResult(msgspec.Struct, kw_only=True):
@@ -75,7 +102,7 @@ class RayRunResult(msgspec.Struct, kw_only=True):
     stop_reason: str | None = None
     workers: int
     manifest: Manifest | None = None
-    partitions: list[dict[str, Any]] = []
+    partitions: list[dict[str, object]] = []
     leases: dict[str, LedgerState] = {}
     summary: str = ""
 
@@ -89,7 +116,7 @@ def partition_config(config: Config, part: int, parts: int) -> Config:
     budget = config.budget
     if budget.any or budget.stages:
 
-        def split(lim: Any) -> Any:
+        def split(lim: L) -> L:
             return msgspec.structs.replace(
                 lim,
                 max_cost=None if lim.max_cost is None else lim.max_cost / parts,
@@ -124,7 +151,7 @@ def leased_gates(config: Config) -> dict[str, tuple[float | None, float | None]]
     return gates
 
 
-def _import_ray() -> Any:
+def _import_ray() -> ModuleType:
     try:
         import ray
     except ImportError as exc:
@@ -132,7 +159,8 @@ def _import_ray() -> Any:
             "Ray is not installed",
             hint="pip install 'synth-engine[ray]'",
         ) from exc
-    return ray
+    module: ModuleType = ray
+    return module
 
 
 # ---------------------------------------------------------------------------- actors
@@ -187,14 +215,14 @@ class _PartitionWorker:
         self._prepared = asyncio.Event()
         self._stop = asyncio.Event()
         self._merged: asyncio.Future[Path | None] | None = None
-        self._merge_args: dict[str, Any] = {}
+        self._merge_args: MergeArgs | None = None
         self._lost = False
 
     async def stop(self) -> None:
         """Finish the items in flight and stop resumably."""
         self._stop.set()
 
-    async def merged(self, out_dir: str | None, merge_args: dict[str, Any]) -> None:
+    async def merged(self, out_dir: str | None, merge_args: MergeArgs) -> None:
         """The driver's answer to :meth:`_wait_merged`: every other partition is done
         (``out_dir`` is the run's output), or one is not (None).
         """
@@ -225,11 +253,11 @@ class _PartitionWorker:
         if self._merged is None:
             self._merged = asyncio.get_running_loop().create_future()
         out = await self._merged
-        if out is not None:
+        if out is not None and self._merge_args is not None:
             merge_manifests(out, self._parts, **self._merge_args)
         return out
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> PartitionResult:
         """Run (or resume) this partition; return what happened."""
         k, n = self._part, self._parts
         config = partition_config(self._config, k, n)
@@ -325,7 +353,7 @@ async def run_on_ray(
     stop: asyncio.Event | None = None,
     lease_term_s: float = 6.0,
     worker_cpus: float | None = None,
-    on_started: Callable[[list[Any]], None] | None = None,
+    on_started: Callable[[list[object]], None] | None = None,
 ) -> RayRunResult:
     """Run (or resume) ``config`` on a Ray cluster, split into ``workers`` partitions.
 
@@ -390,7 +418,7 @@ async def run_on_ray(
 
 
 async def _drive(
-    ray: Any,
+    ray: ModuleType,
     config: Config,
     *,
     workers: int | None,
@@ -398,7 +426,7 @@ async def _drive(
     stop: asyncio.Event,
     lease_term_s: float,
     worker_cpus: float | None,
-    on_started: Callable[[list[Any]], None] | None,
+    on_started: Callable[[list[object]], None] | None,
 ) -> RayRunResult:
     if config.run.input is None:
         raise ConfigError(
@@ -414,7 +442,7 @@ async def _drive(
     if force_new:
         _clear_for_new(out, keep=input_path)
     check_partitioned_output(out, n, config_hash=chash)
-    merge_args: dict[str, Any] = {
+    merge_args: MergeArgs = {
         "config_hash": chash,
         "input_fingerprint": fingerprint(input_path),
         "method": config.run.method,
@@ -461,7 +489,7 @@ async def _drive(
     )
     handles: dict[int, Any] = {}
     refs: dict[int, Any] = {}
-    results: dict[int, dict[str, Any]] = {k: {"partition": k, "skipped": True} for k in done}
+    results: dict[int, PartitionResult] = {k: {"partition": k, "skipped": True} for k in done}
     watcher: asyncio.Task[None] | None = None
 
     def start(k: int, share: list[Path]) -> None:
@@ -519,7 +547,7 @@ async def _drive(
                 lease_states[gate] = await asyncio.wait_for(actor.state.remote(), 10)
             with contextlib.suppress(Exception):
                 ray.kill(actor)
-    errors = [r["error"] for r in results.values() if isinstance(r.get("error"), EngineError)]
+    errors = [e for r in results.values() if isinstance(e := r.get("error"), EngineError)]
     reasons = [
         f"partition {k}: {r.get('stop_reason') or r.get('error')}"
         for k, r in sorted(results.items())
@@ -544,7 +572,7 @@ async def _drive(
     )
 
 
-async def _until_prepared(ray: Any, handle: Any, run_ref: Any) -> None:
+async def _until_prepared(ray: ModuleType, handle: Any, run_ref: Awaitable[object]) -> None:
     """Wait until worker 0 has shared its global phase, or its run has ended (an error
     or a stop: the others then run the phase themselves, as without sharing)."""
     prepared = asyncio.ensure_future(_awaited(handle.prepared.remote()))
@@ -559,16 +587,16 @@ async def _until_prepared(ray: Any, handle: Any, run_ref: Any) -> None:
         await asyncio.gather(prepared, return_exceptions=True)
 
 
-async def _awaited(ref: Any) -> Any:
+async def _awaited(ref: Awaitable[T]) -> T:
     return await ref
 
 
-async def _gather(ray: Any, refs: list[Any]) -> list[dict[str, Any]]:
+async def _gather(ray: ModuleType, refs: list[Awaitable[PartitionResult]]) -> list[PartitionResult]:
     """Await worker results; a lost or failed worker becomes ``{"error": ...}``."""
 
-    async def one(ref: Any) -> dict[str, Any]:
+    async def one(ref: Awaitable[PartitionResult]) -> PartitionResult:
         try:
-            res: dict[str, Any] = await ref
+            res = await ref
             return res
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)

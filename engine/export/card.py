@@ -16,7 +16,6 @@ exporting the same output twice writes the same card (and a second push is a no-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import msgspec
 import orjson
@@ -106,7 +105,7 @@ class CardFacts(msgspec.Struct, kw_only=True):
     complete: bool
     stop_reason: str | None = None
     models: dict[str, list[str]]
-    config: Any = None
+    config: object = None
     config_hash: str
     engine_version: str
     columns: Sequence[tuple[str, ColumnType]]
@@ -120,7 +119,7 @@ def _data_files(fmt: Format) -> str:
     )
 
 
-def _feature(name: str, kind: ColumnType) -> dict[str, Any]:
+def _feature(name: str, kind: ColumnType) -> dict[str, object]:
     if kind == "messages":
         return {
             "name": name,
@@ -129,7 +128,7 @@ def _feature(name: str, kind: ColumnType) -> dict[str, Any]:
     return {"name": name, "dtype": kind}
 
 
-def _metadata(facts: CardFacts) -> dict[str, Any]:
+def _metadata(facts: CardFacts) -> dict[str, object]:
     tags = ["synthetic", "synth-engine", facts.method]
     if facts.simulated:
         tags.append("simulated")

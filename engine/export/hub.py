@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import msgspec
 
@@ -61,7 +61,7 @@ class HubTarget:
         self.private = private
 
 
-def _hub() -> Any:
+def _hub() -> ModuleType:
     try:
         import huggingface_hub
         import huggingface_hub.errors
@@ -125,14 +125,14 @@ def _mapped(exc: Exception, what: str) -> EndpointError:
     return EndpointError(f"{what}: {type(exc).__name__}: {exc}", endpoint="hub")
 
 
-def _foreign(hub: Any) -> tuple[type[Exception], ...]:
+def _foreign(hub: ModuleType) -> tuple[type[Exception], ...]:
     """The errors a push can raise: the Hub's HTTP errors, the HTTP library's (whichever
     huggingface_hub uses: the base it gives HfHubHTTPError), OS errors, then malformed
     answers and upload-library failures."""
     return (hub.errors.HfHubHTTPError, *_http_errors(hub), OSError, ValueError, RuntimeError)
 
 
-def _http_errors(hub: Any) -> tuple[type[Exception], ...]:
+def _http_errors(hub: ModuleType) -> tuple[type[Exception], ...]:
     return tuple(b for b in hub.errors.HfHubHTTPError.__bases__ if b is not OSError)
 
 

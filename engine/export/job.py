@@ -21,7 +21,6 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import orjson
@@ -30,6 +29,7 @@ from ..errors import ConfigError, InputError, OutputLocked, ShardError
 from ..io.lock import LOCK_NAME
 from ..io.manifest import Manifest, load_manifest, verify_shards
 from ..io.shards import iter_rows
+from ..jsontypes import JSONObject
 from .card import CardFacts, render_card
 from .rows import RowConverter
 from .writers import ExportFile, Format, write_rows
@@ -144,7 +144,7 @@ def _checked_manifest(out_dir: Path, *, allow_incomplete: bool) -> Manifest:
     return manifest
 
 
-def _read_config(out_dir: Path) -> dict[str, Any] | None:
+def _read_config(out_dir: Path) -> JSONObject | None:
     try:
         config = orjson.loads((out_dir / "config.json").read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -152,7 +152,7 @@ def _read_config(out_dir: Path) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
-def _derived_rows(out_dir: Path, manifest: Manifest, name: str) -> Iterator[dict[str, Any]]:
+def _derived_rows(out_dir: Path, manifest: Manifest, name: str) -> Iterator[JSONObject]:
     """The rows of a derived dataset the manifest lists, after checking its SHA-256."""
     recorded = manifest.extra.get("derived")
     listed = [d for d in recorded if isinstance(d, Mapping)] if isinstance(recorded, list) else []
@@ -182,17 +182,16 @@ def _derived_rows(out_dir: Path, manifest: Manifest, name: str) -> Iterator[dict
             yield orjson.loads(line)
 
 
-def _config_models(config: Mapping[str, Any] | None) -> dict[str, list[str]]:
+def _config_models(config: Mapping[str, object] | None) -> dict[str, list[str]]:
     if not isinstance(config, Mapping):
         return {}
     roles = config.get("roles") or {}
-    endpoints = config.get("endpoints") or {}
+    found = config.get("endpoints")
+    endpoints: Mapping[object, object] = found if isinstance(found, Mapping) else {}
     out: dict[str, list[str]] = {}
     for role, ref in roles.items() if isinstance(roles, Mapping) else ():
         names = [ref] if isinstance(ref, str) else list(ref or [])
-        models = {
-            str(endpoints[n].get("model")) for n in names if isinstance(endpoints.get(n), Mapping)
-        }
+        models = {str(e.get("model")) for n in names if isinstance(e := endpoints.get(n), Mapping)}
         if models:
             out[str(role)] = sorted(models)
     return out
@@ -277,7 +276,7 @@ def export_output(
         models: dict[str, set[str]] = {}
         count = 0
 
-        def rows() -> Iterator[dict[str, Any]]:
+        def rows() -> Iterator[dict[str, object]]:
             nonlocal count
             for row in source:
                 converted, reason = converter.convert(row)

@@ -148,7 +148,9 @@ class RowConverter:
         InputError: ``method`` is not one this exporter knows.
     """
 
-    def __init__(self, method: str, config: Mapping[str, Any] | None, *, simulated: bool) -> None:
+    def __init__(
+        self, method: str, config: Mapping[str, object] | None, *, simulated: bool
+    ) -> None:
         if method not in METHOD_COLUMNS:
             raise InputError(
                 f"no export for method {method!r} (known: {', '.join(sorted(METHOD_COLUMNS))})"
@@ -162,15 +164,16 @@ class RowConverter:
         self.lab_system = self.lab_system or SDG_SYSTEM_PROMPT
         self.web_tag = _text(settings.get("tag")) or S_W
 
-    def convert(self, row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    def convert(self, row: Mapping[str, object]) -> tuple[dict[str, Any] | None, str | None]:
         """``(training row, None)``, or ``(None, reason)`` for a row left out."""
         if "messages" in row:  # a derived set (LAB phase sets, Humpback's training mix)
+            turns = row["messages"]
             messages = [
                 {"role": _text(t.get("role")), "content": _text(t.get("content"))}
-                for t in row["messages"]
+                for t in (turns if isinstance(turns, list) else ())
                 if isinstance(t, Mapping)
             ]
-            values: dict[str, Any] = dict(row)
+            values: dict[str, object] = dict(row)
             values.setdefault("source", row.get("source_id"))
         else:
             try:
@@ -200,9 +203,9 @@ class RowConverter:
             return None, "no id"
         return out, None
 
-    def _chat(self, row: Mapping[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    def _chat(self, row: Mapping[str, object]) -> tuple[list[dict[str, str]], dict[str, object]]:
         """The conversation of a method's own row, and the values of its columns."""
-        values: dict[str, Any] = dict(row)
+        values: dict[str, object] = dict(row)
         if self.method in ("codeclm", "respond"):
             turns = _turns(
                 ("user", _text(row.get("instruction"))), ("assistant", _text(row.get("response")))
@@ -230,7 +233,7 @@ class RowConverter:
         return list(sample["messages"]), values
 
 
-def _method_settings(config: Mapping[str, Any] | None, method: str) -> Mapping[str, Any]:
+def _method_settings(config: Mapping[str, object] | None, method: str) -> Mapping[str, object]:
     if not isinstance(config, Mapping):
         return {}
     methods = config.get("method")

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -45,6 +46,8 @@ BATCH_ROWS = 1000
 Columns = Sequence[tuple[str, ColumnType]]
 
 _EXTRA_HINT = "pip install 'synth-engine[export]' (it adds datasets, which brings pyarrow)"
+
+T = TypeVar("T")
 
 
 class ExportFile(msgspec.Struct, kw_only=True):
@@ -75,7 +78,7 @@ def _digest(path: Path, root: Path, rows: int) -> ExportFile:
     )
 
 
-def _write_jsonl(rows: Iterable[dict[str, Any]], root: Path) -> list[ExportFile]:
+def _write_jsonl(rows: Iterable[Mapping[str, object]], root: Path) -> list[ExportFile]:
     path = root / "data" / "train.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -86,7 +89,7 @@ def _write_jsonl(rows: Iterable[dict[str, Any]], root: Path) -> list[ExportFile]
     return [_digest(path, root, count)]
 
 
-def _import_pyarrow(fmt: str) -> Any:
+def _import_pyarrow(fmt: str) -> ModuleType:
     try:
         import pyarrow
         import pyarrow.parquet
@@ -96,10 +99,11 @@ def _import_pyarrow(fmt: str) -> Any:
             path="--format",
             hint=_EXTRA_HINT,
         ) from exc
-    return pyarrow
+    module: ModuleType = pyarrow
+    return module
 
 
-def _arrow_schema(pa: Any, columns: Columns) -> Any:
+def _arrow_schema(pa: ModuleType, columns: Columns) -> Any:
     types = {
         "string": pa.string(),
         "bool": pa.bool_(),
@@ -110,8 +114,8 @@ def _arrow_schema(pa: Any, columns: Columns) -> Any:
     return pa.schema([(name, types[kind]) for name, kind in columns])
 
 
-def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
+def _batches(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for row in rows:
         batch.append(row)
         if len(batch) >= size:
@@ -122,7 +126,7 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 
 def _write_parquet(
-    rows: Iterable[dict[str, Any]], root: Path, columns: Columns, rows_per_file: int
+    rows: Iterable[Mapping[str, object]], root: Path, columns: Columns, rows_per_file: int
 ) -> list[ExportFile]:
     pa = _import_pyarrow("parquet")
     schema = _arrow_schema(pa, columns)
@@ -168,7 +172,7 @@ def _write_parquet(
 
 
 def _write_hf(
-    rows: Iterable[dict[str, Any]], root: Path, columns: Columns, rows_per_file: int
+    rows: Iterable[Mapping[str, object]], root: Path, columns: Columns, rows_per_file: int
 ) -> list[ExportFile]:
     try:
         import datasets
@@ -213,7 +217,7 @@ def _write_hf(
 
 def write_rows(
     fmt: Format,
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Mapping[str, object]],
     root: Path,
     columns: Columns,
     *,

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import orjson
@@ -30,7 +29,7 @@ class DerivedFile(msgspec.Struct, kw_only=True):
     sha256: str
 
 
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> DerivedFile:
+def write_jsonl_atomic(path: Path, rows: Iterable[Mapping[str, object]]) -> DerivedFile:
     """Write ``rows`` as JSONL to ``path`` atomically; return its name, counts and checksum.
 
     Raises:

@@ -96,7 +96,7 @@ def unlisted(manifest: Manifest, shards: Sequence[str]) -> tuple[list[str], list
 
     An orphan is numbered after every listed shard of its kind (renamed by a run that
     died before the manifest that would list it was written): this output's own, safe to
-    delete. Any other unlisted shard file was not written by this output's runs.
+    delete. Every other unlisted shard file was not written by this output's runs.
     """
     next_index: dict[str, int] = {}
     for info in manifest.shards:

@@ -31,7 +31,7 @@ def fingerprint(path: Path) -> str:
     """The identity of an input file or directory: a SHA-256 of all of its content.
 
     A file: its size and the hash of every byte. A directory (a corpus, a taxonomy):
-    every regular file under it, in sorted order, by relative path and content. Any edit
+    every regular file under it, in sorted order, by relative path and content. Every edit
     anywhere, even one that keeps the size, changes it, so a resume never skips items
     computed from another input. Hashing runs at disk speed (about 1 GB/s here), small
     next to the requests a run makes per byte of input.

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, NoReturn, TypedDict
 
 import msgspec
 import orjson
@@ -86,6 +86,14 @@ class ResumeState:
     resumed: bool = False
     complete: bool = False
     discarded: list[str] = field(default_factory=list)
+
+
+class _Carried(TypedDict):
+    """What a ``--retry-failed`` rebuild keeps of the old manifest."""
+
+    usage: dict[str, dict[str, int]]
+    extra: dict[str, object]
+    retried: int
 
 
 class _OpenShard:
@@ -176,7 +184,7 @@ class ShardSink:
         simulated: bool,
         force_new: bool = False,
         retry_failed: bool = False,
-        config_content: Mapping[str, Any] | None = None,
+        config_content: Mapping[str, object] | None = None,
         protect: Sequence[Path] = (),
         redact: Callable[[bytes], bytes] | None = None,
         on_commit: Callable[[Manifest], None] | None = None,
@@ -254,7 +262,7 @@ class ShardSink:
                 path=str(out_dir),
                 hint="move such files away, or choose a new output directory",
             )
-        carried: dict[str, Any] = {}
+        carried: _Carried | None = None
         if manifest is not None and (not force_new or retry_failed):
             if manifest.config_hash != config_hash:
                 changed = diff_keys(manifest.extra.get("config_content"), config_content)
@@ -324,10 +332,10 @@ class ShardSink:
         delete_files(out_dir, doomed)
         discarded.extend(doomed)
         now = utc_now()
-        extra: dict[str, Any] = dict(carried.get("extra") or {})
+        extra: dict[str, object] = dict(carried["extra"]) if carried is not None else {}
         if config_content is not None:
             extra["config_content"] = dict(config_content)
-        if carried:
+        if carried is not None:
             extra["retried_failed_rows"] = carried["retried"]
         manifest = Manifest(
             engine_version=engine_version,
@@ -338,7 +346,7 @@ class ShardSink:
             started_at=now,
             updated_at=now,
             totals={**dict.fromkeys(KINDS, 0), "items": 0},
-            usage=dict(carried.get("usage") or {}),
+            usage=dict(carried["usage"]) if carried is not None else {},
             extra=extra,
         )
         # Writing the manifest at once claims the directory for this config and proves
@@ -378,7 +386,7 @@ class ShardSink:
         """Number of committed items (including those of earlier runs)."""
         return self._done.count
 
-    def write_item(self, index: int, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def write_item(self, index: int, rows: Sequence[tuple[str, Mapping[str, object]]]) -> None:
         """Append one item's rows to the open shards; commit if a shard is full.
 
         Args:
@@ -558,7 +566,7 @@ class ShardSink:
         for info in new_shards:
             totals[info.kind] = totals.get(info.kind, 0) + info.rows
         old = self._manifest
-        changes: dict[str, Any] = {
+        changes: dict[str, object] = {
             "shards": [*old.shards, *new_shards],
             "totals": {**totals, "items": done.count},
             "done": done.to_state(),

@@ -10,12 +10,14 @@ ten-million-row output costs a scan of its rejected and failed shards, not memor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..errors import ShardError
+from ..jsontypes import JSON, JSONObject
 from ..records import reason_of
 from .manifest import load_manifest, verify_shards
 from .shards import KINDS, iter_rows
@@ -23,7 +25,7 @@ from .shards import KINDS, iter_rows
 __all__ = ("summarize_output",)
 
 
-def _spent(manifest_extra: dict[str, Any]) -> dict[str, Any]:
+def _spent(manifest_extra: Mapping[str, object]) -> dict[str, object]:
     """Requests, tokens and cost over every invocation, from the manifest's ledger."""
     total = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
     by_stage: dict[str, float] = {}
@@ -66,7 +68,7 @@ def summarize_output(out_dir: Path, *, samples: int = 2) -> dict[str, Any]:
         )
     problems = verify_shards(out_dir, manifest)
     reasons: dict[str, dict[str, int]] = {}
-    sampled: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    sampled: dict[str, list[JSONObject]] = {kind: [] for kind in KINDS}
     if not problems:
         for kind in KINDS:
             counts: dict[str, int] = {}
@@ -80,7 +82,7 @@ def summarize_output(out_dir: Path, *, samples: int = 2) -> dict[str, Any]:
                     counts[reason] = counts.get(reason, 0) + 1
             if counts:
                 reasons[kind] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    config: Any = None
+    config: JSON = None
     config_path = out_dir / "config.json"
     if config_path.is_file():
         try:

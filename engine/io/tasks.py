@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -133,7 +133,7 @@ def _field_of(exc: msgspec.ValidationError) -> str:
     return path or "(top level)"
 
 
-def _engine_task(doc: dict[str, Any], where: str) -> Task:
+def _engine_task(doc: Mapping[str, object], where: str) -> Task:
     try:
         return msgspec.convert(doc, Task)
     except msgspec.ValidationError as exc:
@@ -141,7 +141,7 @@ def _engine_task(doc: dict[str, Any], where: str) -> Task:
         raise _fail(where, f"field {_field_of(exc)}: {reason}") from exc
 
 
-def _reference_task(entry: Any, where: str, i: int) -> tuple[Task, list[str]]:
+def _reference_task(entry: object, where: str, i: int) -> tuple[Task, list[str]]:
     field = f"[{i}]" if i >= 0 else ""
     if not isinstance(entry, dict):
         raise _fail(where, f"task list entry {field or 0} is not an object")
@@ -179,7 +179,7 @@ def _reference_task(entry: Any, where: str, i: int) -> tuple[Task, list[str]]:
     return task, notes
 
 
-def _ni_task(doc: dict[str, Any], where: str, stem: str) -> tuple[Task, list[str]]:
+def _ni_task(doc: Mapping[str, object], where: str, stem: str) -> tuple[Task, list[str]]:
     definition = doc.get("Definition")
     if isinstance(definition, list):
         definition = "\n".join(str(d) for d in definition)
@@ -199,7 +199,9 @@ def _ni_task(doc: dict[str, Any], where: str, stem: str) -> tuple[Task, list[str
             raise _fail(where, f"field Positive Examples[{i}].output: missing or not a string")
         examples.append(TaskExample(ex["input"], out))
     outputs = [e.output.strip() for e in examples]
-    for inst in doc.get("Instances") or []:
+    found = doc.get("Instances")
+    instances = found if isinstance(found, list) else []
+    for inst in instances:
         if isinstance(inst, dict):
             outs = inst.get("output")
             got = outs if isinstance(outs, list) else [outs]
@@ -211,7 +213,7 @@ def _ni_task(doc: dict[str, Any], where: str, stem: str) -> tuple[Task, list[str
         labels = tuple(distinct)
         notes.append(
             f"Natural-Instructions task read as classification with labels {list(labels)} "
-            f"(the distinct outputs of its examples and {len(doc.get('Instances') or [])} "
+            f"(the distinct outputs of its examples and {len(instances)} "
             "instances); set [method.selfguide] task_type and labels to override"
         )
     else:
@@ -231,7 +233,7 @@ def _ni_task(doc: dict[str, Any], where: str, stem: str) -> tuple[Task, list[str
     return task, notes
 
 
-def _pick(doc: list[Any], where: str, want: str | None) -> tuple[Any, int]:
+def _pick(doc: Sequence[object], where: str, want: str | None) -> tuple[object, int]:
     names = [str(e.get("task_name", "")) if isinstance(e, dict) else "" for e in doc]
     if want is None:
         if len(doc) == 1:
@@ -272,9 +274,15 @@ def _check(task: Task, where: str) -> None:
         raise _fail(where, "field labels: only a classification task has labels")
 
 
-def load_task(path: Path, **kwargs: Any) -> Task:
+def load_task(
+    path: Path,
+    *,
+    name: str | None = None,
+    task_type: TaskType | None = None,
+    labels: Sequence[str] | None = None,
+) -> Task:
     """The task of :func:`read_task` (same arguments and errors)."""
-    return read_task(path, **kwargs).task
+    return read_task(path, name=name, task_type=task_type, labels=labels).task
 
 
 def read_task(
@@ -303,7 +311,7 @@ def read_task(
         raise _fail(where, f"cannot read task file ({exc})") from exc
     is_json = path.suffix.lower() == ".json"
     try:
-        doc: Any = json.loads(text) if is_json else tomllib.loads(text)
+        doc: object = json.loads(text) if is_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail(where, f"task file is not valid JSON ({exc.msg})", exc.lineno) from exc
     except tomllib.TOMLDecodeError as exc:

@@ -33,14 +33,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 import yaml
 
 from ..errors import InputError
+from ..jsontypes import JSONObject
 from ..records import BadInput
 
 __all__ = (
@@ -67,7 +68,9 @@ FOUNDATIONAL = "foundational_skills"
 YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
 """instructlab-schema's ``DEFAULT_YAMLLINT_CONFIG`` (kept in step by a test)."""
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader: type[yaml.CSafeLoader] | type[yaml.SafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -163,8 +166,24 @@ class Leaf(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ------------------------------------------------------------------ schema rules
+class _SchemaError(Protocol):
+    """What is read of a ``jsonschema.ValidationError``."""
+
+    message: str
+    validator: object
+    validator_value: object
+    path: Iterable[str | int]
+    absolute_path: Iterable[str | int]
+
+
+class _SchemaValidator(Protocol):
+    """What is used of a ``jsonschema`` validator."""
+
+    def iter_errors(self, instance: object) -> Iterable[_SchemaError]: ...
+
+
 @functools.cache
-def _validator(version: int, schema_name: str) -> tuple[Any, str | None]:
+def _validator(version: int, schema_name: str) -> tuple[_SchemaValidator | None, str | None]:
     """(jsonschema validator, deprecation message) of one instructlab-schema file.
 
     Raises:
@@ -177,13 +196,14 @@ def _validator(version: int, schema_name: str) -> tuple[Any, str | None]:
 
     base = schema_base().joinpath(f"v{version}")
 
-    def load(name: str) -> Any:
+    def load(name: str) -> JSONObject:
         path = base.joinpath(name)
         if not path.is_file():
             raise FileNotFoundError(f"v{version}/{name}")
-        return json.loads(path.read_text(encoding="utf-8"))
+        loaded: JSONObject = json.loads(path.read_text(encoding="utf-8"))
+        return loaded
 
-    def retrieve(uri: str) -> Any:
+    def retrieve(uri: str) -> object:
         return Resource.from_contents(load(uri), default_specification=DRAFT202012)
 
     schema = load(f"{schema_name}.json")
@@ -191,18 +211,19 @@ def _validator(version: int, schema_name: str) -> tuple[Any, str | None]:
         return None, str(
             schema.get("description") or f"{schema_name} schema version {version} is deprecated"
         )
-    registry: Any = Registry(retrieve=retrieve)  # type: ignore[call-arg]
-    return validator_for(schema)(schema, registry=registry), None
+    registry = Registry(retrieve=retrieve)  # type: ignore[call-arg]
+    validator: _SchemaValidator = validator_for(schema)(schema, registry=registry)
+    return validator, None
 
 
 @functools.cache
-def _yamllint_config() -> Any:
+def _yamllint_config() -> object:
     from yamllint.config import YamlLintConfig
 
     return YamlLintConfig(YAMLLINT_CONFIG)
 
 
-def _node_line(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+def _node_line(node: yaml.Node | None, path: tuple[str | int, ...]) -> int | None:
     """Line of the node at ``path`` (keys and indices) in a composed YAML tree."""
     line = int(node.start_mark.line) + 1 if node is not None else None
     for part in path:
@@ -231,20 +252,22 @@ def _lint(text: str, rel: str) -> list[Problem]:
     ]
 
 
-def _schema_name(rel: Path, contents: Mapping[str, Any]) -> str:
+def _schema_name(rel: Path, contents: Mapping[str, object]) -> str:
     first = rel.parts[0] if rel.parts else ""
     if first in SDG_ROOTS:
         return first
     return "knowledge" if "document" in contents else "compositional_skills"
 
 
-def _version(contents: Mapping[str, Any]) -> int:
+def _version(contents: Mapping[str, object]) -> int:
     raw = contents.get("version", 1)
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
+    if not isinstance(raw, str | float):
+        return 1  # the schema then reports the type, as instructlab-schema does
     try:
         return int(raw)
-    except (TypeError, ValueError):
+    except ValueError:
         return 1  # the schema then reports the type, as instructlab-schema does
 
 
@@ -302,6 +325,7 @@ def check_leaf(path: Path, root: Path) -> tuple[dict[str, Any] | None, int, list
     if deprecated is not None:
         problems.append(Problem(rel, _node_line(node, ("version",)), deprecated))
         return contents, version, problems
+    assert validator is not None  # None only with a deprecation message
     errors = sorted(validator.iter_errors(contents), key=lambda e: list(map(str, e.path)))
     for err in errors:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -314,7 +338,7 @@ def check_leaf(path: Path, root: Path) -> tuple[dict[str, Any] | None, int, list
 
 
 # ------------------------------------------------------------------ leaf building
-def _clean(value: Any) -> str:
+def _clean(value: object) -> str:
     return str(value).strip()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from time import time as wall_time
 from typing import Any
@@ -77,18 +77,24 @@ class _Event(msgspec.Struct, kw_only=True):
     message: _Message | None = None
     delta: _Delta | None = None
     usage: _AUsage | None = None
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
 
 
 _message_decoder = msgspec.json.Decoder(_Message)
 _event_decoder = msgspec.json.Decoder(_Event)
 
 
-def messages_request(body: dict[str, Any]) -> dict[str, Any]:
+def _count(value: object, default: int) -> int:
+    """A count parameter of a chat body (``n``, ``max_tokens``), ``default`` when unset."""
+    return int(value) if isinstance(value, int | float | str) and value else default
+
+
+def messages_request(body: Mapping[str, object]) -> dict[str, object]:
     """A Messages API request for one sample of a chat-completions ``body``."""
     system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for m in body.get("messages", []):
+    messages: list[dict[str, object]] = []
+    turns = body.get("messages")
+    for m in turns if isinstance(turns, list) else ():
         role = m.get("role")
         if role == "system":
             system.append(str(m.get("content") or ""))
@@ -99,10 +105,10 @@ def messages_request(body: dict[str, Any]) -> dict[str, Any]:
                     "content": m.get("content") or "",
                 }
             )
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "model": body["model"],
-        "max_tokens": int(
-            body.get("max_tokens") or body.get("max_completion_tokens") or _DEFAULT_MAX_TOKENS
+        "max_tokens": _count(
+            body.get("max_tokens") or body.get("max_completion_tokens"), _DEFAULT_MAX_TOKENS
         ),
         "messages": messages,
     }
@@ -113,7 +119,9 @@ def messages_request(body: dict[str, Any]) -> dict[str, Any]:
             out[key] = body[key]
     stop = body.get("stop")
     if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        out["stop_sequences"] = (
+            [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, Iterable) else stop
+        )
     if body.get("stream"):
         out["stream"] = True
     return out
@@ -208,9 +216,9 @@ class AnthropicTransport(Client):
             self._redactor.add(api_key)
         self._url = self.base_url + "/messages"
 
-    async def chat(self, body: dict[str, Any]) -> ChatResult:
+    async def chat(self, body: dict[str, object]) -> ChatResult:
         """One chat request; ``n`` samples are ``n`` concurrent Messages requests."""
-        n = int(body.get("n") or 1)
+        n = _count(body.get("n"), 1)
         if n <= 1:
             return await self._one(body)
         async with asyncio.TaskGroup() as tg:
@@ -230,7 +238,7 @@ class AnthropicTransport(Client):
             ttft=min((r.ttft for r in results if r.ttft is not None), default=None),
         )
 
-    async def _one(self, body: dict[str, Any]) -> ChatResult:
+    async def _one(self, body: dict[str, object]) -> ChatResult:
         session = self._open()
         payload = encoder.encode(messages_request(body))
         start = self._clock()
@@ -314,7 +322,7 @@ class AnthropicTransport(Client):
 class _BatchResult(msgspec.Struct, kw_only=True):
     type: str = ""
     message: _Message | None = None
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
 
 
 class _BatchResultLine(msgspec.Struct, kw_only=True):
@@ -356,7 +364,7 @@ class AnthropicBatches:
     async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
         items = []
         for r in requests:
-            if int(r.body.get("n") or 1) > 1:
+            if _count(r.body.get("n"), 1) > 1:
                 raise MalformedResponse(
                     "Message Batches take one sample per request (n > 1)",
                     endpoint=self.transport.name,
@@ -414,9 +422,10 @@ class AnthropicBatches:
         if result.type in ("canceled", "expired"):
             return BatchLine(line.custom_id, error=f"batch request {result.type}", rerun=True)
         error = result.error or {}
-        inner = error.get("error") if isinstance(error.get("error"), dict) else error
-        kind = str((inner or {}).get("type") or "")
-        message = str((inner or {}).get("message") or kind or "errored")
+        nested = error.get("error")
+        inner: dict[str, object] = nested if isinstance(nested, dict) else error
+        kind = str(inner.get("type") or "")
+        message = str(inner.get("message") or kind or "errored")
         transient = kind in ("overloaded_error", "api_error", "rate_limit_error")
         return BatchLine(
             line.custom_id,

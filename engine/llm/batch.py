@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -41,6 +41,10 @@ from .client import ChatResult
 __all__ = ("BatchLedger", "BatchSettings", "Batcher", "OnlineRetry")
 
 log = logging.getLogger("engine")
+
+
+_Params = tuple[str | bytes | int | float | None, ...]
+"""The parameters of one SQL statement."""
 
 
 class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,7 +103,7 @@ class BatchLedger:
         except sqlite3.DatabaseError as exc:
             raise ShardError(f"batch ledger unreadable ({exc})", path=str(path)) from exc
 
-    def _write(self, *statements: tuple[str, Any]) -> None:
+    def _write(self, *statements: tuple[str, _Params | list[_Params]]) -> None:
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
@@ -192,7 +196,7 @@ class _Waiting:
     def __init__(
         self,
         key: bytes,
-        body: dict[str, Any],
+        body: dict[str, object],
         future: asyncio.Future[ChatResult],
         now: float,
         attempts: int = 0,
@@ -244,7 +248,7 @@ class Batcher:
         self._clock = clock
         self._queue: list[_Waiting] = []
         self._waiters: dict[bytes, list[asyncio.Future[ChatResult]]] = {}
-        self._bodies: dict[bytes, dict[str, Any]] = {}  # the body of each waited-for key
+        self._bodies: dict[bytes, dict[str, object]] = {}  # the body of each waited-for key
         self._recovered = asyncio.Event()  # the earlier runs' batches are known
         self._wake = asyncio.Event()
         self._draining = False
@@ -262,7 +266,7 @@ class Batcher:
         }
 
     # ----------------------------------------------------------------- calling
-    async def call(self, key: bytes, body: dict[str, Any]) -> ChatResult:
+    async def call(self, key: bytes, body: dict[str, object]) -> ChatResult:
         """The reply to ``body`` (``key`` its cache key), through a batch.
 
         Raises:

@@ -12,7 +12,7 @@ are implemented in :mod:`engine.llm.anthropic`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -31,7 +31,7 @@ class BatchRequest(msgspec.Struct, frozen=True):
     """One request of a batch: its id in the batch and its chat-completions body."""
 
     custom_id: str
-    body: dict[str, Any]
+    body: dict[str, object]
 
 
 class BatchState(msgspec.Struct, frozen=True):
@@ -89,7 +89,7 @@ class BatchAPI(Protocol):
 
 
 class _Choice(msgspec.Struct):
-    message: dict[str, Any] = msgspec.field(default_factory=dict)
+    message: dict[str, object] = msgspec.field(default_factory=dict)
     finish_reason: str | None = None
 
 
@@ -100,13 +100,13 @@ class _Completion(msgspec.Struct):
 
 class _Response(msgspec.Struct):
     status_code: int = 0
-    body: dict[str, Any] | None = None
+    body: dict[str, object] | None = None
 
 
 class _ResultLine(msgspec.Struct):
     custom_id: str = ""
     response: _Response | None = None
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
 
 
 _line_decoder = msgspec.json.Decoder(_ResultLine)
@@ -114,7 +114,7 @@ _ENDED = {"completed", "failed", "expired", "cancelled"}
 _RERUN_CODES = {"batch_expired", "batch_cancelled"}
 
 
-def _chat_result(body: dict[str, Any]) -> ChatResult:
+def _chat_result(body: Mapping[str, object]) -> ChatResult:
     completion = msgspec.convert(body, _Completion)
     if not completion.choices:
         raise MalformedResponse("a batch result has no choices")
@@ -244,8 +244,12 @@ class OpenAIBatches:
         error = line.error or {}
         code = str(error.get("code") or "")
         body = response.body if response is not None and response.body else {}
+        detail = body.get("error")
         message = str(
-            error.get("message") or (body.get("error") or {}).get("message") or code or "failed"
+            error.get("message")
+            or (detail.get("message") if isinstance(detail, dict) else None)
+            or code
+            or "failed"
         )
         status = response.status_code if response is not None else None
         transient = code in _RERUN_CODES or (

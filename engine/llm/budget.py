@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from ..errors import BudgetExceeded
 
-__all__ = ("Caps", "Ledger", "Spend")
+__all__ = ("Caps", "Ledger", "Spend", "SpendSummary")
 
 _OTHER = "other"  # stage name for calls made outside a named stage
+
+
+class SpendSummary(TypedDict):
+    """The report's spending: the whole run, each stage, the limit reached if any."""
+
+    total: dict[str, int | float]
+    stages: dict[str, dict[str, int | float]]
+    reached: str | None
 
 
 class Caps(Protocol):
@@ -71,7 +79,7 @@ class Spend:
         self.completion_tokens += other.completion_tokens
         self.cost += other.cost
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, int | float]:
         """Plain counters (cost rounded to a micro-dollar)."""
         return {
             "requests": self.requests,
@@ -81,7 +89,7 @@ class Spend:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Spend:
+    def from_dict(cls, raw: Mapping[str, object]) -> Spend:
         """Inverse of :meth:`to_dict` (missing, malformed, negative or non-finite fields
         count as 0: a manifest edited by hand or written by an older version must not
         carry a negative spend that keeps every budget from triggering)."""
@@ -130,7 +138,7 @@ class Ledger:
         run: Caps | None = None,
         stages: Mapping[str, Caps] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
-        prior: Mapping[str, Any] | None = None,
+        prior: Mapping[str, object] | None = None,
     ) -> None:
         self._run = run
         self._stages = dict(stages or {})
@@ -230,14 +238,14 @@ class Ledger:
             spend.completion_tokens += completion_tokens
             spend.cost += cost
 
-    def to_dict(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def to_dict(self) -> dict[str, dict[str, dict[str, int | float]]]:
         """``{stage: {endpoint: counters}}``, everything spent so far (prior included)."""
         return {
             stage: {endpoint: spend.to_dict() for endpoint, spend in per.items()}
             for stage, per in self._by.items()
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SpendSummary:
         """Totals for the report: the whole run, each stage, and the limit reached if any."""
         return {
             "total": self.total.to_dict(),

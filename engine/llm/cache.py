@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -41,7 +41,10 @@ _value_decoder = msgspec.msgpack.Decoder(CachedResponse)
 
 
 def request_key(
-    model: str, messages: list[dict[str, Any]], params: dict[str, Any], sample_index: int
+    model: str,
+    messages: Sequence[Mapping[str, object]],
+    params: Mapping[str, object],
+    sample_index: int,
 ) -> bytes:
     """The cache key of one request (32 bytes).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -87,7 +88,7 @@ class Completion(msgspec.Struct, kw_only=True):
         return self.texts[0] if self.texts else ""
 
 
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, object]]) -> int:
     """A cheap upper-ish estimate of prompt tokens (~4 characters a token, 4 per message)."""
     chars = 0
     for m in messages:
@@ -208,7 +209,7 @@ class Caller:
         *,
         cache: ResponseCache | None = None,
         retry: RetryPolicy | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
         stream: bool = False,
         structured_output: bool | str = True,
         observer: CallObserver | None = None,
@@ -236,7 +237,7 @@ class Caller:
 
     async def chat(
         self,
-        messages: list[dict[str, Any]],
+        messages: Sequence[Mapping[str, object]],
         *,
         priority: int = 0,
         sample_index: int = 0,
@@ -271,7 +272,7 @@ class Caller:
                 return Completion(
                     texts=hit.texts, finish_reasons=hit.finish_reasons, usage=usage, cached=True
                 )
-        body: dict[str, Any] = {"model": self.model, "messages": messages, **body_params}
+        body: dict[str, object] = {"model": self.model, "messages": messages, **body_params}
         if self.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -340,7 +341,7 @@ class Caller:
         )
 
     async def _batched(
-        self, key: bytes, body: dict[str, Any], stage: str | None, prompt_est: int
+        self, key: bytes, body: dict[str, object], stage: str | None, prompt_est: int
     ) -> Completion | None:
         """One call through the endpoint's batches (None: send it online instead)."""
         assert self.batcher is not None
@@ -393,7 +394,12 @@ class Caller:
         )
 
     async def _attempt(
-        self, body: dict[str, Any], reserve: int, priority: int, prompt_est: int, stage: str | None
+        self,
+        body: dict[str, object],
+        reserve: int,
+        priority: int,
+        prompt_est: int,
+        stage: str | None,
     ) -> ChatResult | EndpointError:
         """One gated attempt: the result, or the (mapped) error it ended with."""
         permit = await self.gate.acquire(reserve, priority)

@@ -13,6 +13,7 @@ member answered first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .caller import Caller, Completion
@@ -75,7 +76,7 @@ class Pool:
 
     async def chat(
         self,
-        messages: list[dict[str, Any]],
+        messages: Sequence[Mapping[str, object]],
         *,
         priority: int = 0,
         sample_index: int = 0,

@@ -16,7 +16,7 @@ registered in :data:`TRANSPORTS` under its endpoint ``kind``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from .anthropic import AnthropicTransport
 from .client import ChatResult, Client
@@ -38,7 +38,7 @@ class Transport(Protocol):
     base_url: str
     simulated: bool
 
-    async def chat(self, body: dict[str, Any]) -> ChatResult:
+    async def chat(self, body: dict[str, object]) -> ChatResult:
         """Send one chat request (streamed when ``body["stream"]``) and return its result.
 
         Raises:

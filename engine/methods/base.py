@@ -8,7 +8,7 @@ pipeline, so the same method runs under the local scheduler or a distributed run
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -141,7 +141,7 @@ class InputCheck(msgspec.Struct, kw_only=True):
     items_bad: int = 0
     problems: list[InputProblem] = msgspec.field(default_factory=list)
     warnings: list[InputProblem] = msgspec.field(default_factory=list)
-    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    details: dict[str, object] = msgspec.field(default_factory=dict)
 
     def add_problem(self, file: str, line: int | None, message: str) -> None:
         """Record a problem."""
@@ -160,7 +160,7 @@ class InputCheck(msgspec.Struct, kw_only=True):
 
 
 def failed_row(
-    method: str, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any
+    method: str, key: str, *, source: str, stage: str, error: EngineError | str, **extra: object
 ) -> RowOut:
     """A failed row for item ``key`` (stable id; the error class and message kept)."""
     kind = getattr(error, "kind", None) or (
@@ -203,10 +203,10 @@ class Column(msgspec.Struct, frozen=True):
     type: type
     kinds: str = "krf"
     doc: str = ""
-    empty: Any = None
+    empty: object = None
 
 
-_EMPTY: dict[type, Any] = {str: ""}
+_EMPTY: dict[type, object] = {str: ""}
 _KIND_LETTER = {"kept": "k", "rejected": "r", "failed": "f"}
 
 
@@ -234,7 +234,7 @@ class RowSchema:
         method: str,
         columns: tuple[Column, ...],
         *,
-        common: Callable[[], dict[str, Any]] | None = None,
+        common: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         self.method = method
         self.columns = columns
@@ -246,7 +246,7 @@ class RowSchema:
             raise ValueError(f"row schema of {method} repeats a column")
         self._common = common
 
-    def conform(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    def conform(self, kind: str, row: Mapping[str, object]) -> dict[str, object]:
         """``row`` with exactly the schema's columns, in order (see the class doc).
 
         Raises:
@@ -257,7 +257,7 @@ class RowSchema:
             raise ValueError(f"{self.method} {kind} row has undeclared keys {sorted(unknown)}")
         letter = _KIND_LETTER[kind]
         common = self._common() if self._common is not None else {}
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for col in self.columns:
             if letter not in col.kinds:
                 out[col.name] = None
@@ -274,12 +274,12 @@ class RowSchema:
             out[col.name] = value
         return out
 
-    def row(self, kind: Kind, values: dict[str, Any]) -> RowOut:
+    def row(self, kind: Kind, values: Mapping[str, object]) -> RowOut:
         """A ``(kind, row)`` pair conformed to the schema."""
         return (kind, self.conform(kind, values))
 
     def failed(
-        self, key: str, *, source: str, stage: str, error: EngineError | str, **extra: Any
+        self, key: str, *, source: str, stage: str, error: EngineError | str, **extra: object
     ) -> RowOut:
         """A failed row (:func:`failed_row`, ``extra`` in its id as there) conformed to
         the schema."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, overload
 
@@ -37,8 +37,9 @@ from ..config import Config as RunConfig
 from ..errors import EngineError, ParseError
 from ..io.derived import DerivedFile
 from ..io.readers import read_jsonl
+from ..jsontypes import JSONObject
 from ..records import BadInput, Item, Kind, RowOut, row_id
-from ..stages import ChatCaller, Generate, StageObserver, parse_score
+from ..stages import ChatCaller, CompletionLike, Generate, StageObserver, parse_score
 from .base import InputCheck, MethodContext
 
 __all__ = (
@@ -62,13 +63,13 @@ class MethodConfig(Base, frozen=True):
 class Kept(msgspec.Struct, frozen=True, tag="kept"):
     """A row that passed: ``data`` is a msgspec Struct or a mapping of its columns."""
 
-    data: Any
+    data: object
 
 
 class Rejected(msgspec.Struct, frozen=True, tag="rejected"):
     """A row a filter rejected, and why."""
 
-    data: Any
+    data: object
     reason: str
 
 
@@ -77,14 +78,14 @@ class Failed(msgspec.Struct, frozen=True, tag="failed"):
 
     stage: str
     error: str
-    data: Any = None
+    data: object = None
 
 
 TypedRow = Kept | Rejected | Failed
 """A row a method returns: a tagged union of the three kinds."""
 
 
-def _columns(data: Any) -> dict[str, Any]:
+def _columns(data: object) -> dict[str, object]:
     if data is None:
         return {}
     if isinstance(data, Mapping):
@@ -118,7 +119,8 @@ class Context:
         self.input_path = mctx.input_path
         self.out_dir = mctx.out_dir
         self.log = mctx.log
-        self._stages: dict[tuple[Any, ...], Generate[Any]] = {}
+        self._stages: dict[tuple[object, ...], Generate[object]] = {}
+        self._judges: dict[tuple[object, ...], Generate[_Score]] = {}
 
     @property
     def simulated(self) -> bool:
@@ -167,23 +169,23 @@ class Context:
         stage: str,
         template: str,
         system: str | None,
-        schema: Any,
+        schema: type[object] | Mapping[str, object] | None,
         depth: int,
         parse_retries: int,
-        params: Mapping[str, Any],
-    ) -> Generate[Any]:
+        params: Mapping[str, object],
+    ) -> Generate[object]:
         key = (stage, template, system, schema if isinstance(schema, type) else id(schema), depth)
         found = self._stages.get(key)
         if found is not None:
             return found
-        struct_type: type[Any] | None = None
-        wire: dict[str, Any] | None = None
+        struct_type: type[object] | None = None
+        wire: dict[str, object] | None = None
         if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
             struct_type = schema
         elif isinstance(schema, Mapping):
             struct_type, wire = dict, dict(schema)
 
-        def parse_text(text: str) -> Any:
+        def parse_text(text: str) -> object:
             if struct_type is None:
                 return text.strip()
             # An endpoint without structured output: the JSON object inside the text.
@@ -195,7 +197,7 @@ class Context:
                     raise ParseError(f"the reply's JSON does not fit: {exc}", stage=stage) from exc
             raise ParseError("the reply holds no JSON object", stage=stage)
 
-        made: Generate[Any] = Generate(
+        made: Generate[object] = Generate(
             stage,
             depth=depth,
             template=template,
@@ -223,7 +225,7 @@ class Context:
         depth: int = ...,
         sample: int = ...,
         parse_retries: int = ...,
-        **sampling: Any,
+        **sampling: object,
     ) -> T: ...
 
     @overload
@@ -233,14 +235,30 @@ class Context:
         template: str,
         values: Mapping[str, object] | None = ...,
         *,
-        schema: Mapping[str, Any] | None = ...,
+        schema: Mapping[str, object],
         system: str | None = ...,
         stage: str = ...,
         depth: int = ...,
         sample: int = ...,
         parse_retries: int = ...,
-        **sampling: Any,
-    ) -> Any: ...
+        **sampling: object,
+    ) -> JSONObject: ...
+
+    @overload
+    async def generate(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        schema: None = ...,
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        sample: int = ...,
+        parse_retries: int = ...,
+        **sampling: object,
+    ) -> str: ...
 
     async def generate(
         self,
@@ -248,14 +266,14 @@ class Context:
         template: str,
         values: Mapping[str, object] | None = None,
         *,
-        schema: Any = None,
+        schema: type[object] | Mapping[str, object] | None = None,
         system: str | None = None,
         stage: str = "generate",
         depth: int = 0,
         sample: int = 0,
         parse_retries: int = 2,
-        **sampling: Any,
-    ) -> Any:
+        **sampling: object,
+    ) -> object:
         """Ask ``role`` for a reply to ``template`` filled with ``values``.
 
         Args:
@@ -276,8 +294,73 @@ class Context:
             EndpointError: the call failed (the engine retried what can be retried).
             ParseError: no reply parsed.
         """
+        return await self._generate(
+            role, template, values, schema, system, stage, depth, sample, parse_retries, sampling
+        )
+
+    async def _generate(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None,
+        schema: type[object] | Mapping[str, object] | None,
+        system: str | None,
+        stage: str,
+        depth: int,
+        sample: int,
+        parse_retries: int,
+        sampling: Mapping[str, object],
+    ) -> object:
         step = self._stage(stage, template, system, schema, depth, parse_retries, sampling)
         return await step(self.caller(role), dict(values or {}), sample_index=sample)
+
+    @overload
+    async def samples(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        n: int,
+        schema: type[T],
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        parse_retries: int = ...,
+        **sampling: object,
+    ) -> list[T]: ...
+
+    @overload
+    async def samples(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        n: int,
+        schema: Mapping[str, object],
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        parse_retries: int = ...,
+        **sampling: object,
+    ) -> list[JSONObject]: ...
+
+    @overload
+    async def samples(
+        self,
+        role: str,
+        template: str,
+        values: Mapping[str, object] | None = ...,
+        *,
+        n: int,
+        schema: None = ...,
+        system: str | None = ...,
+        stage: str = ...,
+        depth: int = ...,
+        parse_retries: int = ...,
+        **sampling: object,
+    ) -> list[str]: ...
 
     async def samples(
         self,
@@ -286,9 +369,13 @@ class Context:
         values: Mapping[str, object] | None = None,
         *,
         n: int,
-        schema: Any = None,
-        **kwargs: Any,
-    ) -> list[Any]:
+        schema: type[object] | Mapping[str, object] | None = None,
+        system: str | None = None,
+        stage: str = "generate",
+        depth: int = 0,
+        parse_retries: int = 2,
+        **sampling: object,
+    ) -> Sequence[object]:
         """``n`` independent samples of :meth:`generate` (sent at once, cached apiece).
 
         Raises:
@@ -298,7 +385,18 @@ class Context:
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(
-                    self.generate(role, template, values, schema=schema, sample=i, **kwargs)
+                    self._generate(
+                        role,
+                        template,
+                        values,
+                        schema,
+                        system,
+                        stage,
+                        depth,
+                        i,
+                        parse_retries,
+                        sampling,
+                    )
                 )
                 for i in range(n)
             ]
@@ -329,7 +427,7 @@ class Context:
         """
         low, high = scale
         key = ("judge", stage, template, system, low, high, depth)
-        step = self._stages.get(key)
+        step = self._judges.get(key)
         if step is None:
 
             def from_text(text: str) -> _Score:
@@ -351,15 +449,20 @@ class Context:
                     "additionalProperties": False,
                 },
             )
-            self._stages[key] = step
+            self._judges[key] = step
         verdict = await step(self.caller(role), dict(values or {}), sample_index=sample, **sampling)
         if not low <= verdict.score <= high:
             raise ParseError(f"score {verdict.score:g} is outside {low:g}..{high:g}", stage=stage)
         return float(verdict.score)
 
     async def chat(
-        self, role: str, messages: list[dict[str, Any]], *, stage: str | None = None, **params: Any
-    ) -> Any:
+        self,
+        role: str,
+        messages: list[dict[str, Any]],
+        *,
+        stage: str | None = None,
+        **params: Any,
+    ) -> CompletionLike:
         """One raw chat call (cached, gated, budgeted); returns the completion."""
         return await self.caller(role).chat(messages, stage=stage, **params)
 

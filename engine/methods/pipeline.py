@@ -52,13 +52,13 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 from ..config import Config as RunConfig
 from ..errors import EndpointError, ParseError
 from ..io.readers import read_jsonl
 from ..io.shards import iter_rows
+from ..jsontypes import JSON, JSONObject
 from ..records import BadInput, Item, row_id
 from .custom import Context, Failed, Kept, Method, Rejected, TypedRow
 from .pipeline_config import (
@@ -100,7 +100,7 @@ class PipelineMethod(Method):
         self.rejected_by_stage: dict[str, int] = {}
 
     @classmethod
-    def check_options(cls, options: Any, config: RunConfig) -> None:
+    def check_options(cls, options: PipelineConfig, config: RunConfig) -> None:
         """Columns read before they are written, or written twice (file, line and key)."""
         check_pipeline(options, config)
 
@@ -123,14 +123,14 @@ class PipelineMethod(Method):
                     seen.add(_norm(row[stage.column]))
 
     async def process(self, item: Item, ctx: Context) -> list[TypedRow]:
-        rows: list[dict[str, Any]] = [
+        rows: list[JSONObject] = [
             {**dict.fromkeys(self.columns), **{k: item.data.get(k) for k in self.cfg.inputs}}
         ]
         paths = [""]
         out: list[TypedRow] = []
         item_seen: dict[str, set[str]] = {}
         for depth, stage in enumerate(self.cfg.stages):
-            next_rows: list[dict[str, Any]] = []
+            next_rows: list[JSONObject] = []
             next_paths: list[str] = []
             for row, path in zip(rows, paths, strict=True):
                 try:
@@ -154,38 +154,54 @@ class PipelineMethod(Method):
         out.extend(Kept(self._id(item, path, row)) for row, path in zip(rows, paths, strict=True))
         return out
 
-    def _id(self, item: Item, path: str, row: dict[str, Any]) -> dict[str, Any]:
+    def _id(self, item: Item, path: str, row: JSONObject) -> JSONObject:
         return {"id": row_id(self.name, item.key, path), **row}
 
     async def _apply(
         self,
         stage: Stage,
         depth: int,
-        row: dict[str, Any],
+        row: JSONObject,
         path: str,
         item: Item,
         ctx: Context,
         item_seen: dict[str, set[str]],
-    ) -> list[tuple[dict[str, Any], str | None]]:
+    ) -> list[tuple[JSONObject, str | None]]:
         """The rows ``stage`` makes of ``row``, each with its rejection reason (or None)."""
         if isinstance(stage, GenerateStage):
-            schema = _schema(stage.fields) if stage.fields else None
-            kwargs: dict[str, Any] = {
-                "schema": schema,
-                "system": stage.system,
-                "stage": stage.name,
-                "depth": depth,
-                "temperature": stage.temperature,
-                "max_tokens": stage.max_tokens,
-            }
-            replies = await ctx.samples(stage.role, stage.template, row, n=stage.n, **kwargs)
-            made: list[tuple[dict[str, Any], str | None]] = []
+            replies: Sequence[str | JSONObject]
+            if stage.fields:
+                replies = await ctx.samples(
+                    stage.role,
+                    stage.template,
+                    row,
+                    n=stage.n,
+                    schema=_schema(stage.fields),
+                    system=stage.system,
+                    stage=stage.name,
+                    depth=depth,
+                    temperature=stage.temperature,
+                    max_tokens=stage.max_tokens,
+                )
+            else:
+                replies = await ctx.samples(
+                    stage.role,
+                    stage.template,
+                    row,
+                    n=stage.n,
+                    system=stage.system,
+                    stage=stage.name,
+                    depth=depth,
+                    temperature=stage.temperature,
+                    max_tokens=stage.max_tokens,
+                )
+            made: list[tuple[JSONObject, str | None]] = []
             for reply in replies:
                 new = dict(row)
                 if stage.output:
                     new[stage.output] = reply if isinstance(reply, str) else str(reply)
                 else:
-                    got = reply if isinstance(reply, dict) else {}
+                    got: JSONObject = reply if isinstance(reply, dict) else {}
                     for name, kind in stage.fields.items():
                         problem = _field_problem(name, kind, got.get(name))
                         if problem is not None:
@@ -230,14 +246,14 @@ class PipelineMethod(Method):
         seen.add(value)
         return [(row, None)]
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, object]:
         return {
             "stages": [s.name for s in self.cfg.stages],
             "rejected_by_stage": dict(self.rejected_by_stage),
         }
 
 
-def _field_schema(kind: str | list[str]) -> dict[str, Any]:
+def _field_schema(kind: str | list[str]) -> dict[str, object]:
     if isinstance(kind, list):
         return {"type": "string", "enum": list(kind)}
     if kind.startswith("list["):
@@ -245,7 +261,7 @@ def _field_schema(kind: str | list[str]) -> dict[str, Any]:
     return {"type": kind}
 
 
-def _schema(fields: Mapping[str, str | list[str]]) -> dict[str, Any]:
+def _schema(fields: Mapping[str, str | list[str]]) -> dict[str, object]:
     return {
         "type": "object",
         "properties": {name: _field_schema(kind) for name, kind in fields.items()},
@@ -262,12 +278,12 @@ _IS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _fits(kind: str, value: Any) -> bool:
+def _fits(kind: str, value: JSON) -> bool:
     # bool is an int to Python, not to JSON.
     return isinstance(value, _IS[kind]) and (kind == "boolean" or not isinstance(value, bool))
 
 
-def _field_problem(name: str, kind: str | list[str], value: Any) -> str | None:
+def _field_problem(name: str, kind: str | list[str], value: JSON) -> str | None:
     """Why ``value`` does not fit the declared field type (None when it does)."""
     if value is None:
         return f"field {name!r} is missing"
@@ -282,12 +298,12 @@ def _field_problem(name: str, kind: str | list[str], value: Any) -> str | None:
 
 
 def _sample(
-    stage: SampleStage, row: dict[str, Any], rng: random.Random
-) -> tuple[dict[str, Any], str | None]:
+    stage: SampleStage, row: JSONObject, rng: random.Random
+) -> tuple[JSONObject, str | None]:
     """``row`` with ``stage.output`` drawn (or the reason it cannot be)."""
     if stage.low is not None and stage.high is not None:
         both_int = isinstance(stage.low, int) and isinstance(stage.high, int)
-        value: Any = (
+        value: int | float = (
             rng.randint(int(stage.low), int(stage.high))
             if both_int
             else rng.uniform(float(stage.low), float(stage.high))
@@ -303,7 +319,7 @@ def _sample(
     return {**row, stage.output: rng.choices(stage.values, weights=stage.weights)[0]}, None
 
 
-def _filter(stage: FilterStage, value: Any) -> str | None:
+def _filter(stage: FilterStage, value: JSON) -> str | None:
     if value is None:
         return f"{stage.column} is empty"
     if stage.min_chars is not None or stage.max_chars is not None:
@@ -313,9 +329,11 @@ def _filter(stage: FilterStage, value: Any) -> str | None:
         if stage.max_chars is not None and n > stage.max_chars:
             return f"{stage.column} has {n} characters, over {stage.max_chars}"
     if stage.min is not None or stage.max is not None:
+        if not isinstance(value, bool | int | float | str):
+            return f"{stage.column} is not a number"
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except ValueError:
             return f"{stage.column} is not a number"
         if stage.min is not None and number < stage.min:
             return f"{stage.column} {number:g} < {stage.min:g}"

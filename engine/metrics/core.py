@@ -504,7 +504,7 @@ class Metrics:
         """Record that the run made progress now (see ``last_progress_at``)."""
         self.last_progress_at = self.clock()
 
-    def add_row(self, kind: str, row: Mapping[str, Any] | None = None) -> None:
+    def add_row(self, kind: str, row: Mapping[str, object] | None = None) -> None:
         """Count one written row of ``kind`` (and, from ``row``, why it was not kept)."""
         self.rows[kind] = self.rows.get(kind, 0) + 1
         self.last_progress_at = self.clock()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -108,10 +108,11 @@ def cumulative_buckets(hist: Histogram) -> list[tuple[str, float]]:
 
 
 # ------------------------------------------------------------------ collector
-_Get = Callable[[Any], float | int | None]
+_S = TypeVar("_S")
+_Get = Callable[[_S], float | int | None]
 
 # (name without prefix/suffix, help text, value getter)
-_ENDPOINT_COUNTERS: tuple[tuple[str, str, _Get], ...] = (
+_ENDPOINT_COUNTERS: tuple[tuple[str, str, _Get[EndpointStats]], ...] = (
     ("requests", "HTTP attempts sent (retries included, cache hits excluded).",
      attrgetter("requests")),
     ("requests_ok", "HTTP attempts that returned a response.", attrgetter("ok")),
@@ -130,7 +131,7 @@ _ENDPOINT_COUNTERS: tuple[tuple[str, str, _Get], ...] = (
      attrgetter("cached_completion_tokens")),
 )  # fmt: skip
 
-_ENDPOINT_GAUGES: tuple[tuple[str, str, _Get], ...] = (
+_ENDPOINT_GAUGES: tuple[tuple[str, str, _Get[EndpointStats]], ...] = (
     ("in_flight", "HTTP attempts in flight now.", attrgetter("in_flight")),
     ("max_in_flight", "Most HTTP attempts in flight at once so far.", attrgetter("max_in_flight")),
     ("concurrency_limit", "The gate's current concurrency limit (absent until known).",
@@ -141,7 +142,7 @@ _ENDPOINT_GAUGES: tuple[tuple[str, str, _Get], ...] = (
      attrgetter("tpm_limit")),
 )  # fmt: skip
 
-_STAGE_COUNTERS: tuple[tuple[str, str, _Get], ...] = (
+_STAGE_COUNTERS: tuple[tuple[str, str, _Get[StageStats]], ...] = (
     ("stage_calls", "Model calls made by the stage (parse retries included).",
      attrgetter("calls")),
     ("stage_ok", "Stage calls whose reply parsed.", attrgetter("ok")),
@@ -242,10 +243,10 @@ class MetricsCollector:
             yield hist
 
         # Stages.
-        for name, doc, get in _STAGE_COUNTERS:
+        for name, doc, stage_get in _STAGE_COUNTERS:
             fam = CounterMetricFamily(PREFIX + name, doc, labels=["stage"])
             for s in stages:
-                fam.add_metric([s.name], float(get(s) or 0))
+                fam.add_metric([s.name], float(stage_get(s) or 0))
             yield fam
         stage_latency = HistogramMetricFamily(
             PREFIX + "stage_latency_seconds",

@@ -84,7 +84,7 @@ class StatusWriter:
         self.interval_s = interval_s
         self.max_points = max(16, max_points)
         self._wall = wall
-        self._points: list[list[Any]] = []
+        self._points: list[list[float | None]] = []
         self._every = 1  # sample every n-th tick
         self._ticks = 0
         self._failed = False
@@ -183,7 +183,7 @@ class StatusWriter:
             "series": {"columns": list(SERIES_COLUMNS), "points": list(self._points)},
         }
 
-    def _sample(self, point: list[Any], *, force: bool) -> None:
+    def _sample(self, point: list[float | None], *, force: bool) -> None:
         self._ticks += 1
         if not force and (self._ticks - 1) % self._every:
             return

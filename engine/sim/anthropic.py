@@ -27,16 +27,23 @@ import asyncio
 import math
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from engine.clock import monotonic
 
-from .anthropic_wire import AnthropicError, Translated, build_message, sse_events, translate
+from .anthropic_wire import (
+    AnthropicError,
+    Message,
+    Translated,
+    build_message,
+    sse_events,
+    translate,
+)
 from .completion import Prepared, Rejection, prepare, produce
-from .model import jitter_s
+from .model import Content, jitter_s
 from .prompt_cache import PromptCache
 from .transport import abort, sleep_until
 
@@ -84,7 +91,7 @@ class MessagesAPI:
         self.cache_read_input_tokens = 0
 
     # ------------------------------------------------------------------ shared helpers
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Counters of the Messages API for ``/sim/stats``."""
         return {
             "messages_requests": self.requests,
@@ -145,7 +152,7 @@ class MessagesAPI:
             headers=headers,
         )
 
-    def json(self, body: dict[str, Any]) -> web.Response:
+    def json(self, body: dict[str, object]) -> web.Response:
         """A 200 JSON response with the Anthropic headers."""
         return web.Response(body=orjson.dumps(body), headers=self.headers())
 
@@ -265,8 +272,8 @@ class MessagesAPI:
         return web.Response(body=payload, headers=self.headers())
 
     def answer(
-        self, translated: Translated, prepared: Prepared, content: Any, *, tier: str
-    ) -> dict[str, Any]:
+        self, translated: Translated, prepared: Prepared, content: Content, *, tier: str
+    ) -> Message:
         """The message for a generated reply, with simulated prompt caching, counted."""
         cache = self.cache.use(
             translated.cache_prefix, translated.cache_chars, translated.cache_ttl_s
@@ -286,18 +293,18 @@ class MessagesAPI:
         self.cache_read_input_tokens += usage["cache_read_input_tokens"]
         return message
 
-    def _done(self, content: Any) -> None:
+    def _done(self, content: Content) -> None:
         self.completed += 1
         self.state._done(content)
 
     async def _stream(
         self,
         request: web.Request,
-        message: dict[str, Any],
+        message: Message,
         first_byte_at: float,
         tokens: int,
         fault: str | None,
-        content: Any,
+        content: Content,
     ) -> web.StreamResponse:
         steps = sse_events(message)
         if fault == "slow":
@@ -331,7 +338,7 @@ class MessagesAPI:
         payload: bytes,
         first_byte_at: float,
         content_type: str,
-        content: Any,
+        content: Content,
     ) -> web.StreamResponse:
         await sleep_until(asyncio.get_running_loop(), first_byte_at)
         resp = web.StreamResponse(headers=self.headers(content_type))

@@ -19,18 +19,23 @@ to ``"max_tokens"`` and ``"stop"`` to ``"end_turn"``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import msgspec
 import orjson
 
+from ..jsontypes import JSON, JSONObject
 from .completion import Prepared
 from .model import Content
 
 __all__ = (
     "ERROR_TYPES",
     "AnthropicError",
+    "Message",
+    "TextBlock",
     "Translated",
+    "Usage",
     "build_message",
     "cut_at_stop",
     "message_object",
@@ -55,6 +60,36 @@ _ROLES = ("user", "assistant")
 _MAX_PIECES = 20
 
 
+class Usage(TypedDict):
+    """A message's ``usage`` object."""
+
+    input_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    output_tokens: int
+    service_tier: str
+
+
+class TextBlock(TypedDict):
+    """A ``text`` content block."""
+
+    type: str
+    text: str
+
+
+class Message(TypedDict):
+    """A ``message`` object, as the Messages API returns it."""
+
+    id: str
+    type: str
+    role: str
+    model: str
+    content: list[TextBlock]
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: Usage
+
+
 class AnthropicError(msgspec.Struct, frozen=True):
     """An error in Anthropic's shape.
 
@@ -72,7 +107,7 @@ class AnthropicError(msgspec.Struct, frozen=True):
         """The error type (``invalid_request_error``...)."""
         return self.type or ERROR_TYPES.get(self.status, "api_error")
 
-    def body(self, request_id: str | None) -> dict[str, Any]:
+    def body(self, request_id: str | None) -> dict[str, object]:
         """``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
         return {
             "type": "error",
@@ -94,7 +129,7 @@ class Translated(msgspec.Struct, frozen=True):
         cache_ttl_s: the breakpoint's lifetime (5 minutes, or 1 hour with ``ttl: "1h"``).
     """
 
-    chat: dict[str, Any]
+    chat: JSONObject
     stream: bool
     stops: list[str]
     cache_prefix: bytes = b""
@@ -106,11 +141,11 @@ def _bad(message: str) -> AnthropicError:
     return AnthropicError(400, message)
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _blocks_text(blocks: list[Any]) -> str:
+def _blocks_text(blocks: list[object]) -> str:
     return "\n".join(
         b["text"]
         for b in blocks
@@ -118,15 +153,15 @@ def _blocks_text(blocks: list[Any]) -> str:
     )
 
 
-def _text(content: Any) -> str:
+def _text(content: str | list[object]) -> str:
     return content if isinstance(content, str) else _blocks_text(content)
 
 
-def _ttl(marker: Any) -> float:
+def _ttl(marker: object) -> float:
     return 3600.0 if isinstance(marker, dict) and marker.get("ttl") == "1h" else 300.0
 
 
-def translate(params: Any, *, batch: bool = False) -> Translated | AnthropicError:
+def translate(params: object, *, batch: bool = False) -> Translated | AnthropicError:
     """Check one Messages request body and translate it into a chat-completions body.
 
     Args:
@@ -146,7 +181,7 @@ def translate(params: Any, *, batch: bool = False) -> Translated | AnthropicErro
     messages = params.get("messages")
     if not isinstance(messages, list) or not messages:
         return _bad("messages: Field required (a non-empty list of messages).")
-    chat_messages: list[dict[str, Any]] = []
+    chat_messages: list[JSON] = []
     system = params.get("system")
     if system is not None:
         if not (isinstance(system, str) or isinstance(system, list)):
@@ -169,7 +204,7 @@ def translate(params: Any, *, batch: bool = False) -> Translated | AnthropicErro
                 f"messages.{i}.content: Input should be a string or a list of content blocks."
             )
         chat_messages.append({"role": message["role"], "content": _text(content)})
-    chat: dict[str, Any] = {"model": model, "messages": chat_messages, "max_tokens": max_tokens}
+    chat: JSONObject = {"model": model, "messages": chat_messages, "max_tokens": max_tokens}
     temperature = params.get("temperature")
     if temperature is not None:
         if not _number(temperature) or not 0.0 <= temperature <= 1.0:
@@ -201,10 +236,10 @@ def translate(params: Any, *, batch: bool = False) -> Translated | AnthropicErro
 
 
 def _cache_prefix(
-    model: str, system: Any, messages: list[Any], top: Any
+    model: str, system: object, messages: Sequence[Mapping[str, object]], top: object
 ) -> tuple[bytes, int, float]:
     """The prompt up to its last ``cache_control`` breakpoint (a top-level one: all of it)."""
-    blocks: list[tuple[Any, str]] = []  # (cache_control or None, text)
+    blocks: list[tuple[object, str]] = []  # (cache_control or None, text)
     if isinstance(system, str):
         blocks.append((None, system))
     elif isinstance(system, list):
@@ -213,7 +248,7 @@ def _cache_prefix(
         content = m["content"]
         if isinstance(content, str):
             blocks.append((None, f"{m['role']}:{content}"))
-        else:
+        elif isinstance(content, list):  # checked by translate: blocks
             blocks.extend(
                 (b.get("cache_control"), f"{m['role']}:{b.get('text', '')}") for b in content
             )
@@ -260,8 +295,8 @@ def message_object(
     text: str,
     reason: str | None,
     stop_sequence: str | None,
-    usage: dict[str, Any],
-) -> dict[str, Any]:
+    usage: Usage,
+) -> Message:
     """A ``message`` object (``content`` is one text block, or none while streaming)."""
     return {
         "id": msg_id,
@@ -275,7 +310,7 @@ def message_object(
     }
 
 
-def _event(kind: str, data: dict[str, Any]) -> bytes:
+def _event(kind: str, data: dict[str, object]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
@@ -289,7 +324,7 @@ def _pieces(text: str) -> list[str]:
     return [text[cuts[k] : cuts[k + 1]] for k in range(count)]
 
 
-def sse_events(message: dict[str, Any]) -> list[bytes]:
+def sse_events(message: Message) -> list[bytes]:
     """The SSE events of a finished ``message``, one write each after the first three.
 
     ``message_start`` (content empty, ``output_tokens: 1``), ``content_block_start``,
@@ -346,7 +381,7 @@ def build_message(
     *,
     cache: tuple[int, int],
     tier: str,
-) -> dict[str, Any]:
+) -> Message:
     """The ``message`` answering a translated request from its chat-completions reply.
 
     Args:
@@ -360,7 +395,7 @@ def build_message(
     choice = content.choices[0]
     text, stop = cut_at_stop(choice.content, translated.stops)
     creation, read = cache
-    usage = {
+    usage: Usage = {
         "input_tokens": max(0, content.prompt_tokens - creation - read),
         "cache_creation_input_tokens": creation,
         "cache_read_input_tokens": read,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 
@@ -66,7 +65,7 @@ class Ask(msgspec.Struct, frozen=True):
     chars: tuple[int, int] | None = None
 
 
-def message_text(message: Any) -> str:
+def message_text(message: object) -> str:
     """The text of a chat message (string content, or the text parts of a list)."""
     if not isinstance(message, dict):
         return ""
@@ -197,7 +196,7 @@ def _length(text: Text) -> tuple[tuple[int, int] | None, int | None]:
 
 
 # ------------------------------------------------------------------------ read
-def _turns(messages: Sequence[Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
+def _turns(messages: Sequence[object]) -> tuple[str, tuple[tuple[str, str], ...]]:
     system: list[str] = []
     turns: list[tuple[str, str]] = []
     for m in messages:
@@ -210,7 +209,7 @@ def _turns(messages: Sequence[Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
     return "\n".join(system), tuple(turns)
 
 
-def read_ask(messages: Sequence[Any]) -> Ask:
+def read_ask(messages: Sequence[object]) -> Ask:
     """Read what the chat ``messages`` ask for (see the module docstring).
 
     The same messages are read once: the last 256 readings are kept (a request sent

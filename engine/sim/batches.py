@@ -34,11 +34,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
+from ..jsontypes import JSONObject
 from .completion import Prepared, Rejection, completion_object, prepare, produce
 from .files import FileStore, page
 from .lifecycle import BatchSettings, Fate, SimTime, Submissions, Timeline, plan_fates
@@ -77,13 +78,15 @@ class _Line:
         self.prepared = prepared
 
 
-def _error(code: str, message: str, line: int | None, param: str | None = None) -> dict[str, Any]:
+def _error(
+    code: str, message: str, line: int | None, param: str | None = None
+) -> dict[str, object]:
     return {"code": code, "message": message, "param": param, "line": line}
 
 
 def check_input(
     data: bytes, settings: BatchSettings
-) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[str, JSONObject]], list[dict[str, object]]]:
     """Parse a batch input file: (custom_id, body) per request, and the rule violations."""
     if len(data) > settings.max_bytes:
         return [], [
@@ -94,8 +97,8 @@ def check_input(
                 None,
             )
         ]
-    requests: list[tuple[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    requests: list[tuple[str, JSONObject]] = []
+    errors: list[dict[str, object]] = []
     seen: set[str] = set()
     model: str | None = None
     for number, raw in enumerate(data.split(b"\n"), start=1):
@@ -204,11 +207,11 @@ class Batch:
         batch_id: str,
         input_file_id: str,
         created: float,
-        metadata: Any,
+        metadata: dict[str, str] | None,
         lines: list[_Line],
         timeline: Timeline,
         model: str | None,
-        errors: list[dict[str, Any]],
+        errors: list[dict[str, object]],
     ) -> None:
         self.id = batch_id
         self.input_file_id = input_file_id
@@ -220,7 +223,7 @@ class Batch:
         self.errors = errors
         self.output_file_id: str | None = None
         self.error_file_id: str | None = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: dict[str, object] | None = None
         self.materialized = False
         self.lock = asyncio.Lock()
 
@@ -243,7 +246,7 @@ class Batch:
             return "expired"
         return "finalizing" if rel < tl.natural_end + tl.settings.finalizing_s else "completed"
 
-    def object(self, now: float) -> dict[str, Any]:
+    def object(self, now: float) -> dict[str, object]:
         """The batch object OpenAI returns, as of simulated time ``now``."""
         tl = self.timeline
         rel = now - self.created
@@ -346,7 +349,7 @@ class BatchStore:
                 await asyncio.sleep(0)  # a big batch must not stall the endpoint
             line = batch.lines[i]
             rid = _ident("batch_req_sim", batch.id, str(i))
-            result: dict[str, Any]
+            result: dict[str, object]
             if not tl.done(line.fate):
                 code, message = _NOT_RUN["cancelled" if ending == "cancelled" else "expired"]
                 result = {
@@ -399,7 +402,7 @@ class BatchStore:
         }
         batch.materialized = True
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Counters for ``/sim/stats`` (``lines_processed`` as of now)."""
         now = self.time.now()
         processed = 0
@@ -475,7 +478,7 @@ class BatchStore:
             )
         return self.json(self.submit(stored.id, stored.data, metadata).object(self.time.now()))
 
-    def submit(self, input_file_id: str, data: bytes, metadata: Any) -> Batch:
+    def submit(self, input_file_id: str, data: bytes, metadata: dict[str, str] | None) -> Batch:
         """Create a batch from an input file's bytes (checked now, revealed after validating)."""
         settings = self.settings
         sim = self.state.settings
@@ -524,7 +527,7 @@ class BatchStore:
         self.batches[batch.id] = batch
         return batch
 
-    def json(self, body: dict[str, Any]) -> web.Response:
+    def json(self, body: dict[str, object]) -> web.Response:
         """A 200 JSON response with the endpoint's headers."""
         return self.files.json(body)
 
@@ -581,9 +584,9 @@ class BatchStore:
 class _Listed:
     __slots__ = ("_object", "id")
 
-    def __init__(self, ident: str, obj: dict[str, Any]) -> None:
+    def __init__(self, ident: str, obj: dict[str, object]) -> None:
         self.id = ident
         self._object = obj
 
-    def object(self) -> dict[str, Any]:
+    def object(self) -> dict[str, object]:
         return self._object

@@ -10,10 +10,9 @@ error messages, same :func:`engine.sim.model.generate` call.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
+from ..jsontypes import JSON, JSONObject
 from .model import Content, SimSettings, generate, prompt_tokens, request_digest
 
 __all__ = (
@@ -46,7 +45,7 @@ class Rejection(msgspec.Struct, frozen=True):
     param: str | None = None
     type: str = "invalid_request_error"
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JSONObject:
         """The JSON error body OpenAI sends: ``{"error": {message, type, param, code}}``."""
         return {
             "error": {
@@ -63,6 +62,7 @@ class Prepared(msgspec.Struct, frozen=True):
 
     Attributes:
         body: the request body as sent.
+        messages: its ``messages`` (a non-empty list).
         digest: :func:`engine.sim.model.request_digest` of it (drives all content).
         n: number of choices.
         max_tokens: the request's ``max_completion_tokens``/``max_tokens`` (None: not given).
@@ -71,7 +71,8 @@ class Prepared(msgspec.Struct, frozen=True):
         model: the model name to report (the request's, else the endpoint's).
     """
 
-    body: dict[str, Any]
+    body: JSONObject
+    messages: list[JSON]
     digest: bytes
     n: int
     max_tokens: int | None
@@ -80,12 +81,12 @@ class Prepared(msgspec.Struct, frozen=True):
     model: str
 
 
-def _temperature(body: dict[str, Any]) -> float | None:
+def _temperature(body: JSONObject) -> float | None:
     value = body.get("temperature")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def prepare(settings: SimSettings, body: Any) -> Prepared | Rejection:
+def prepare(settings: SimSettings, body: JSON) -> Prepared | Rejection:
     """Check one chat-completions body the way the endpoint does; digest it if it passes.
 
     Args:
@@ -129,6 +130,7 @@ def prepare(settings: SimSettings, body: Any) -> Prepared | Rejection:
         model = settings.model
     return Prepared(
         body=body,
+        messages=messages,
         digest=request_digest(settings.seed, body),
         n=n,
         max_tokens=max_tokens,
@@ -150,7 +152,7 @@ def produce(settings: SimSettings, prepared: Prepared) -> Content:
         response_format=body.get("response_format"),
         temperature=_temperature(body),
         ignore_eos=body.get("ignore_eos") is True,
-        messages=body["messages"],
+        messages=prepared.messages,
     )
 
 
@@ -165,7 +167,7 @@ def usage_of(content: Content) -> dict[str, int]:
 
 def completion_object(
     cid: str, model: str, content: Content, *, created: int, usage: bool
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The ``chat.completion`` object of a reply, as the online endpoint sends it.
 
     Args:

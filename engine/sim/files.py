@@ -16,7 +16,8 @@ batch file contains is checked when a batch is created from it, as OpenAI does.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from aiohttp import BodyPartReader, web
@@ -26,7 +27,7 @@ from .lifecycle import BatchSettings, SimTime
 if TYPE_CHECKING:
     from .server import _SimState
 
-__all__ = ("FileStore", "StoredFile")
+__all__ = ("FileStore", "Listed", "StoredFile", "page")
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _BATCH_FILE_TTL_S = 30 * 86_400
@@ -50,7 +51,7 @@ class StoredFile:
             created_at + _BATCH_FILE_TTL_S if purpose in ("batch", "batch_output") else None
         )
 
-    def object(self) -> dict[str, Any]:
+    def object(self) -> dict[str, object]:
         """The file object OpenAI returns."""
         return {
             "id": self.id,
@@ -95,7 +96,7 @@ class FileStore:
         """The file with this id, if any."""
         return self.files.get(file_id)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Counters for ``/sim/stats``."""
         return {
             "files_uploaded": self.uploaded,
@@ -104,7 +105,7 @@ class FileStore:
         }
 
     # ------------------------------------------------------------------ helpers
-    def json(self, body: dict[str, Any], status: int = 200) -> web.Response:
+    def json(self, body: dict[str, object], status: int = 200) -> web.Response:
         """A JSON response with the endpoint's usual headers."""
         return web.Response(status=status, body=orjson.dumps(body), headers=self.state.headers())
 
@@ -235,7 +236,22 @@ class FileStore:
         app.router.add_delete("/v1/files/{file_id}", self.delete)
 
 
-def page(items: list[Any], query: Any, *, default_limit: int) -> dict[str, Any]:
+class Listed(Protocol):
+    """What a list page holds: an object with an ``id`` and its JSON ``object()``."""
+
+    @property
+    def id(self) -> str:
+        """The object's id (the ``after`` cursor names one)."""
+        ...
+
+    def object(self) -> dict[str, object]:
+        """The object as the API returns it."""
+        ...
+
+
+def page(
+    items: Sequence[Listed], query: Mapping[str, str], *, default_limit: int
+) -> dict[str, object]:
     """An OpenAI list page of objects with ``.id`` and ``.object()``: ``after`` + ``limit``."""
     after = query.get("after")
     if after:

@@ -31,7 +31,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -99,7 +99,7 @@ class MessageBatch:
             return tl.cancel_at + tl.settings.cancelling_s
         return tl.natural_end
 
-    def object(self, now: float, base_url: str) -> dict[str, Any]:
+    def object(self, now: float, base_url: str) -> dict[str, object]:
         """The ``message_batch`` object as of simulated time ``now``."""
         tl = self.timeline
         rel = now - self.created
@@ -149,7 +149,7 @@ class MessageBatchStore:
         self.submissions = Submissions()
         self.requests_submitted = 0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Counters for ``/sim/stats`` (``requests_processed`` as of now)."""
         now = self.time.now()
         processed = 0
@@ -179,7 +179,7 @@ class MessageBatchStore:
             return self.api.error(AnthropicError(404, f"No Message Batch with id {ident!r}."))
         return batch
 
-    def _object(self, batch: MessageBatch, request: web.Request) -> dict[str, Any]:
+    def _object(self, batch: MessageBatch, request: web.Request) -> dict[str, object]:
         return batch.object(self.time.now(), f"{request.scheme}://{request.host}")
 
     async def _read_capped(self, request: web.Request) -> bytes | None:
@@ -217,7 +217,7 @@ class MessageBatchStore:
         batch = self.submit(checked)
         return api.json(self._object(batch, request))
 
-    def _check(self, body: Any) -> list[tuple[str, Any]] | AnthropicError:
+    def _check(self, body: object) -> list[tuple[str, object]] | AnthropicError:
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
             return AnthropicError(400, "requests: Field required (a non-empty list).")
@@ -229,7 +229,7 @@ class MessageBatchStore:
                 f"{len(requests)}. Split it.",
             )
         seen: set[str] = set()
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, object]] = []
         for i, item in enumerate(requests):
             custom_id = item.get("custom_id") if isinstance(item, dict) else None
             if not isinstance(custom_id, str) or not CUSTOM_ID.fullmatch(custom_id):
@@ -251,7 +251,7 @@ class MessageBatchStore:
             out.append((custom_id, params))
         return out
 
-    def submit(self, requests: list[tuple[str, Any]]) -> MessageBatch:
+    def submit(self, requests: list[tuple[str, object]]) -> MessageBatch:
         """Create a Message Batch from checked (custom_id, params) pairs."""
         settings = self.settings
         sim = self.state.settings
@@ -392,7 +392,7 @@ class MessageBatchStore:
         order = sorted(range(len(batch.requests)), key=lambda i: batch.requests[i].fate.at)
         for i in order:
             entry = batch.requests[i]
-            result: dict[str, Any]
+            result: dict[str, object]
             if not tl.done(entry.fate):
                 result = {"type": not_run}
             elif isinstance(entry.prepared, AnthropicError) or not entry.fate.ok:

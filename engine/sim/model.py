@@ -22,12 +22,13 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import msgspec
 import orjson
 
+from ..jsontypes import JSONObject
 from .ask import Ask, Free, pool, read_ask
 from .lifecycle import BatchSettings
 from .reply import LABEL, VOCAB, WORDS, fixed_reply, write_reply
@@ -178,7 +179,7 @@ _VOCAB_GET = _VOCAB.__getitem__
 _TRANSPORT_FIELDS = ("stream", "stream_options")
 
 
-def request_digest(seed: int, body: dict[str, Any]) -> bytes:
+def request_digest(seed: int, body: Mapping[str, object]) -> bytes:
     """A 16-byte blake2b digest of ``seed`` and the canonical JSON of ``body``.
 
     ``stream`` and ``stream_options`` are left out, so a streamed request gets the same
@@ -200,7 +201,7 @@ def jitter_s(settings: SimSettings, digest: bytes) -> float:
     return max(0.0, latency) / 1000.0
 
 
-def prompt_tokens(messages: list[Any]) -> int:
+def prompt_tokens(messages: Sequence[object]) -> int:
     """Approximate prompt tokens: ``ceil(chars of all contents / 4) + 4`` per message."""
     chars = 0
     for m in messages:
@@ -285,7 +286,7 @@ def _choice(
     cd: bytes,
     ask: Ask | None,
     words: tuple[str, ...],
-    schema: dict[str, Any] | None,
+    schema: JSONObject | None,
     json_object: bool,
     max_tokens: int | None,
     ignore_eos: bool,
@@ -319,10 +320,10 @@ def generate(
     n: int,
     max_tokens: int | None,
     prompt: int,
-    response_format: Any,
+    response_format: object,
     temperature: float | None = None,
     ignore_eos: bool = False,
-    messages: Sequence[Any] = (),
+    messages: Sequence[object] = (),
 ) -> Content:
     """Generate the choices of one request (pure function of its arguments).
 
@@ -346,7 +347,7 @@ def generate(
     output counts ``ceil(chars / 4)`` and always finishes with ``"stop"`` (it is never cut
     short, so it always parses).
     """
-    schema: dict[str, Any] | None = None
+    schema: JSONObject | None = None
     json_object = False
     if isinstance(response_format, dict):
         kind = response_format.get("type")

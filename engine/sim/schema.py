@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from typing import Any
 
+from ..jsontypes import JSON, JSONObject
 from .reply import LABEL, VOCAB
 
 __all__ = ("schema_instance",)
@@ -42,9 +42,13 @@ _ANSWER_FIELDS = frozenset(
 )
 
 
-def _bounds(node: dict[str, Any], integer: bool) -> tuple[float, float]:
-    lo: float | None = node.get("minimum")
-    hi: float | None = node.get("maximum")
+def _number(value: JSON) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _bounds(node: JSONObject, integer: bool) -> tuple[float, float]:
+    lo = _number(node.get("minimum"))
+    hi = _number(node.get("maximum"))
     ex_lo = node.get("exclusiveMinimum")
     ex_hi = node.get("exclusiveMaximum")
     step = 1.0 if integer else 0.01
@@ -64,10 +68,10 @@ def _bounds(node: dict[str, Any], integer: bool) -> tuple[float, float]:
     return lo, max(lo, hi)
 
 
-def _resolve(root: dict[str, Any], ref: str) -> Any:
+def _resolve(root: JSONObject, ref: str) -> JSON:
     if not ref.startswith("#"):
         return {}
-    node: Any = root
+    node: JSON = root
     for part in ref[1:].split("/"):
         if not part:
             continue
@@ -81,7 +85,7 @@ def _resolve(root: dict[str, Any], ref: str) -> Any:
     return node
 
 
-def _is_free_string(node: Any) -> bool:
+def _is_free_string(node: JSON) -> bool:
     return (
         isinstance(node, dict)
         and node.get("type") == "string"
@@ -96,7 +100,7 @@ class _Filler:
 
     def __init__(
         self,
-        root: dict[str, Any],
+        root: JSONObject,
         rng: random.Random,
         words: Sequence[str],
         labels: Sequence[str],
@@ -109,7 +113,7 @@ class _Filler:
     def sentence(self, count: int) -> str:
         return " ".join(self.rng.choices(self.words, k=count))
 
-    def string(self, node: dict[str, Any], answer: bool) -> str:
+    def string(self, node: JSONObject, answer: bool) -> str:
         rng = self.rng
         fmt = node.get("format")
         if fmt == "date-time":
@@ -141,7 +145,7 @@ class _Filler:
                 text = text.ljust(min_len, "x")
         return text
 
-    def obj(self, node: dict[str, Any], depth: int) -> dict[str, Any]:
+    def obj(self, node: JSONObject, depth: int) -> JSONObject:
         props = node.get("properties")
         if not isinstance(props, dict):
             return {}
@@ -155,7 +159,7 @@ class _Filler:
             if keep is None or name in keep
         }
 
-    def array(self, node: dict[str, Any], depth: int) -> list[Any]:
+    def array(self, node: JSONObject, depth: int) -> list[JSON]:
         min_items = node.get("minItems")
         max_items = node.get("maxItems")
         lo = max(1, min_items) if isinstance(min_items, int) else 1
@@ -168,7 +172,7 @@ class _Filler:
         count = self.rng.randint(lo, hi)
         items = node.get("items", {})
         prefix = node.get("prefixItems")
-        out: list[Any] = []
+        out: list[JSON] = []
         if isinstance(prefix, list):
             out = [self.value(p, depth + 1) for p in prefix[:count]]
         if items is False:
@@ -176,7 +180,7 @@ class _Filler:
         out.extend(self.value(items, depth + 1) for _ in range(count - len(out)))
         return out
 
-    def value(self, node: Any, depth: int, *, answer: bool = False) -> Any:
+    def value(self, node: JSON, depth: int, *, answer: bool = False) -> JSON:
         if not isinstance(node, dict):
             return None
         rng = self.rng
@@ -195,7 +199,7 @@ class _Filler:
                 return self.value(options[0], depth + 1, answer=answer)
         all_of = node.get("allOf")
         if isinstance(all_of, list) and all_of:
-            merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+            merged: JSONObject = {k: v for k, v in node.items() if k != "allOf"}
             for part in all_of:
                 if isinstance(part, dict):
                     merged.update(part)
@@ -229,11 +233,11 @@ class _Filler:
 
 
 def schema_instance(
-    schema: dict[str, Any],
+    schema: JSONObject,
     rng: random.Random,
     words: Sequence[str] | None = None,
     labels: Sequence[str] = (),
-) -> Any:
+) -> JSON:
     """A JSON value that validates against ``schema``, drawn with ``rng`` (see the module
     docstring).
 

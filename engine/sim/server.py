@@ -115,7 +115,7 @@ class _SimState:
         n = settings.max_concurrency
         self.slots = asyncio.Semaphore(n) if n is not None else None
         # More counters for /sim/stats, by section (the batch and Anthropic APIs).
-        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.sections: dict[str, Callable[[], dict[str, object]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def stats(self) -> dict[str, Any]:
@@ -447,7 +447,7 @@ def _sse_steps(cid: str, model: str, content: Content, include_usage: bool) -> l
     batches = max(1, min(_MAX_CHUNK_WRITES, longest))
     dumps = orjson.dumps
 
-    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    def event(choices: list[dict[str, object]], **extra: object) -> bytes:
         chunk = {
             "id": cid,
             "object": "chat.completion.chunk",

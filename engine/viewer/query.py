@@ -19,13 +19,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
+from ..jsontypes import JSON, JSONObject
 from .catalog import Catalog, Located
 
 __all__ = (
+    "Facets",
     "Page",
     "RowQuery",
     "facets",
@@ -42,7 +44,7 @@ _TITLE_FIELDS = ("instruction", "question", "input", "header", "text", "prompt")
 _BODY_FIELDS = ("response", "answer", "output")
 
 
-def reason_of(row: dict[str, Any]) -> str | None:
+def reason_of(row: JSONObject) -> str | None:
     """Why the row is not kept: its ``reason``, or a failed row's ``error``."""
     for key in ("reason", "error"):
         value = row.get(key)
@@ -56,7 +58,7 @@ def reason_class(reason: str) -> str:
     return _NUMBER.sub("#", reason.strip())[:160]
 
 
-def score_of(row: dict[str, Any], name: str) -> float | None:
+def score_of(row: JSONObject, name: str) -> float | None:
     """The numeric score ``name`` of a row: ``score`` or ``scores.KEY``; None if absent."""
     if name.startswith("scores."):
         scores = row.get("scores")
@@ -68,7 +70,7 @@ def score_of(row: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def score_fields(row: dict[str, Any]) -> list[str]:
+def score_fields(row: JSONObject) -> list[str]:
     """The numeric score names a row has (``score``, ``scores.gap``...)."""
     names = []
     if score_of(row, "score") is not None:
@@ -126,7 +128,7 @@ class RowQuery:
             return lambda line: raw in line.lower()
         return lambda line: True
 
-    def matches(self, row: dict[str, Any], raw: bytes) -> bool:
+    def matches(self, row: JSONObject, raw: bytes) -> bool:
         """Whether the decoded ``row`` (whose line is ``raw``) passes every filter."""
         if self.stage and row.get("stage") != self.stage:
             return False
@@ -151,7 +153,7 @@ class RowQuery:
         return True
 
 
-def _strings(value: Any) -> Iterable[str]:
+def _strings(value: JSON) -> Iterable[str]:
     """Every string in a decoded row (keys and values), depth first."""
     if isinstance(value, str):
         yield value
@@ -162,6 +164,17 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+class Facets(TypedDict):
+    """What the rows of a kind can be filtered by (``GET /api/facets``)."""
+
+    kind: str
+    sampled: int
+    total: int
+    reasons: list[tuple[str, int]]
+    stages: list[tuple[str, int]]
+    scores: list[str]
 
 
 @dataclass(slots=True)
@@ -185,9 +198,9 @@ class Page:
     budget_spent: bool = False
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
+def _decode(raw: bytes) -> JSONObject:
     try:
-        value = orjson.loads(raw)
+        value: JSON = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return {
             "_unreadable": f"line is not valid JSON ({exc})",
@@ -241,7 +254,7 @@ def run_query(
     return page
 
 
-def facets(catalog: Catalog, kind: str, *, sample: int = 5000) -> dict[str, Any]:
+def facets(catalog: Catalog, kind: str, *, sample: int = 5000) -> Facets:
     """Reasons, stages and score names among the first ``sample`` rows of ``kind``."""
     reasons: Counter[str] = Counter()
     stages: Counter[str] = Counter()
@@ -270,14 +283,14 @@ def facets(catalog: Catalog, kind: str, *, sample: int = 5000) -> dict[str, Any]
     }
 
 
-def _text(value: Any, limit: int) -> str | None:
+def _text(value: JSON, limit: int) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     text = " ".join(value.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _first(row: dict[str, Any], names: Iterable[str], limit: int) -> str | None:
+def _first(row: JSONObject, names: Iterable[str], limit: int) -> str | None:
     for name in names:
         text = _text(row.get(name), limit)
         if text:
@@ -285,7 +298,7 @@ def _first(row: dict[str, Any], names: Iterable[str], limit: int) -> str | None:
     return None
 
 
-def summarize(found: Located, row: dict[str, Any], *, simulated: bool) -> dict[str, Any]:
+def summarize(found: Located, row: JSONObject, *, simulated: bool) -> dict[str, Any]:
     """A row as one line of the list: id, title, reason, stage, scores, flags."""
     scores: dict[str, float] = {}
     for name in score_fields(row):

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from ..errors import ShardError
 from ..io.shards import KINDS
+from ..jsontypes import JSON, JSONObject
 from ..metrics.status import STATUS_NAME
 from ..serving import LoopbackServer
 from .catalog import Catalog, Snapshot
@@ -61,7 +61,7 @@ class _BadRequest(Exception):
         self.hint = hint
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
         status=status,
@@ -70,16 +70,21 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _seconds(value: JSON) -> float:
+    """A timestamp field of status.json (0 when absent or not a number)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _read_json(path: Path) -> JSONObject | None:
     try:
-        value = orjson.loads(path.read_bytes())
+        value: JSON = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None  # absent, or replaced between two looks: the next poll reads it
     return value if isinstance(value, dict) else None
 
 
 def run_state(
-    snapshot: Snapshot, status: dict[str, Any] | None, *, now: float, live_after_s: float
+    snapshot: Snapshot, status: JSONObject | None, *, now: float, live_after_s: float
 ) -> tuple[str, str]:
     """``(state, detail)`` of the run behind an output.
 
@@ -89,7 +94,7 @@ def run_state(
     """
     m = snapshot.manifest
     if status is not None and status.get("state") == "running":
-        age = now - float(status.get("updated_at") or 0.0)
+        age = now - _seconds(status.get("updated_at"))
         if age <= live_after_s:
             return "live", "the run is writing this output now"
         if m is None or not m.complete:
@@ -191,13 +196,13 @@ class ViewerServer(LoopbackServer):
         )
 
     # ------------------------------------------------------------ api
-    def _run_info(self) -> dict[str, Any]:
+    def _run_info(self) -> dict[str, object]:
         snap = self.catalog.snapshot()
         status = _read_json(self.out_dir / STATUS_NAME)
         now = self._wall()
         state, detail = run_state(snap, status, now=now, live_after_s=self.live_after_s)
         if status is not None:
-            status["age_s"] = round(now - float(status.get("updated_at") or 0.0), 1)
+            status["age_s"] = round(now - _seconds(status.get("updated_at")), 1)
         report = _read_json(self.out_dir / REPORT_NAME) if state != "live" else None
         m = snap.manifest
         manifest = None
@@ -255,7 +260,7 @@ class ViewerServer(LoopbackServer):
         start = _integer(q, "start", 0)
         limit = min(_MAX_LIMIT, max(1, _integer(q, "limit", 50)))
 
-        def work() -> dict[str, Any]:
+        def work() -> dict[str, object]:
             page = run_query(self.catalog, query, start=start, limit=limit)
             simulated = self._simulated()
             return {
@@ -275,12 +280,12 @@ class ViewerServer(LoopbackServer):
         kind = _kind(request.query.get("kind", "kept"))
         position = _integer(request.query, "pos", 0)
 
-        def work() -> dict[str, Any] | None:
+        def work() -> dict[str, object] | None:
             found = self.catalog.locate(kind, position)
             if found is None:
                 return None
             try:
-                row: Any = orjson.loads(found.raw)
+                row: JSON = orjson.loads(found.raw)
             except orjson.JSONDecodeError as exc:
                 row = {"_unreadable": f"line is not valid JSON ({exc})"}
             return {
@@ -324,7 +329,7 @@ def _kind(value: str) -> str:
     return value
 
 
-def _integer(query: Any, name: str, default: int) -> int:
+def _integer(query: Mapping[str, str], name: str, default: int) -> int:
     raw = query.get(name)
     if raw in (None, ""):
         return default
@@ -336,7 +341,7 @@ def _integer(query: Any, name: str, default: int) -> int:
         ) from None
 
 
-def _number(query: Any, name: str) -> float | None:
+def _number(query: Mapping[str, str], name: str) -> float | None:
     raw = query.get(name)
     if raw in (None, ""):
         return None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypedDict, TypeVar
 
 import msgspec
 
@@ -69,9 +69,19 @@ Size = int | float
 Row = Mapping[str, object]
 """A committed kept row of LAB, as read back from its shard (or made by a caller)."""
 
-Sample = dict[str, Any]
-"""A training sample: a JSON object (``id``, ``source_id``, ``leaf``, ``kind``, ``phase``,
-``dataset``, ``unmask``, ``messages``) as written to the phase sets."""
+
+class Sample(TypedDict):
+    """A training sample, as written to the phase sets."""
+
+    id: str
+    source_id: str
+    leaf: str
+    kind: str
+    phase: str
+    dataset: str
+    unmask: bool
+    messages: list[dict[str, str]]
+
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Mapping[str, object])
