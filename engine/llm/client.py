@@ -48,6 +48,7 @@ from .http import (
 from .http11 import Pool
 from .wire import (
     ErrorBody,
+    HeaderLookup,
     RateInfo,
     SseAccumulator,
     Usage,
@@ -234,17 +235,17 @@ class Client:
         """Up to 64 KiB of an error response's body (decoded); the rest is not read."""
         return await self._error_body_of(resp.content, resp.headers)
 
-    async def _error_body_of(self, content: Readable, headers: Any) -> bytes:
+    async def _error_body_of(self, content: Readable, headers: HeaderLookup) -> bytes:
         """:meth:`_error_body` of any body being read, with its headers."""
         body = Body(
             self.name,
-            headers.get("Content-Encoding", ""),
+            headers.get("Content-Encoding") or "",
             min(self._max_bytes, ERROR_BODY_BYTES),
             truncate=True,
         )
         return await read_all(content, body, known_length=None)
 
-    def _error_for(self, status: int, body: bytes, headers: Any) -> EndpointError:
+    def _error_for(self, status: int, body: bytes, headers: HeaderLookup) -> EndpointError:
         message = self._message(body) or "no error message"
         kw: dict[str, Any] = {"endpoint": self.name, "status": status}
         if status == 429:

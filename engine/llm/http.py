@@ -23,6 +23,7 @@ import msgspec
 
 from ..errors import ConnectionLost, EndpointError, MalformedResponse, ResponseTooLarge, Timeout
 from ..redaction import Redactor
+from .wire import HeaderLookup
 
 __all__ = (
     "ERROR_BODY_BYTES",
@@ -60,7 +61,7 @@ def _seconds(text: str, scale: float = 1.0) -> float | None:
     return max(0.0, value) if math.isfinite(value) else None
 
 
-def retry_after(headers: Any) -> float | None:
+def retry_after(headers: HeaderLookup) -> float | None:
     """The server's Retry-After in seconds: ``retry-after-ms``, seconds or an HTTP date.
 
     A value that is not a finite number (``inf``, ``nan``, garbage) is ignored; a huge

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Protocol
 
 import msgspec
 
 __all__ = (
+    "HeaderLookup",
     "ChatChunk",
     "ChatCompletion",
     "Choice",
@@ -32,6 +33,15 @@ __all__ = (
     "parse_duration",
     "parse_rate_headers",
 )
+
+
+class HeaderLookup(Protocol):
+    """Response headers looked up by name, in any case (aiohttp's ``CIMultiDictProxy``,
+    :class:`engine.llm.http11.Headers`)."""
+
+    def get(self, key: str, /) -> str | None:
+        """The header's value, or None."""
+        ...
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -178,7 +188,7 @@ def _number(text: str | None, *, at_least: float = -math.inf) -> float | None:
     return value if at_least <= value < math.inf else None
 
 
-def parse_rate_headers(headers: Any) -> RateInfo | None:
+def parse_rate_headers(headers: HeaderLookup) -> RateInfo | None:
     """Read the ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers.
 
     Args:
