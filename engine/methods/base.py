@@ -23,6 +23,8 @@ from ..stages import ChatCaller, StageObserver
 __all__ = (
     "FAILURE_COLUMNS",
     "Column",
+    "ERROR_COLUMNS",
+    "ORIGIN_COLUMNS",
     "Finalizing",
     "InputCheck",
     "InputProblem",
@@ -204,6 +206,19 @@ class Column(msgspec.Struct, frozen=True):
     kinds: str = "krf"
     doc: str = ""
     empty: object = None
+
+
+ERROR_COLUMNS: tuple[Column, ...] = (
+    Column("error_kind", str, "f", doc="the error's class"),
+    Column("error", str, "f", doc="the error's message"),
+)
+"""The failed rows' error, the same in every built-in method's schema."""
+
+ORIGIN_COLUMNS: tuple[Column, ...] = (
+    Column("models", dict, doc="role -> model"),
+    Column("simulated", bool, doc="written by the simulated endpoint"),
+)
+"""Who wrote a row, last in every built-in method's schema."""
 
 
 _EMPTY: dict[type, object] = {str: ""}

@@ -15,7 +15,7 @@ import msgspec
 
 from ...errors import EndpointError, EngineError
 from ...records import Item, row_id
-from ..base import Column
+from ..base import ERROR_COLUMNS, ORIGIN_COLUMNS, Column
 
 __all__ = (
     "COLUMNS",
@@ -53,10 +53,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("system", str, "k", doc="the S_w system prompt"),
     Column("reason", str, "r", doc="why it was rejected"),
     Column("stage", str, "f", doc="`input`, `backtranslate`, `curate` or `rescore`"),
-    Column("error_kind", str, "f", doc="the error's class"),
-    Column("error", str, "f", doc="the error's message"),
-    Column("models", dict, doc="role -> model"),
-    Column("simulated", bool, doc="written by the simulated endpoint"),
+    *ERROR_COLUMNS,
+    *ORIGIN_COLUMNS,
 )
 """The row schema: every kept, rejected and failed row has these columns, in this order."""
 

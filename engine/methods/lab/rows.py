@@ -15,7 +15,7 @@ import msgspec
 from ...errors import EndpointError, ParseError
 from ...io.taxonomy import Leaf
 from ...records import row_id
-from ..base import Column
+from ..base import ERROR_COLUMNS, ORIGIN_COLUMNS, Column
 
 __all__ = (
     "COLUMNS",
@@ -51,10 +51,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("similarity", float, "r", empty=0.0, doc="near duplicates: cosine (else 0.0)"),
     Column("duplicate_of", str, "r", doc='near duplicates: the repeated row id (else `""`)'),
     Column("stage", str, "f", doc="the step that failed"),
-    Column("error_kind", str, "f", doc="the error's class"),
-    Column("error", str, "f", doc="the error's message"),
-    Column("models", dict, doc="role -> model"),
-    Column("simulated", bool, doc="written by the simulated endpoint"),
+    *ERROR_COLUMNS,
+    *ORIGIN_COLUMNS,
 )
 """The row schema: every kept, rejected and failed row has these columns."""
 
