@@ -270,7 +270,16 @@ class Batcher:
             OnlineRetry: the request was not run by its batch; send it online.
             Draining: a stop was asked.
         """
-        await self._recovered.wait()
+        if not self._recovered.is_set():
+            await self._recovered.wait()
+            # While this call waited, the recovery may have read the reply (a batch an
+            # earlier run submitted that has ended since): the caller looked in the cache
+            # before that, so look again rather than submit the request a second time.
+            hit = self.cache.get(key)
+            if hit is not None:
+                return ChatResult(
+                    texts=hit.texts, finish_reasons=hit.finish_reasons, usage=hit.usage
+                )
         if self._draining:
             raise Draining(
                 f"endpoint {self.name!r}: stopping; the batch call is left for the next run"
