@@ -322,8 +322,10 @@ class Batcher:
             if state == "pending":
                 found = await self.api.find_batch(token)
                 if found is None:
-                    # Never reached the provider (or it cannot say): free its requests.
-                    self.stats["resubmitted_unknown"] += len(self.ledger.requests_of(token))
+                    # Never reached the provider, or (a provider that cannot find batches)
+                    # it cannot say: free its requests; count the ones that may go twice.
+                    if not self.api.finds_batches:
+                        self.stats["resubmitted_unknown"] += len(self.ledger.requests_of(token))
                     self.ledger.forget(token)
                     continue
                 self.stats["recovered_by_token"] += 1

@@ -34,6 +34,7 @@ class FakeProvider:
         self.max_requests = max_requests
         self.max_bytes = 200 * 1024 * 1024
         self.keeps_tokens = keeps_tokens
+        self.finds_batches = keeps_tokens
         self.polls_to_end = 1
         self.not_run: set[str] = set()
         self.batches: dict[str, list[BatchRequest]] = {}
@@ -41,12 +42,15 @@ class FakeProvider:
         self.polls: dict[str, int] = {}
         self.cancelled: list[str] = []
         self.submit_hook: Callable[[str], Any] | None = None
+        self.hook_before = False  # the hook runs before the batch reaches the provider
 
     async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
         batch_id = f"batch_{len(self.batches)}"
+        if self.submit_hook is not None and self.hook_before:
+            await self.submit_hook(batch_id)
         self.batches[batch_id] = list(requests)
         self.tokens[token] = batch_id
-        if self.submit_hook is not None:
+        if self.submit_hook is not None and not self.hook_before:
             await self.submit_hook(batch_id)
         return batch_id
 
@@ -254,8 +258,12 @@ async def test_cancel_on_stop_cancels_the_running_batches(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_kill_between_the_submit_and_its_record(tmp_path: Path, provider: str) -> None:
-    """The provider took the batch, the process died before the ledger had its id."""
+@pytest.mark.parametrize("reached", [True, False])
+async def test_a_kill_between_the_record_and_the_id(
+    tmp_path: Path, provider: str, reached: bool
+) -> None:
+    """The ledger recorded the submission, the process died before it had the batch's id:
+    after the provider took the batch (``reached``), or before it was asked."""
     api = FakeProvider(keeps_tokens=provider == "openai")
     gone = asyncio.Event()
 
@@ -264,6 +272,7 @@ async def test_a_kill_between_the_submit_and_its_record(tmp_path: Path, provider
         await asyncio.Event().wait()  # killed here: record_submitted never runs
 
     api.submit_hook = die
+    api.hook_before = not reached
     run = Run(tmp_path, api)
     calls = [asyncio.ensure_future(run.batcher.call(_key(i), _body(i))) for i in range(3)]
     run.start()
@@ -272,14 +281,19 @@ async def test_a_kill_between_the_submit_and_its_record(tmp_path: Path, provider
     for call in calls:
         call.cancel()
     assert _counts(tmp_path) == {"pending": 1}
+    assert api.sizes() == ([3] if reached else [])
     api.submit_hook = None
     async with Run(tmp_path, api) as rerun:
         results = await _calls(rerun, range(3))
     assert all(isinstance(r, ChatResult) for r in results)
     stats = rerun.batcher.stats
-    if provider == "openai":  # found by its token: polled, not submitted again
-        assert stats["recovered_by_token"] == 1 and stats["resubmitted_unknown"] == 0
+    if provider == "openai":
+        # Found by its token and polled, or known never to have been submitted.
+        assert stats["recovered_by_token"] == int(reached)
+        assert stats["resubmitted_unknown"] == 0
         assert api.sizes() == [3]
-    else:  # cannot be found: submitted once more, and counted
+    else:
+        # Cannot be found: submitted (once more, if it had reached the provider), and
+        # counted either way, since the ledger cannot tell which.
         assert stats["recovered_by_token"] == 0 and stats["resubmitted_unknown"] == 3
-        assert api.sizes() == [3, 3]
+        assert api.sizes() == ([3, 3] if reached else [3])
