@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,29 @@ def test_sigkill_in_each_phase(tmp_path: Path, kind: str, phase: str) -> None:
     if kind == "openai" and phase == "unrecorded":
         # Found by its token (another endpoint's submission may have been in flight too).
         assert sum(int(b["recovered_by_token"]) for b in rerun.values()) >= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_batches_running_and_the_rerun_reads_them(tmp_path: Path) -> None:
+    batches = json.dumps({"processing_s": 1.0, "validating_s": 0.02, "finalizing_s": 0.02})
+    with sim_process("--latency-ms", "1", "--batches", batches, cwd=ROOT) as url:
+        assert _engine(_run_args(tmp_path / "ref", url, "online", "openai")) in (0, 5)
+        work = _run_args(tmp_path / "work", url, "batch", "openai")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", *work], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not _stats(url)["batches"]["batches_submitted"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        _, stderr = proc.communicate(timeout=60)
+        stopped = _stats(url)["batches"]
+        assert _engine(work) in (0, 5)
+        final = _stats(url)["batches"]
+    assert proc.returncode == 130, stderr[-2000:]  # stopped by the user, resumable
+    statuses = stopped["batches_by_status"]
+    assert statuses and "cancelling" not in statuses and "cancelled" not in statuses
+    assert statuses.get("completed", 0) < sum(statuses.values())  # left running
+    assert _rows(tmp_path / "work") == _rows(tmp_path / "ref")
+    twice = {c: n for c, n in final["submissions_by_custom_id"].items() if n > 1}
+    assert not twice, f"submitted more than once: {twice}"
