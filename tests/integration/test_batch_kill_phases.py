@@ -9,6 +9,9 @@ the one window docs/batch.md names: Anthropic's Message Batches carry no metadat
 batch killed ``unrecorded`` cannot be found and its requests go again, counted as
 ``resubmitted_unknown``. The simulated server (its own process, surviving the kills)
 counts the submissions of every custom_id.
+
+Also Ctrl+C (SIGINT) on a batch-mode run: exit 130, its batches left running, the rerun
+reads them without submitting anything again.
 """
 
 from __future__ import annotations
