@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import Draining
+from engine.errors import Draining, ServerError
 from engine.llm.batch import Batcher, BatchLedger, BatchSettings, OnlineRetry
 from engine.llm.batch_api import BatchLine, BatchRequest, BatchState
 from engine.llm.cache import ResponseCache
@@ -211,6 +211,30 @@ async def test_requests_not_run_go_in_a_new_batch_by_default(tmp_path: Path) -> 
     assert all(isinstance(r, ChatResult) for r in results)
     assert api.sizes() == [3, 1] and api.submissions_of("q001") == 2
     assert run.batcher.stats["requests_online"] == 0
+
+
+async def test_a_whole_batch_that_expired_is_submitted_again_then_fails(tmp_path: Path) -> None:
+    api = FakeProvider()
+    api.not_run = {"q000", "q001", "q002"}  # the first batch ran nothing (it expired)
+    async with Run(tmp_path, api) as run:
+        results = await _calls(run, range(3))
+    assert all(isinstance(r, ChatResult) for r in results)
+    assert api.sizes() == [3, 3]
+    assert run.batcher.stats["requests_resubmitted"] == 3
+    # Past max_resubmits, a request the batches never run fails (as a server error).
+    forever = FakeProvider()
+    forever_not_run = {f"q{i:03d}" for i in range(3, 5)}
+
+    async def never(batch_id: str) -> None:
+        forever.not_run |= forever_not_run
+
+    forever.submit_hook = never
+    (tmp_path / "second").mkdir()
+    async with Run(tmp_path / "second", forever, max_resubmits=2) as run:
+        results = await _calls(run, range(3, 5))
+    assert all(isinstance(r, ServerError) for r in results)
+    assert forever.sizes() == [2, 2, 2]  # the first submission and two more
+    assert run.batcher.stats["errors"] == 2
 
 
 async def _stop_with_a_batch_running(tmp_path: Path, api: FakeProvider, **settings: Any) -> Run:
