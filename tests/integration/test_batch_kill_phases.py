@@ -31,7 +31,9 @@ from engine.sim.process import sim_process
 from .test_batch_mode import DEMO, ROOT, _rows, _sets, _stats
 
 KEY = "sk-ant-sim-0123456789"
-QUICK = json.dumps({"processing_s": 0.15, "validating_s": 0.02, "finalizing_s": 0.02})
+QUICK = json.dumps({"processing_s": 0.08, "validating_s": 0.02, "finalizing_s": 0.02})
+# Batches sent and polled often: a run of the small demo is a few seconds.
+BRISK = "{max_wait_s = 0.05, poll_s = 0.03, poll_max_s = 0.1}"
 
 
 def _engine(args: list[str], *, phase: str | None = None, nth: int = 0) -> int:
@@ -43,7 +45,13 @@ def _engine(args: list[str], *, phase: str | None = None, nth: int = 0) -> int:
 
 
 def _run_args(out: Path, url: str, mode: str, kind: str) -> list[str]:
-    sets = _sets(out, url, mode, kind=kind)
+    sets = _sets(
+        out,
+        url,
+        mode,
+        kind=kind,
+        extra=[f"endpoints.{e}.batch={BRISK}" for e in ("strong", "target")],
+    )
     return ["run", str(DEMO), "--quiet", *[f for s in sets for f in ("--set", s)]]
 
 
@@ -84,7 +92,7 @@ def test_sigkill_in_each_phase(tmp_path: Path, kind: str, phase: str) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_the_batches_running_and_the_rerun_reads_them(tmp_path: Path) -> None:
-    batches = json.dumps({"processing_s": 1.0, "validating_s": 0.02, "finalizing_s": 0.02})
+    batches = json.dumps({"processing_s": 0.4, "validating_s": 0.02, "finalizing_s": 0.02})
     with sim_process("--latency-ms", "1", "--batches", batches, cwd=ROOT) as url:
         assert _engine(_run_args(tmp_path / "ref", url, "online", "openai")) in (0, 5)
         work = _run_args(tmp_path / "work", url, "batch", "openai")
@@ -95,14 +103,14 @@ def test_ctrl_c_leaves_the_batches_running_and_the_rerun_reads_them(tmp_path: Pa
         while not _stats(url)["batches"]["batches_submitted"] and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)  # Ctrl+C
+        running = _stats(url)["batches"]["batches_by_status"]
         _, stderr = proc.communicate(timeout=60)
-        stopped = _stats(url)["batches"]
+        stopped = _stats(url)["batches"]["batches_by_status"]
         assert _engine(work) in (0, 5)
         final = _stats(url)["batches"]
     assert proc.returncode == 130, stderr[-2000:]  # stopped by the user, resumable
-    statuses = stopped["batches_by_status"]
-    assert statuses and "cancelling" not in statuses and "cancelled" not in statuses
-    assert statuses.get("completed", 0) < sum(statuses.values())  # left running
+    assert running.get("completed", 0) < sum(running.values())  # the stop came mid-batch
+    assert stopped and "cancelling" not in stopped and "cancelled" not in stopped
     assert _rows(tmp_path / "work") == _rows(tmp_path / "ref")
     twice = {c: n for c, n in final["submissions_by_custom_id"].items() if n > 1}
     assert not twice, f"submitted more than once: {twice}"

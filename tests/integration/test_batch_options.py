@@ -27,7 +27,8 @@ from engine import Engine, load_config
 from engine.sim import SimServer
 from tests.golden.outputs import CASES, ROOT
 
-from .test_batch_mode import DEMO, FAST_BATCHES, SMALL, _rows, _sets, _settings
+from .test_batch_mode import DEMO, SMALL, _rows, _settings
+from .test_batch_mode import _sets as _demo_sets
 
 # Batches that take about a tenth of a second from submission to results.
 QUICK = {"processing_s": 0.05, "validating_s": 0.02, "finalizing_s": 0.02}
@@ -35,6 +36,17 @@ PRICES = [
     "endpoints.strong.price={prompt = 2.0, completion = 8.0}",
     "endpoints.target.price={prompt = 1.0, completion = 2.0}",
 ]
+
+
+# Batches sent and polled often: a batch-mode run of the small demo takes a few seconds.
+BRISK = "{max_wait_s = 0.05, poll_s = 0.03, poll_max_s = 0.1}"
+
+
+def _sets(
+    out: Path, url: str, mode: str, *, kind: str = "openai", extra: list[str] | None = None
+) -> list[str]:
+    brisk = [f"endpoints.{e}.batch={BRISK}" for e in ("strong", "target")]
+    return _demo_sets(out, url, mode, kind=kind, extra=[*brisk, *(extra or [])])
 
 
 async def _run(sets: list[str], stop: asyncio.Event | None = None) -> Any:
@@ -92,7 +104,7 @@ async def test_a_stage_is_split_at_the_configured_max_requests(tmp_path: Path) -
                 sim.url,
                 "batch",
                 extra=[
-                    f"endpoints.{e}.batch={{max_requests = 3, max_wait_s = 0.5, poll_s = 0.05, poll_max_s = 0.2}}"
+                    f"endpoints.{e}.batch={{max_requests = 3, max_wait_s = 0.5, poll_s = 0.03, poll_max_s = 0.1}}"
                     for e in ("strong", "target")
                 ],
             )
@@ -151,7 +163,7 @@ def _anthropic_sets(config: Path, out: Path, url: str, kind: str, mode: str) -> 
             f"endpoints.{ep}.sim={{}}",
             f"endpoints.{ep}.structured_output=false",
             f"endpoints.{ep}.mode={mode}",
-            f"endpoints.{ep}.batch={FAST_BATCHES}",
+            f"endpoints.{ep}.batch={BRISK}",
         ]
         if kind == "anthropic":
             sets.append(f"endpoints.{ep}.api_key_env=SIM_ANTHROPIC_KEY")
