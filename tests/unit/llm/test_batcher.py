@@ -43,6 +43,7 @@ class FakeProvider:
         self.cancelled: list[str] = []
         self.submit_hook: Callable[[str], Any] | None = None
         self.hook_before = False  # the hook runs before the batch reaches the provider
+        self.poll_errors = 0  # polls that fail (a 5xx) before the provider answers
 
     async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
         batch_id = f"batch_{len(self.batches)}"
@@ -55,6 +56,9 @@ class FakeProvider:
         return batch_id
 
     async def batch_state(self, batch_id: str) -> BatchState:
+        if self.poll_errors:
+            self.poll_errors -= 1
+            raise ServerError("overloaded", endpoint="ep", status=529)
         self.polls[batch_id] = self.polls.get(batch_id, 0) + 1
         ended = batch_id in self.cancelled or self.polls[batch_id] >= self.polls_to_end
         return BatchState(status="ended" if ended else "running")
@@ -108,8 +112,14 @@ class Run:
         self.ledger = BatchLedger(tmp / "cache.sqlite")
         self.cache = ResponseCache(tmp / "cache.sqlite")
         options = {"max_wait_s": 0.05, "poll_s": 0.01, "poll_max_s": 0.04, **settings}
-        self.batcher = Batcher("ep", api, self.ledger, self.cache, BatchSettings(**options))
+        self.alive = 0  # the watchdog's progress signals
+        self.batcher = Batcher(
+            "ep", api, self.ledger, self.cache, BatchSettings(**options), on_alive=self._alive
+        )
         self.task: asyncio.Task[None] | None = None
+
+    def _alive(self) -> None:
+        self.alive += 1
 
     async def __aenter__(self) -> Run:
         return self
@@ -190,6 +200,28 @@ async def test_polls_back_off_up_to_poll_max(
         await _calls(run, range(1))
     assert api.polls == {"batch_0": 6}
     assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert run.alive == 6 + 1  # every answered poll, and the results read, are progress
+
+
+async def test_a_failed_poll_is_tried_again_with_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        if delay > 0:
+            waits.append(delay)
+        return await real_sleep(0, result)
+
+    api = FakeProvider()
+    api.poll_errors = 2
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    async with Run(tmp_path, api, poll_s=1.0, poll_max_s=5.0, max_wait_s=0.0) as run:
+        results = await _calls(run, range(2))
+    assert all(isinstance(r, ChatResult) for r in results)
+    assert waits == [1.0, 2.0]  # after each failed poll, doubling
+    assert run.alive == 1 + 1  # failed polls are not progress
 
 
 async def test_requests_not_run_go_online_with_retry_with_online(tmp_path: Path) -> None:
