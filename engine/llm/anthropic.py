@@ -343,6 +343,7 @@ class AnthropicBatches:
 
     max_requests = 100_000
     max_bytes = 256 * 1024 * 1024
+    finds_batches = False  # no metadata to find a batch by
 
     def __init__(self, transport: AnthropicTransport) -> None:
         self.transport = transport

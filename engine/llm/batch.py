@@ -274,7 +274,16 @@ class Batcher:
             OnlineRetry: the request was not run by its batch; send it online.
             Draining: a stop was asked.
         """
-        await self._recovered.wait()
+        if not self._recovered.is_set():
+            await self._recovered.wait()
+            # While this call waited, the recovery may have read the reply (a batch an
+            # earlier run submitted that has ended since): the caller looked in the cache
+            # before that, so look again rather than submit the request a second time.
+            hit = self.cache.get(key)
+            if hit is not None:
+                return ChatResult(
+                    texts=hit.texts, finish_reasons=hit.finish_reasons, usage=hit.usage
+                )
         if self._draining:
             raise Draining(
                 f"endpoint {self.name!r}: stopping; the batch call is left for the next run"
@@ -317,8 +326,10 @@ class Batcher:
             if state == "pending":
                 found = await self.api.find_batch(token)
                 if found is None:
-                    # Never reached the provider (or it cannot say): free its requests.
-                    self.stats["resubmitted_unknown"] += len(self.ledger.requests_of(token))
+                    # Never reached the provider, or (a provider that cannot find batches)
+                    # it cannot say: free its requests; count the ones that may go twice.
+                    if not self.api.finds_batches:
+                        self.stats["resubmitted_unknown"] += len(self.ledger.requests_of(token))
                     self.ledger.forget(token)
                     continue
                 self.stats["recovered_by_token"] += 1

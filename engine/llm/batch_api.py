@@ -66,6 +66,8 @@ class BatchAPI(Protocol):
 
     max_requests: int
     max_bytes: int
+    #: whether :meth:`find_batch` is authoritative: None then means "never submitted".
+    finds_batches: bool
 
     async def submit_batch(self, requests: list[BatchRequest], *, token: str) -> str:
         """Submit ``requests`` as one batch; return the batch's id."""
@@ -135,6 +137,7 @@ class OpenAIBatches:
 
     max_requests = 50_000
     max_bytes = 200 * 1024 * 1024
+    finds_batches = True  # by the token in the batch's metadata
 
     def __init__(self, client: Client, *, completion_window: str = "24h") -> None:
         self.client = client
