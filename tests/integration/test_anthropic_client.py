@@ -178,7 +178,10 @@ async def test_stop_reasons_plain_and_streamed(stop: str, finish: str) -> None:
 
     async with Scripted(reply) as server:
         async for t in _transport(server.url):
-            body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            body: dict[str, object] = {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+            }
             plain = await t.chat(body)
             streamed = await t.chat({**body, "stream": True})
     assert plain.finish_reasons == [finish] and streamed.finish_reasons == [finish]
@@ -356,7 +359,11 @@ async def test_message_batches_carry_translated_requests_and_map_results() -> No
     async with Scripted(reply) as server:
         async for t in _transport(server.url):
             batches = AnthropicBatches(t)
-            body = {"model": "m", "messages": [{"role": "system", "content": "S"}], "stop": "Q"}
+            body: dict[str, object] = {
+                "model": "m",
+                "messages": [{"role": "system", "content": "S"}],
+                "stop": "Q",
+            }
             batch_id = await batches.submit_batch([BatchRequest("a", body)], token="tok")
             assert await batches.find_batch("tok") is None  # no metadata to find it by
             server.reply = lambda body: web.Response(

@@ -65,7 +65,7 @@ class FakeProvider:
 
     async def batch_results(self, batch_id: str) -> AsyncIterator[BatchLine]:
         for r in self.batches[batch_id]:
-            content = str(r.body["messages"][0]["content"])
+            content = _content(r)
             if content in self.not_run:
                 self.not_run.discard(content)
                 yield BatchLine(r.custom_id, error="batch request expired", rerun=True)
@@ -89,12 +89,14 @@ class FakeProvider:
         return [len(b) for b in self.batches.values()]
 
     def submissions_of(self, content: str) -> int:
-        return sum(
-            1
-            for b in self.batches.values()
-            for r in b
-            if r.body["messages"][0]["content"] == content
-        )
+        return sum(1 for b in self.batches.values() for r in b if _content(r) == content)
+
+
+def _content(request: BatchRequest) -> str:
+    """The first message's content of a request the batcher submitted."""
+    messages = request.body["messages"]
+    assert isinstance(messages, list) and isinstance(messages[0], dict)
+    return str(messages[0]["content"])
 
 
 def _body(i: int) -> dict[str, Any]:
