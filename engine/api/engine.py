@@ -119,6 +119,7 @@ class Engine:
         self.method_cfg = method_config(config, self.method_entry)  # validate before starting
         self._progress_stream = progress
         self._force_new = force_new
+        self._is_simulated = False  # once True, for good (a row's label asks it each time)
         self._retry_failed = retry_failed
         self._partition = partition
         self._derived_dir = derived_dir
@@ -163,8 +164,13 @@ class Engine:
         return self.endpoints.price_sources
 
     def _simulated(self) -> bool:
-        """True if any endpoint is configured as, or answered as, the simulated endpoint."""
-        return self.config.simulated or self.endpoints.simulated()
+        """True if any endpoint is configured as, or answered as, the simulated endpoint.
+
+        Asked for every row; an endpoint only ever turns simulated, so a True is kept.
+        """
+        if not self._is_simulated:
+            self._is_simulated = self.config.simulated or self.endpoints.simulated()
+        return self._is_simulated
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

@@ -598,7 +598,8 @@ class Adapter:
                 f"{type(self.method).__name__}.process returned {type(row).__name__}; "
                 "return Kept, Rejected or Failed rows"
             )
-        out.setdefault("id", row_id(self.name, item.key, kind, n))
+        if "id" not in out:  # (not setdefault: a row with its own id costs no hash)
+            out["id"] = row_id(self.name, item.key, kind, n)
         if self.method.provenance_columns:
             out.setdefault("item", item.key)
             out.setdefault("source", item.source)
