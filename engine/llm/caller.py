@@ -112,8 +112,12 @@ def sane_usage(usage: Usage | None) -> Usage | None:
     """
     if usage is None:
         return None
-    figures = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
-    if all(0 <= n <= _MAX_USAGE_TOKENS for n in figures):
+    top = _MAX_USAGE_TOKENS  # (plain comparisons: this runs once per response)
+    if (
+        0 <= usage.prompt_tokens <= top
+        and 0 <= usage.completion_tokens <= top
+        and 0 <= usage.total_tokens <= top
+    ):
         return usage
     return None
 
