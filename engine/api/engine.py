@@ -49,6 +49,7 @@ log = logging.getLogger("engine")
 # After a stop, calls that cannot start within this many seconds give up (their items
 # are left undone), so a paused endpoint cannot hold the drain.
 _DRAIN_GRACE_S = 5.0
+_DRAIN_WAIT_S = 15.0  # at most this long for a stop's drain to finish its batch cancels
 # Items in flight in batch mode (each holds its state while its call waits in a batch).
 _BATCH_WINDOW = 10_000
 
@@ -367,6 +368,7 @@ class Engine:
         method = create_method(config, ctx, self.method_entry)
         stop_reason: str | None = "error"
         background: list[asyncio.Task[None]] = []
+        drainer: asyncio.Task[None] | None = None
         progress: Progress | None = None
         try:
             if self._progress_stream is not None and config.run.progress != "off":
@@ -379,7 +381,8 @@ class Engine:
                 )
                 background.append(asyncio.create_task(progress.run(), name="progress"))
             background.append(asyncio.create_task(monitor.run(stop), name="monitor"))
-            background.append(asyncio.create_task(self._drain_on(stop), name="drain"))
+            drainer = asyncio.create_task(self._drain_on(stop), name="drain")
+            background.append(drainer)
             background.extend(
                 asyncio.create_task(b.run(), name=f"batcher-{n}") for n, b in self._batchers.items()
             )
@@ -445,6 +448,11 @@ class Engine:
             else:
                 raise found from group
         finally:
+            if drainer is not None and stop.is_set() and not drainer.done():
+                # A stop's drain may still be cancelling batches (cancel_on_stop), one of
+                # them perhaps on its way: let it finish before the batchers are stopped.
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(drainer), _DRAIN_WAIT_S)
             for task in background:
                 task.cancel()
             for task in background:

@@ -42,6 +42,8 @@ __all__ = ("BatchLedger", "BatchSettings", "Batcher", "OnlineRetry")
 
 log = logging.getLogger("engine")
 
+_SUBMIT_WAIT_S = 10.0  # a stop waits this long for a submission on its way (cancel_on_stop)
+
 
 _Params = tuple[str | bytes | int | float | None, ...]
 """The parameters of one SQL statement."""
@@ -252,6 +254,7 @@ class Batcher:
         self._recovered = asyncio.Event()  # the earlier runs' batches are known
         self._wake = asyncio.Event()
         self._draining = False
+        self._submitting: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._polled: set[str] = set()
         self.stats = {
@@ -375,15 +378,23 @@ class Batcher:
         ids = [(w.key, _custom_id(w.key)) for w in batch]
         self.ledger.record_pending(self.name, token, ids, {w.key: w.attempts for w in batch})
         requests = [BatchRequest(cid, w.body) for (_, cid), w in zip(ids, batch, strict=True)]
+        # A stop that comes while this submission is on its way waits for its id, so that
+        # cancel_on_stop can cancel it too (drain).
+        submitting = self._submitting = asyncio.get_running_loop().create_future()
         try:
-            batch_id = await self.api.submit_batch(requests, token=token)
-        except EndpointError as exc:
-            # Refused before it existed (a bad file, a 4xx): every request fails alike.
-            self.ledger.forget(token)
-            for w in batch:
-                self._resolve(w.key, exc)
-            return
-        self.ledger.record_submitted(token, batch_id)
+            try:
+                batch_id = await self.api.submit_batch(requests, token=token)
+            except EndpointError as exc:
+                # Refused before it existed (a bad file, a 4xx): every request fails alike.
+                self.ledger.forget(token)
+                for w in batch:
+                    self._resolve(w.key, exc)
+                return
+            self.ledger.record_submitted(token, batch_id)
+        finally:
+            self._submitting = None
+            if not submitting.done():
+                submitting.set_result(None)
         self.stats["batches_submitted"] += 1
         self.stats["requests_submitted"] += len(batch)
         log.info(
@@ -489,6 +500,9 @@ class Batcher:
             )
         self._queue.clear()
         if self.settings.cancel_on_stop:
+            if self._submitting is not None:  # a batch on its way: wait for its id
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._submitting), _SUBMIT_WAIT_S)
             for _token, batch_id, state in self.ledger.open_submissions(self.name):
                 if state == "submitted" and batch_id:
                     await self.api.cancel_batch(batch_id)
