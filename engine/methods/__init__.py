@@ -21,9 +21,10 @@ from ..config import Base, Config, locate_key, validation_error
 from ..errors import ConfigError, InputError
 from ..io.readers import check_readable, read_jsonl
 from ..records import BadInput
+from .adapter import Adapter
 from .base import InputCheck, Method, MethodContext, failed_row
-from .custom import Adapter, MethodConfig
 from .custom import Method as UserMethod
+from .custom import MethodConfig
 
 __all__ = (
     "ENTRY_POINT_GROUP",

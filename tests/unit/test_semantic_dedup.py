@@ -32,9 +32,9 @@ from engine.dedup.semantic import (
 from engine.errors import ConfigError, EngineError
 from engine.io.shards import ShardSink
 from engine.methods import create_method, method_config
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext
 from engine.methods.codeclm import CodecLM
-from engine.methods.custom import Adapter
 from engine.methods.selfguide import SelfGuideConfig, SelfGuideMethod
 from engine.records import RowOut
 from tests.fakes import Counts, Reply

@@ -9,9 +9,9 @@ method's own figures through it.
 
 from __future__ import annotations
 
+from engine.methods.adapter import Adapter
 from engine.methods.backtranslation import Backtranslation, BacktranslationConfig
 from engine.methods.base import InputCheck, MethodContext
-from engine.methods.custom import Adapter
 
 __all__ = ("BacktranslationMethod",)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext
 from engine.methods.codeclm import CodecLM, CodecLMConfig
-from engine.methods.custom import Adapter
 
 __all__ = ("CodecLMMethod",)
 

@@ -16,10 +16,11 @@ from engine.config import load_config
 from engine.errors import ConfigError, ServerError
 from engine.io.shards import KINDS, iter_rows
 from engine.methods import PUBLIC_METHODS, method_config, resolve_method
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext, failed_row_for
 from engine.methods.codeclm import COLUMNS, CodecLM, CodecLMConfig
 from engine.methods.codeclm.rows import FailedRow, KeptRow, RejectedRow
-from engine.methods.custom import Adapter, Context, Failed, Kept, Rejected
+from engine.methods.custom import Context, Failed, Kept, Rejected
 from engine.records import Item
 from tests.fakes import Observers
 from tests.unit.methods.test_codeclm import FakeEndpoint, Script, write_config

@@ -15,8 +15,8 @@ import pytest
 from engine.config import Config, load_config
 from engine.errors import ConfigError, ParseError
 from engine.methods import PUBLIC_METHODS, method_config, resolve_method
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext, bad_input_reason, failed_row_for
-from engine.methods.custom import Adapter
 from engine.methods.lab import (
     COLUMNS,
     LabConfig,

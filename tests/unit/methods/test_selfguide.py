@@ -15,8 +15,8 @@ import pytest
 from engine.config import load_config
 from engine.errors import ConfigError, InputError
 from engine.methods import create_method
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext
-from engine.methods.custom import Adapter
 from engine.methods.selfguide import (
     COLUMNS,
     SelfGuideConfig,

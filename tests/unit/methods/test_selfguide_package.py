@@ -16,8 +16,9 @@ import pytest
 from engine.config import load_config
 from engine.errors import ConfigError, ServerError
 from engine.methods import PUBLIC_METHODS, create_method, resolve_method
+from engine.methods.adapter import Adapter
 from engine.methods.base import MethodContext, failed_row_for
-from engine.methods.custom import Adapter, Context, Method
+from engine.methods.custom import Context, Method
 from engine.methods.selfguide import COLUMNS, SelfGuideMethod
 from engine.methods.selfguide.rows import FailedRow, KeptRow, RejectedRow
 from engine.records import Item, RowOut, row_id
