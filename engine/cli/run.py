@@ -5,23 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..config import Config, load_config
 from ..errors import ConfigError
-from .runtime import STOP_SIGNALS, advice, nothing_kept, run_async, stop_exit_code
+from .runtime import advice, nothing_kept, run_async, stop_exit_code, stop_on_signals
 
 __all__ = ("cmd_run",)
 
-log = logging.getLogger("engine")
-
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..api import Engine
-
     config = load_config(args.config, args.overrides)
     if args.ray is not None:
         if args.retry_failed:
@@ -39,75 +34,63 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _cmd_run_ray(args, config)
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        presses = 0
-
-        def on_signal() -> None:
-            nonlocal presses
-            presses += 1
-            if presses == 1:
-                log.warning("stopping: finishing items in flight (press Ctrl+C again to exit now)")
-                stop.set()
-            elif task is not None:
-                log.warning("exiting now; finished rows are kept and the run stays resumable")
-                task.cancel()
-
-        for sig in STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
-        progress = None if args.quiet else sys.stderr
-        try:
-            async with (
-                Engine(
-                    config,
-                    progress=progress,
-                    force_new=args.force_new,
-                    retry_failed=args.retry_failed,
-                    metrics_port=args.metrics_port,
-                    metrics_host=args.metrics_host,
-                ) as engine,
-                _viewing(args.view, config.resolve(config.run.output)),
-            ):
-                if engine.metrics_url:
-                    print(f"metrics     {engine.metrics_url}", file=sys.stderr, flush=True)
-                try:
-                    result = await engine.run(stop=stop)
-                except asyncio.CancelledError:
-                    return 130
-        finally:
-            for sig in STOP_SIGNALS:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-        if result.already_complete:
-            failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
-            print(
-                f"{result.output}: already complete; nothing to do"
-                + (
-                    f" ({failed} failed rows: --retry-failed redoes them, replaying every "
-                    "response already paid for)"
-                    if failed
-                    else " (use a new output to run again)"
-                )
-            )
-            return 0
-        if not args.quiet:
-            print(result.summary)
-            print(f"output      {result.output}")
-        if result.complete:
-            return nothing_kept(result.manifest)
-        hint = advice(result.stop_reason)
-        failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
-        if failed and (result.stop_reason or "").startswith("endpoint"):
-            hint += (
-                f", with --retry-failed to also redo the {failed} items that failed before "
-                "the stop (responses already paid for replay from the cache)"
-            )
-        print(f"stopped early ({result.stop_reason}); {hint}", file=sys.stderr)
-        return stop_exit_code(result.stop_reason)
+        with stop_on_signals(
+            "stopping: finishing items in flight (press Ctrl+C again to exit now)",
+            "exiting now; finished rows are kept and the run stays resumable",
+        ) as stop:
+            return await _run_local(args, config, stop)
 
     return run_async(main)
+
+
+async def _run_local(args: argparse.Namespace, config: Config, stop: asyncio.Event) -> int:
+    """The single-process run, until done or stopped (``stop``: a graceful stop asked)."""
+    from ..api import Engine
+
+    progress = None if args.quiet else sys.stderr
+    async with (
+        Engine(
+            config,
+            progress=progress,
+            force_new=args.force_new,
+            retry_failed=args.retry_failed,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        ) as engine,
+        _viewing(args.view, config.resolve(config.run.output)),
+    ):
+        if engine.metrics_url:
+            print(f"metrics     {engine.metrics_url}", file=sys.stderr, flush=True)
+        try:
+            result = await engine.run(stop=stop)
+        except asyncio.CancelledError:
+            return 130
+    if result.already_complete:
+        failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
+        print(
+            f"{result.output}: already complete; nothing to do"
+            + (
+                f" ({failed} failed rows: --retry-failed redoes them, replaying every "
+                "response already paid for)"
+                if failed
+                else " (use a new output to run again)"
+            )
+        )
+        return 0
+    if not args.quiet:
+        print(result.summary)
+        print(f"output      {result.output}")
+    if result.complete:
+        return nothing_kept(result.manifest)
+    hint = advice(result.stop_reason)
+    failed = (result.manifest.totals.get("failed", 0) if result.manifest else 0) or 0
+    if failed and (result.stop_reason or "").startswith("endpoint"):
+        hint += (
+            f", with --retry-failed to also redo the {failed} items that failed before "
+            "the stop (responses already paid for replay from the cache)"
+        )
+    print(f"stopped early ({result.stop_reason}); {hint}", file=sys.stderr)
+    return stop_exit_code(result.stop_reason)
 
 
 @contextlib.asynccontextmanager
@@ -140,30 +123,19 @@ def _cmd_run_ray(args: argparse.Namespace, config: Config) -> int:
     from ..distributed import run_on_ray
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-
-        def on_signal() -> None:
-            if not stop.is_set():
-                log.warning("stopping: workers finish their items in flight (again: exit now)")
-                stop.set()
-            elif task is not None:
-                task.cancel()
-
-        for sig in STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
-        try:
-            result = await run_on_ray(
-                config,
-                address=args.ray or None,
-                workers=args.workers,
-                force_new=args.force_new,
-                stop=stop,
-            )
-        except asyncio.CancelledError:
-            return 130
+        with stop_on_signals(
+            "stopping: workers finish their items in flight (again: exit now)"
+        ) as stop:
+            try:
+                result = await run_on_ray(
+                    config,
+                    address=args.ray or None,
+                    workers=args.workers,
+                    force_new=args.force_new,
+                    stop=stop,
+                )
+            except asyncio.CancelledError:
+                return 130
         if result.already_complete:
             print(f"{result.output}: already complete; nothing to do")
             return 0

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TypeVar
 
 __all__ = (
     "STOP_SIGNALS",
+    "stop_on_signals",
     "EXIT_NOTHING_KEPT",
     "advice",
     "nothing_kept",
@@ -22,12 +25,46 @@ __all__ = (
 T = TypeVar("T")
 
 
+log = logging.getLogger("engine")
+
 # Signals that stop a run gracefully: Ctrl+C, a service manager's stop, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _EXIT_BY_HALT = {"budget": 3, "watchdog": 3, "endpoint": 4}
 
 EXIT_NOTHING_KEPT = 5
+
+
+@contextlib.contextmanager
+def stop_on_signals(first: str, again: str | None = None) -> Iterator[asyncio.Event]:
+    """While inside, the first SIGINT/SIGTERM/SIGHUP sets the yielded event (a graceful
+    stop, ``first`` logged) and the next one cancels the current task (``again`` logged).
+
+    Where the loop cannot take signal handlers (not the main thread, Windows) nothing is
+    installed and the default behaviour stays.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            log.warning("%s", first)
+            stop.set()
+        elif task is not None:
+            if again:
+                log.warning("%s", again)
+            task.cancel()
+
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        yield stop
+    finally:
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
 
 def stop_exit_code(stop_reason: str | None) -> int:
