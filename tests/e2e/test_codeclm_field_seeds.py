@@ -12,7 +12,8 @@ from tests.conftest import ROOT, run_cli
 SEEDS = ROOT / "tests" / "fixtures" / "field" / "codeclm" / "seed_tasks_head12.jsonl"
 
 
-def _config(tmp: Path, seeds: Path = SEEDS) -> Path:
+def codeclm_config(tmp: Path, seeds: Path = SEEDS) -> Path:
+    """A small CodecLM job over ``seeds`` on the simulated endpoint (``tmp/codeclm.toml``)."""
     cfg = tmp / "codeclm.toml"
     cfg.write_text(
         f"""
@@ -52,7 +53,7 @@ response_max_tokens = 64
 def test_alpaca_seed_tasks_are_read_and_run_unchanged(tmp_path: Path) -> None:
     seeds = [json.loads(line) for line in SEEDS.read_text().splitlines()]
     assert len(seeds) == 12 and all({"id", "instruction", "instances"} <= set(s) for s in seeds)
-    cfg = _config(tmp_path)
+    cfg = codeclm_config(tmp_path)
     val = run_cli("validate", str(cfg), "--json")
     assert val.returncode == 0, val.stderr
     doc = json.loads(val.stdout)["input"]
@@ -86,7 +87,7 @@ def test_bad_seed_lines_are_failed_rows_naming_their_line(tmp_path: Path) -> Non
     lines = SEEDS.read_text().splitlines()[:2]
     bad = ['{"id": "x1", "name": "no_instruction"}', "not json", lines[0]]
     seeds.write_text("\n".join([*lines, *bad]) + "\n")
-    cfg = _config(tmp_path, seeds)
+    cfg = codeclm_config(tmp_path, seeds)
     val = run_cli("validate", str(cfg), "--json")
     doc = json.loads(val.stdout)["input"]
     assert (doc["items_ok"], doc["items_bad"]) == (2, 3)

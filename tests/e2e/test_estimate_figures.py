@@ -13,6 +13,7 @@ from typing import Any
 import genai_prices
 
 from tests.conftest import ROOT, run_cli
+from tests.e2e.test_codeclm_field_seeds import codeclm_config
 
 OPENAI = "https://api.openai.com/v1"
 SEEDS = [
@@ -115,39 +116,7 @@ def test_an_unpriced_model_makes_the_cost_unknown_and_says_what_to_set(tmp_path:
 
 
 def test_codeclm_estimate_from_half_the_seeds_is_near_the_real_run(tmp_path: Path) -> None:
-    config = tmp_path / "codeclm.toml"
-    config.write_text(
-        f"""
-[run]
-method = "codeclm"
-input = "{ALPACA}"
-output = "out"
-seed = 0
-
-[endpoints.strong]
-base_url = "sim"
-model = "sim-strong"
-max_concurrency = 32
-sim = {{ latency_ms = 1, seed = 1 }}
-
-[endpoints.target]
-base_url = "sim"
-model = "sim-target"
-max_concurrency = 32
-sim = {{ latency_ms = 1, seed = 2 }}
-
-[roles]
-strong = "strong"
-target = "target"
-judge = "strong"
-
-[method.codeclm]
-metadata_count = 14
-instructions_per_metadata = 1
-max_tokens = 128
-response_max_tokens = 64
-"""
-    )
+    config = codeclm_config(tmp_path, ALPACA)
     est = _estimate(config, sample=6)
     assert (est["sampled_items"], est["total_items"]) == (6, 12)
     proc = run_cli("run", str(config), "--quiet")
@@ -157,6 +126,6 @@ response_max_tokens = 64
     # Measured: 191 predicted, 226 made (-15%). Encode calls scale with the seeds; the
     # rest depends on how many contrastive rounds the (simulated) judge asks for.
     assert abs(predicted - real) <= 0.2 * real, (predicted, real)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())["method_report"]
-    encode = json.loads((tmp_path / "out" / "report.json").read_text())["stages"]["encode"]
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    report, encode = written["method_report"], written["stages"]["encode"]
     assert encode["calls"] == 12 and report["seeds_read"] == 12
